@@ -1,0 +1,50 @@
+# pgvault — build, test, benchmark, fuzz, demo.
+# `make demo` and `make test` do all set-up a fresh Debian machine needs.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+GO          ?= go
+BIN         := bin/pgvault
+FUZZTIME    ?= 30s
+TEST_TIMEOUT ?= 18m
+# Packages whose tests are pure Go (no servers): run under the race detector.
+RACE_PKGS   := ./chunk/... ./repo/... ./backup/... ./stream/... ./fs/... ./cmd/...
+
+.PHONY: all build test unit deps bench fuzz demo lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/pgvault
+
+deps:
+	@.ci/install-deps
+
+# Every test: unit tests under -race, then everything (integration included)
+# without it. Fuzz targets run their seed corpus here.
+test: deps
+	@echo "== go vet"
+	$(GO) vet ./...
+	@echo "== unit tests (race detector)"
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS) 2>&1 | grep -v '^\(=== \|--- PASS\)' | grep -v 'no test files'
+	@echo "== all tests"
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | grep -v 'no test files'
+
+# Benchmarks: Go benchmarks now, peer runs as they land; results are
+# written into docs/benchmarks.md with the machine and the date.
+bench: deps build
+	.ci/bench
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) .ci/fuzz
+
+demo: deps build
+	$(BIN) demo
+
+lint:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) test -count=1 -run TestLayers .
+
+clean:
+	rm -rf bin

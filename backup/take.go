@@ -1,0 +1,323 @@
+package backup
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgvault/pgvault/repo"
+)
+
+// Options configure Take.
+type Options struct {
+	Label          string
+	FastCheckpoint bool
+	// Standalone also stores the WAL from start to stop, so the backup
+	// restores and starts without any WAL archive.
+	Standalone bool
+	// MaxRateKB throttles the server (kB/s, 32..1048576); 0 is unlimited.
+	MaxRateKB int
+	// Progress, if set, is called as data arrives.
+	Progress func(Progress)
+}
+
+// Progress is a running report of a base backup.
+type Progress struct {
+	BytesDone  int64 // as the server counts them
+	BytesTotal int64 // the server's estimate; 0 when unknown
+	Stored     int64 // sealed bytes added to the repository so far
+}
+
+// Result describes a finished base backup.
+type Result struct {
+	Snapshot *repo.Snapshot
+	Info     *Info
+	Duration time.Duration
+}
+
+// ErrUnsupportedServer: the server is older than what Take speaks.
+var ErrUnsupportedServer = errors.New("unsupported PostgreSQL version")
+
+// Take runs BASE_BACKUP on conn (a physical replication connection) and
+// streams every file straight into the repository as one snapshot: no
+// copy of the data directory touches local disk. The snapshot is listed
+// only when the whole backup, its manifest and PostgreSQL's
+// backup_manifest are durable.
+func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Options) (*Result, error) {
+	major, version, err := serverVersion(conn)
+	if err != nil {
+		return nil, err
+	}
+	if major < 15 {
+		return nil, fmt.Errorf("%w: PostgreSQL %s; pgvault backup needs 15 or newer", ErrUnsupportedServer, version)
+	}
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
+	started := time.Now()
+	label := opts.Label
+	if label == "" {
+		label = "pgvault " + started.UTC().Format(time.RFC3339)
+	}
+	info := &Info{SystemIdentifier: sys.SystemID, ServerVersion: version, Label: label, StartTime: started.UTC(), Standalone: opts.Standalone}
+
+	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts}
+	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, MaxRateKB: opts.MaxRateKB}
+	res, err := runBaseBackup(ctx, conn, popts, protocolHandler{
+		started:  in.started,
+		archive:  in.archive,
+		data:     in.data,
+		manifest: in.startManifest,
+		progress: in.progress,
+		notice:   in.notice,
+	})
+	if err == nil {
+		err = in.finishArchive()
+	} else {
+		in.finishArchive()
+	}
+	if err != nil {
+		in.w.Abort()
+		return nil, err
+	}
+	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
+	info.StopTime = time.Now().UTC()
+	info.ChecksumFailures = res.ChecksumFailures
+	if in.manifest == nil {
+		in.w.Abort()
+		return nil, errors.New("the server sent no backup_manifest")
+	}
+	if _, err := in.w.AddFile("backup_manifest", repo.NodeMeta{Mode: 0o600, UID: in.owner.UID, GID: in.owner.GID, ModTime: info.StopTime}, bytes.NewReader(in.manifest.Bytes()), repo.SplitCDC); err != nil {
+		in.w.Abort()
+		return nil, err
+	}
+	info.BytesRead = in.w.Stats().Bytes
+	meta, err := json.Marshal(info)
+	if err != nil {
+		in.w.Abort()
+		return nil, err
+	}
+	snap, err := in.w.Commit(ctx, repo.SnapshotInfo{
+		Kind: SnapshotKind, Label: label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Snapshot: snap, Info: info, Duration: time.Since(started)}, nil
+}
+
+func serverVersion(conn *pgconn.PgConn) (int, string, error) {
+	v := conn.ParameterStatus("server_version")
+	major, err := strconv.Atoi(strings.SplitN(strings.Fields(v + " ")[0], ".", 2)[0])
+	if err != nil {
+		return 0, v, fmt.Errorf("cannot read the server version %q: %w", v, err)
+	}
+	return major, strings.Fields(v + " ")[0], nil
+}
+
+// ingest turns the BASE_BACKUP stream into snapshot entries. Archive data
+// goes through a bounded channel to one tar-reading goroutine at a time,
+// so receiving from the network overlaps with splitting and hashing.
+type ingest struct {
+	w    *repo.SnapshotWriter
+	r    *repo.Repository
+	info *Info
+	opts Options
+
+	total    int64
+	done     int64
+	manifest *bytes.Buffer // non-nil once the manifest started
+
+	chunks chan []byte // current archive's data
+	tarErr chan error  // the tar goroutine's result
+	owner  repo.NodeMeta
+}
+
+func (in *ingest) started(start pglogrepl.LSN, tli uint32, tablespaces []Tablespace, total int64) error {
+	in.info.StartLSN, in.info.Timeline, in.info.Tablespaces, in.total = start, tli, tablespaces, total
+	if in.info.Tablespaces == nil {
+		in.info.Tablespaces = []Tablespace{}
+	}
+	return nil
+}
+
+func (in *ingest) archive(name, tablespacePath string) error {
+	if err := in.finishArchive(); err != nil {
+		return err
+	}
+	prefix := ""
+	if oid := ArchiveOID(name); oid != 0 {
+		prefix = "pg_tblspc/" + strconv.FormatUint(uint64(oid), 10)
+		known := false
+		for _, ts := range in.info.Tablespaces {
+			known = known || ts.OID == oid
+		}
+		if !known {
+			return fmt.Errorf("base backup: archive %s for a tablespace the server did not list", name)
+		}
+	}
+	in.chunks = make(chan []byte, 64)
+	in.tarErr = make(chan error, 1)
+	chunks := in.chunks
+	go func() { in.tarErr <- in.readTar(prefix, &chanReader{ch: chunks}) }()
+	return nil
+}
+
+func (in *ingest) data(p []byte) error {
+	if in.manifest != nil {
+		in.manifest.Write(p)
+		return nil
+	}
+	if in.chunks == nil {
+		return errors.New("base backup: data before the first archive")
+	}
+	select {
+	case in.chunks <- bytes.Clone(p): // p is only valid until the next receive
+		return nil
+	case err := <-in.tarErr:
+		// The reader stopped early: it failed, or the tar ended before the
+		// stream did, which is a failure too.
+		in.chunks, in.tarErr = nil, nil
+		if err == nil {
+			err = errors.New("base backup: data after the end of an archive")
+		}
+		return err
+	}
+}
+
+// finishArchive ends the current archive and waits for its reader.
+func (in *ingest) finishArchive() error {
+	if in.chunks == nil {
+		return nil
+	}
+	close(in.chunks)
+	err := <-in.tarErr
+	in.chunks, in.tarErr = nil, nil
+	return err
+}
+
+func (in *ingest) startManifest() error {
+	if err := in.finishArchive(); err != nil {
+		return err
+	}
+	in.manifest = &bytes.Buffer{}
+	return nil
+}
+
+func (in *ingest) progress(done int64) {
+	in.done = done
+	if in.opts.Progress != nil {
+		in.opts.Progress(Progress{BytesDone: done, BytesTotal: in.total, Stored: in.r.StoredBytes()})
+	}
+}
+
+func (in *ingest) notice(n *pgconn.Notice) {
+	if n.Severity == "WARNING" || n.Severity == "ERROR" {
+		msg := n.Message
+		if n.Detail != "" {
+			msg += ": " + n.Detail
+		}
+		in.info.Warnings = append(in.info.Warnings, msg)
+	}
+}
+
+// readTar stores every entry of one archive under prefix.
+func (in *ingest) readTar(prefix string, rd *chanReader) error {
+	defer io.Copy(io.Discard, rd) // let the sender finish even if we stop early
+	tr := tar.NewReader(rd)
+	rootSet := false
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("base backup: read archive: %w", err)
+		}
+		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+		if prefix != "" {
+			name = path.Join(prefix, name)
+		}
+		meta := repo.NodeMeta{Mode: fs.FileMode(h.Mode) & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky), UID: uint32(h.Uid), GID: uint32(h.Gid), ModTime: h.ModTime}
+		if !rootSet {
+			// An archive has no entry for its own root (the data directory
+			// or the tablespace folder): it belongs to the same user as its
+			// files and is 0700, as PostgreSQL requires.
+			rootSet = true
+			if prefix == "" {
+				in.owner = meta
+			}
+			if err := in.w.AddDir(prefix, repo.NodeMeta{Mode: 0o700, UID: meta.UID, GID: meta.GID, ModTime: in.info.StartTime}); err != nil {
+				return err
+			}
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if name == "" || name == prefix {
+				if prefix == "" {
+					err = in.w.AddDir("", meta)
+				}
+				break
+			}
+			err = in.w.AddDir(name, meta)
+		case tar.TypeSymlink:
+			err = in.w.AddSymlink(name, h.Linkname, meta)
+		case tar.TypeReg:
+			var src io.Reader = tr
+			var keep *bytes.Buffer
+			if prefix == "" && (name == "backup_label" || name == "tablespace_map") {
+				keep = &bytes.Buffer{}
+				src = io.TeeReader(tr, keep)
+			}
+			var n int64
+			n, err = in.w.AddFile(name, meta, src, SplitFor(name))
+			if err == nil && n != h.Size {
+				err = fmt.Errorf("base backup: %s: archive promised %d bytes, sent %d", name, h.Size, n)
+			}
+			if keep != nil {
+				if name == "backup_label" {
+					in.info.BackupLabel = keep.String()
+				} else {
+					in.info.TablespaceMap = keep.String()
+				}
+			}
+		default:
+			err = fmt.Errorf("base backup: %s: unexpected archive entry type %q", name, h.Typeflag)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// chanReader reads the byte slices sent on ch, in order, until ch closes.
+type chanReader struct {
+	ch  <-chan []byte
+	buf []byte
+}
+
+func (c *chanReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		b, ok := <-c.ch
+		if !ok {
+			return 0, io.EOF
+		}
+		c.buf = b
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}

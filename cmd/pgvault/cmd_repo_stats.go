@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+)
+
+func repoStatsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "stats",
+		Usage: "show sizes: logical, unique, stored, dedup and compression ratios",
+		Action: func(c *cli.Context) error {
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			return runRepoStats(c.Context, e)
+		},
+	}
+}
+
+func runRepoStats(ctx context.Context, e *env) error {
+	r, err := e.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	st, err := r.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	return e.out.emit(st, func(w io.Writer) {
+		fmt.Fprintf(w, "snapshots:          %d\n", st.Snapshots)
+		fmt.Fprintf(w, "WAL files:          %d\n", st.WALFiles)
+		fmt.Fprintf(w, "logical size:       %s (all snapshots' files)\n", humanBytes(st.LogicalBytes))
+		fmt.Fprintf(w, "unique data:        %s in %d chunks\n", humanBytes(st.UniqueBytes), st.DataBlobs)
+		fmt.Fprintf(w, "stored:             %s in %d packs (%d blobs)\n", humanBytes(st.StoredBytes), st.Packs, st.Blobs)
+		fmt.Fprintf(w, "dedup ratio:        %.2fx\n", st.DedupRatio)
+		fmt.Fprintf(w, "compression ratio:  %.2fx\n", st.Compression)
+	})
+}

@@ -1,0 +1,116 @@
+// Command pgvault backs up PostgreSQL into a deduplicating, encrypted
+// repository and gives backups back as restored or mounted data
+// directories. See docs/reference/cli.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes (the CLI contract).
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 2
+	exitProblems = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError marks a mistake in how the command was called (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// problemsError means a check ran and found problems (exit 3).
+type problemsError struct{ msg string }
+
+func (e problemsError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := newApp(stdin, stdout, stderr)
+	err := app.RunContext(ctx, interspersed(app, args))
+	return report(err, stderr)
+}
+
+// report prints err as one line and returns the exit code for it.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var pe problemsError
+	if errors.As(err, &pe) {
+		fmt.Fprintln(stderr, "pgvault: "+oneLine(pe.msg))
+		return exitProblems
+	}
+	code := exitFailure
+	var ue usageError
+	if errors.As(err, &ue) {
+		code = exitUsage
+	}
+	msg := explain(err)
+	fmt.Fprintln(stderr, "pgvault: "+oneLine(msg))
+	return code
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                 "pgvault",
+		Usage:                "PostgreSQL backups you can mount: deduplicated, encrypted, instant restore",
+		Version:              version,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		Flags:                globalFlags(),
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main decides exit codes
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(stderr, "pgvault: unknown command %q (see `pgvault --help`)\n", name)
+		},
+		Commands: []*cli.Command{
+			repoCommand(),
+			backupCommand(),
+			listCommand(),
+			restoreCommand(),
+			demoCommand(),
+		},
+	}
+	setUsageErrors(app.Commands)
+	return app
+}
+
+// setUsageErrors makes flag mistakes in every subcommand exit 2.
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+		setUsageErrors(c.Subcommands)
+	}
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"

@@ -1,0 +1,290 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+// richCluster is pgbench scale 10 plus what a real database has: TOAST
+// data, a second database, a tablespace and an unlogged table.
+func richCluster(t *testing.T) (*pgtest.Cluster, string) {
+	t.Helper()
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 10)
+	tsDir := c.TablespaceDir(t)
+	c.Exec(t, "CREATE TABLESPACE extra LOCATION '"+tsDir+"'")
+	c.Exec(t, "CREATE TABLE toasty (id int PRIMARY KEY, doc text) TABLESPACE extra")
+	c.Exec(t, "INSERT INTO toasty SELECT g, repeat(md5(g::text), 400) FROM generate_series(1, 2000) g")
+	c.Exec(t, "CREATE UNLOGGED TABLE scratch AS SELECT g AS id FROM generate_series(1, 10000) g")
+	c.Exec(t, "CREATE DATABASE second")
+	conn := c.Conn(t, "second")
+	if _, err := conn.Exec(context.Background(), "CREATE TABLE notes AS SELECT g AS id, 'note ' || g AS body FROM generate_series(1, 5000) g"); err != nil {
+		t.Fatal(err)
+	}
+	return c, tsDir
+}
+
+func TestBackupRestoreUnderLoad(t *testing.T) {
+	c, tsDir := richCluster(t)
+	v := newVault(t, "")
+	ctx, stop := context.WithCancel(context.Background())
+	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
+	rep := v.backup(c, "--label", "under load")
+	stop()
+	wait()
+	if rep.BytesRead < 150<<20 || rep.StoredBytes == 0 {
+		t.Fatalf("backup report: %+v", rep)
+	}
+	var list []struct {
+		ID    string `json:"id"`
+		Label string `json:"label"`
+	}
+	v.json(&list, "list")
+	if len(list) != 1 || list[0].ID != rep.ID || list[0].Label != "under load" {
+		t.Fatalf("list = %+v", list)
+	}
+	newTS := filepath.Join(pgtest.TempDir(t), "extra")
+	target := v.restore(rep.ID, "--tablespace-map", tsDir+"="+newTS)
+	verifyBackup(t, target)
+	link, err := os.Readlink(filepath.Join(target, "pg_tblspc", firstEntry(t, filepath.Join(target, "pg_tblspc"))))
+	if err != nil || link != newTS {
+		t.Fatalf("tablespace link = %q, %v; want %s", link, err, newTS)
+	}
+	fi, err := os.Stat(target)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory mode %v, %v", fi.Mode(), err)
+	}
+	v.must("repo", "check", "--read-data")
+}
+
+func firstEntry(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("%s: %v (%d entries)", dir, err, len(entries))
+	}
+	return entries[0].Name()
+}
+
+func TestStandaloneBackupStartsWithoutArchive(t *testing.T) {
+	c, tsDir := richCluster(t)
+	c.Exec(t, "CREATE TABLE before_backup AS SELECT g AS id FROM generate_series(1, 1234) g")
+	v := newVault(t, "")
+	ctx, stop := context.WithCancel(context.Background())
+	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
+	rep := v.backup(c, "--standalone")
+	stop()
+	wait()
+	target := v.restore("latest", "--tablespace-map", tsDir+"="+filepath.Join(pgtest.TempDir(t), "ts"))
+	verifyBackup(t, target)
+	r := pgtest.StartOn(t, target, pgtest.Options{})
+	r.WaitRecoveryDone(t)
+	if n := r.QueryInt(t, "SELECT count(*) FROM before_backup"); n != 1234 {
+		t.Fatalf("before_backup has %d rows, want 1234", n)
+	}
+	if n := r.QueryInt(t, "SELECT count(*) FROM pgbench_accounts"); n != 1_000_000 {
+		t.Fatalf("pgbench_accounts has %d rows", n)
+	}
+	if n := r.QueryInt(t, "SELECT count(*) FROM toasty WHERE length(doc) = 12800"); n != 2000 {
+		t.Fatalf("toasty has %d intact rows", n)
+	}
+	// The unlogged table comes back empty, as PostgreSQL resets it.
+	if n := r.QueryInt(t, "SELECT count(*) FROM scratch"); n != 0 {
+		t.Fatalf("unlogged table has %d rows after recovery", n)
+	}
+	conn := r.Conn(t, "second")
+	var notes int64
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM notes").Scan(&notes); err != nil || notes != 5000 {
+		t.Fatalf("second database: %d notes, %v", notes, err)
+	}
+	t.Logf("standalone backup %s: %d bytes read, %d stored", rep.ID[:8], rep.BytesRead, rep.StoredBytes)
+}
+
+func TestSecondBackupAfterFivePercentChange(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 10)
+	v := newVault(t, "")
+	first := v.backup(c)
+	// A contiguous 5% of pgbench_accounts (50,000 of 1,000,000 rows).
+	c.Exec(t, "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 50000")
+	c.Checkpoint(t)
+	second := v.backup(c)
+	ratio := float64(second.StoredBytes) / float64(first.StoredBytes)
+	t.Logf("first backup stored %d bytes, second after a 5%% change %d bytes: %.1f%%", first.StoredBytes, second.StoredBytes, 100*ratio)
+	if ratio > 0.15 {
+		t.Fatalf("second backup stored %.1f%% of the first, want <= 15%%", 100*ratio)
+	}
+}
+
+func TestBackupChecksumFailuresAreWarnings(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.Exec(t, "CREATE TABLE victim AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g")
+	rel := c.QueryString(t, "SELECT pg_relation_filepath('victim')")
+	c.Stop(t, "fast")
+	path := filepath.Join(c.DataDir(), rel)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("corrupted by the test"), 8192+4000) // second page, past its header
+	f.Close()
+	c.Start(t)
+	v := newVault(t, "")
+	r := v.run("--output", "json", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+	if r.code != 3 {
+		t.Fatalf("backup of a corrupt cluster: exit %d (want 3)\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "checksum") || !strings.Contains(r.stderr, "checksum") {
+		t.Fatalf("warnings missing:\nstdout %s\nstderr %s", r.stdout, r.stderr)
+	}
+	var list []map[string]any
+	v.json(&list, "list")
+	if len(list) != 1 {
+		t.Fatalf("the backup with warnings is not listed: %v", list)
+	}
+}
+
+func TestBackupBadInput(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"max_wal_senders": "1", "password_encryption": "scram-sha-256"}})
+	c.Exec(t, "CREATE ROLE alice LOGIN REPLICATION PASSWORD 'right'")
+	c.Exec(t, "CREATE ROLE bob LOGIN")
+	hba := filepath.Join(c.DataDir(), "pg_hba.conf")
+	old, _ := os.ReadFile(hba)
+	os.WriteFile(hba, append([]byte("host replication alice 127.0.0.1/32 scram-sha-256\n"), old...), 0o600)
+	c.Exec(t, "SELECT pg_reload_conf()")
+	time.Sleep(300 * time.Millisecond)
+	v := newVault(t, "")
+	port := fmt.Sprint(c.Port())
+
+	// Hold the only WAL sender for the "exhausted" case.
+	holder := func() *pgconn.PgConn {
+		conn, err := pgconn.Connect(context.Background(), c.ReplicationConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+
+	tests := []struct {
+		name  string
+		pg    string
+		setup func() func()
+		want  string
+	}{
+		{"unreachable", "host=127.0.0.1 port=1 user=postgres", nil, "connection refused"},
+		{"wrong password", "host=127.0.0.1 port=" + port + " user=alice password=wrong", nil, "rejected the password"},
+		{"no replication attribute", "host=127.0.0.1 port=" + port + " user=bob", nil, "ALTER ROLE"},
+		{"wal senders exhausted", c.ReplicationConnString(), func() func() {
+			h := holder()
+			return func() { h.Close(context.Background()) }
+		}, "max_wal_senders"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.setup != nil {
+				defer tt.setup()()
+			}
+			r := v.run("--pg", tt.pg, "backup")
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1: %s", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tt.want) {
+				t.Fatalf("stderr should be one line containing %q:\n%s", tt.want, r.stderr)
+			}
+			if strings.Contains(r.stderr, "wrong") && tt.name == "wrong password" {
+				t.Fatalf("the password leaked into the message: %s", r.stderr)
+			}
+		})
+	}
+
+	t.Run("restore into a non-empty target", func(t *testing.T) {
+		rep := v.backup(c)
+		target := t.TempDir()
+		os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o600)
+		r := v.run("restore", rep.ID, "--target", target)
+		if r.code != 1 || !strings.Contains(r.stderr, "not empty") {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		if data, _ := os.ReadFile(filepath.Join(target, "precious")); string(data) != "x" {
+			t.Fatal("restore touched the existing file")
+		}
+	})
+}
+
+func TestKilledBackupLeavesNothingAndIsReused(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 10)
+	v := newVault(t, "")
+	// Throttled so that the kill lands mid-stream.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() {
+		done <- v.runCtx(ctx, "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--max-rate", "8192")
+	}()
+	time.Sleep(12 * time.Second)
+	killPgvault(t, "backup")
+	cancel()
+	<-done
+	var list []map[string]any
+	v.json(&list, "list")
+	if len(list) != 0 {
+		t.Fatalf("a killed backup is listed: %v", list)
+	}
+	v.must("repo", "check", "--read-data")
+	// The next backup succeeds and reuses what the killed one uploaded.
+	var rep struct {
+		Chunks    int64 `json:"chunks"`
+		NewChunks int64 `json:"new_chunks"`
+	}
+	v.json(&rep, "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+	t.Logf("after a killed backup, the next one stored %d new of %d chunks", rep.NewChunks, rep.Chunks)
+	if rep.NewChunks >= rep.Chunks*9/10 {
+		t.Fatalf("too little of the killed backup was reused (%d of %d chunks new)", rep.NewChunks, rep.Chunks)
+	}
+	v.json(&list, "list")
+	if len(list) != 1 {
+		t.Fatalf("list after the second backup: %v", list)
+	}
+	v.must("repo", "check")
+}
+
+// killPgvault sends SIGKILL to the running pgvault process with the given
+// command argument.
+func killPgvault(t *testing.T, command string) {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) > 1 && args[0] == pgvaultBin && contains(args, command) {
+			var pid int
+			fmt.Sscan(e.Name(), &pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+	}
+	t.Fatalf("no running pgvault %s to kill", command)
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

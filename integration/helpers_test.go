@@ -1,0 +1,161 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+// pgvaultBin is the binary under test, built once by TestMain.
+var pgvaultBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pgvault-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pgvaultBin = filepath.Join(dir, "pgvault")
+	build := exec.Command("go", "build", "-o", pgvaultBin, "../cmd/pgvault")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build pgvault:", err)
+		os.Exit(1)
+	}
+	// The binary must be executable by postgres (restore_command runs it).
+	os.Chmod(dir, 0o755)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// vault drives the pgvault binary against one repository.
+type vault struct {
+	t    *testing.T
+	repo string
+	env  []string
+}
+
+// newVault creates an encrypted repository in a temp folder (or at url).
+func newVault(t *testing.T, url string) *vault {
+	t.Helper()
+	if url == "" {
+		url = filepath.Join(t.TempDir(), "repo")
+	}
+	pw := filepath.Join(t.TempDir(), "password")
+	os.WriteFile(pw, []byte("integration secret\n"), 0o600)
+	v := &vault{t: t, repo: url, env: []string{
+		"PGVAULT_REPO=" + url,
+		"PGVAULT_PASSWORD_FILE=" + pw,
+		"PGVAULT_CACHE_DIR=" + t.TempDir(),
+	}}
+	v.must("repo", "init")
+	return v
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run executes pgvault with args and returns its exit code and output.
+func (v *vault) run(args ...string) result {
+	v.t.Helper()
+	return v.runCtx(context.Background(), args...)
+}
+
+func (v *vault) runCtx(ctx context.Context, args ...string) result {
+	v.t.Helper()
+	cmd := exec.CommandContext(ctx, pgvaultBin, args...)
+	cmd.Env = append(filteredEnv(), v.env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		v.t.Fatalf("run pgvault %v: %v", args, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// filteredEnv drops PGVAULT_* and PG* variables of the caller, so tests
+// see only what they set.
+func filteredEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PGVAULT_") || strings.HasPrefix(kv, "PG") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// must runs pgvault and fails the test unless it exits 0.
+func (v *vault) must(args ...string) string {
+	v.t.Helper()
+	r := v.run(args...)
+	if r.code != 0 {
+		v.t.Fatalf("pgvault %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// json runs pgvault with --output json and decodes the document into v.
+func (v *vault) json(into any, args ...string) {
+	v.t.Helper()
+	out := v.must(append([]string{"--output", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), into); err != nil {
+		v.t.Fatalf("pgvault %v: bad JSON: %v\n%s", args, err, out)
+	}
+}
+
+type backupReport struct {
+	ID               string   `json:"id"`
+	StartLSN         string   `json:"start_lsn"`
+	StopLSN          string   `json:"stop_lsn"`
+	BytesRead        int64    `json:"bytes_read"`
+	StoredBytes      int64    `json:"stored_bytes"`
+	Warnings         []string `json:"warnings"`
+	ChecksumFailures bool     `json:"checksum_failures"`
+}
+
+// backup takes a base backup of c and returns the JSON report.
+func (v *vault) backup(c *pgtest.Cluster, extra ...string) backupReport {
+	v.t.Helper()
+	var rep backupReport
+	v.json(&rep, append([]string{"--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint"}, extra...)...)
+	return rep
+}
+
+// restore restores a backup into a new postgres-owned folder and returns it.
+func (v *vault) restore(id string, extra ...string) string {
+	v.t.Helper()
+	target := filepath.Join(pgtest.TempDir(v.t), "data")
+	v.must(append([]string{"restore", id, "--target", target}, extra...)...)
+	return target
+}
+
+// verifyBackup runs pg_verifybackup -n on a restored data directory.
+func verifyBackup(t *testing.T, dir string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := pgtest.RunAsPostgres(ctx, "pg_verifybackup", "-n", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_verifybackup -n %s: %v\n%s", dir, err, out)
+	}
+}

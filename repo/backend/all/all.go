@@ -1,0 +1,284 @@
+package all
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/file"
+	"github.com/pgvault/pgvault/repo/backend/retry"
+	"github.com/pgvault/pgvault/repo/backend/s3"
+	"github.com/pgvault/pgvault/repo/backend/sftp"
+)
+
+// Schemes of repository URLs.
+const (
+	SchemeFile = "file"
+	SchemeS3   = "s3"
+	SchemeSFTP = "sftp"
+)
+
+// Location is a parsed repository URL: Scheme says which of the other
+// fields applies.
+type Location struct {
+	Scheme string
+	Path   string // file: the folder
+	S3     s3.Options
+	SFTP   sftp.Options
+}
+
+// Options tune Open.
+type Options struct {
+	// Retry configures the retry wrapper around the backend, including the
+	// OnRetry and OnGiveUp callbacks; zero fields take retry's defaults.
+	Retry retry.Options
+	// Create prepares the storage for a new repository (repo init): it
+	// creates the S3 bucket if it does not exist. File and SFTP folders are
+	// created by the first save anyway.
+	Create bool
+}
+
+// Open parses rawURL and returns its backend wrapped in retry.New. It does
+// no I/O, except that Create may create an S3 bucket.
+func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, error) {
+	loc, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	var b backend.Backend
+	switch loc.Scheme {
+	case SchemeFile:
+		b, err = file.New(loc.Path)
+	case SchemeS3:
+		var sb *s3.Backend
+		sb, err = s3.New(ctx, loc.S3)
+		if err == nil && opts.Create {
+			err = sb.EnsureBucket(ctx)
+		}
+		b = sb
+	case SchemeSFTP:
+		b, err = sftp.New(loc.SFTP)
+	default:
+		err = fmt.Errorf("no backend for scheme %q", loc.Scheme)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", redact(rawURL), err)
+	}
+	return retry.New(b, opts.Retry), nil
+}
+
+// redact drops a URL's user info password, if any, for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	return raw
+}
+
+func schemeList() string { return "file://, s3:// or sftp://" }
+
+// ParseURL parses a repository URL or a bare path (see the package doc).
+func ParseURL(raw string) (Location, error) {
+	loc, err := parseURL(raw)
+	if err != nil {
+		return loc, badURLError{err}
+	}
+	return loc, nil
+}
+
+// ErrBadURL is matched by every error about the form of a repository URL
+// (unknown scheme, missing parts, bad parameters): a usage mistake rather
+// than a storage failure.
+var ErrBadURL = errors.New("bad repository URL")
+
+type badURLError struct{ err error }
+
+func (e badURLError) Error() string        { return e.err.Error() }
+func (e badURLError) Unwrap() error        { return e.err }
+func (e badURLError) Is(target error) bool { return target == ErrBadURL }
+
+func parseURL(raw string) (Location, error) {
+	if strings.TrimSpace(raw) == "" {
+		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3:// or sftp:// URL)")
+	}
+	scheme, rest, hasScheme := strings.Cut(raw, ":")
+	if !hasScheme || !isScheme(scheme) {
+		return fileLocation(raw)
+	}
+	scheme = strings.ToLower(scheme)
+	if !strings.HasPrefix(rest, "//") {
+		switch scheme {
+		case SchemeFile, SchemeS3, SchemeSFTP:
+			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact(raw), scheme)
+		}
+		// "name:with:colons" is a relative path.
+		return fileLocation(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Location{}, fmt.Errorf("repository URL %q: %w", redact(raw), err)
+	}
+	switch scheme {
+	case SchemeFile:
+		return parseFile(raw, u)
+	case SchemeS3:
+		return parseS3(raw, u)
+	case SchemeSFTP:
+		return parseSFTP(raw, u)
+	}
+	return Location{}, fmt.Errorf("unknown repository URL scheme %q: use %s", scheme, schemeList())
+}
+
+func isScheme(s string) bool {
+	if s == "" || len(s) == 1 { // "c:..." is no scheme worth guessing
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func fileLocation(p string) (Location, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return Location{}, fmt.Errorf("repository path %q: %w", p, err)
+	}
+	return Location{Scheme: SchemeFile, Path: abs}, nil
+}
+
+func parseFile(raw string, u *url.URL) (Location, error) {
+	if u.Host != "" && u.Host != "localhost" {
+		return Location{}, fmt.Errorf("repository URL %q: a file URL has three slashes and an absolute path (file:///path/to/repo), or give a plain path", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return Location{}, fmt.Errorf("repository URL %q: a file URL takes no query or fragment", raw)
+	}
+	if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
+		return Location{}, fmt.Errorf("repository URL %q: no path (want file:///path/to/repo)", raw)
+	}
+	return Location{Scheme: SchemeFile, Path: filepath.Clean(u.Path)}, nil
+}
+
+// query checks q against the allowed keys and returns single values.
+func query(raw string, q url.Values, allowed ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for k, vs := range q {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || k == a
+		}
+		if !ok {
+			sort.Strings(allowed)
+			return nil, fmt.Errorf("repository URL %q: unknown parameter %q (known: %s)", redact(raw), k, strings.Join(allowed, ", "))
+		}
+		if len(vs) != 1 {
+			return nil, fmt.Errorf("repository URL %q: parameter %q given %d times", redact(raw), k, len(vs))
+		}
+		out[k] = vs[0]
+	}
+	return out, nil
+}
+
+func parseBool(raw, key, v string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("repository URL %q: %s=%q: want true or false", redact(raw), key, v)
+	}
+	return b, nil
+}
+
+func parseS3(raw string, u *url.URL) (Location, error) {
+	if u.User != nil {
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", redact(raw))
+	}
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no bucket (want s3://bucket/prefix)", raw)
+	}
+	if u.Port() != "" {
+		return Location{}, fmt.Errorf("repository URL %q: the host part is the bucket; give the server as ?endpoint=http://host:port", raw)
+	}
+	q, err := query(raw, u.Query(), "endpoint", "region", "path_style", "insecure")
+	if err != nil {
+		return Location{}, err
+	}
+	o := s3.Options{
+		Bucket:   u.Host,
+		Prefix:   strings.Trim(u.Path, "/"),
+		Endpoint: q["endpoint"],
+		Region:   q["region"],
+	}
+	if o.PathStyle, err = parseBool(raw, "path_style", q["path_style"]); err != nil {
+		return Location{}, err
+	}
+	if o.Insecure, err = parseBool(raw, "insecure", q["insecure"]); err != nil {
+		return Location{}, err
+	}
+	if o.Endpoint != "" {
+		e := o.Endpoint
+		if !strings.Contains(e, "://") {
+			e = "https://" + e
+		}
+		eu, err := url.Parse(e)
+		if err != nil || eu.Host == "" || (eu.Scheme != "http" && eu.Scheme != "https") {
+			return Location{}, fmt.Errorf("repository URL %q: endpoint %q: want http://host:port or https://host", raw, o.Endpoint)
+		}
+	}
+	return Location{Scheme: SchemeS3, S3: o}, nil
+}
+
+func parseSFTP(raw string, u *url.URL) (Location, error) {
+	o := sftp.Options{Host: u.Hostname()}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return Location{}, fmt.Errorf("repository URL %q: passwords are not supported: log in with a key (?identity=/path/to/key or ssh-agent)", redact(raw))
+		}
+		o.User = u.User.Username()
+	}
+	if o.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no host (want sftp://user@host:port/path)", raw)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Location{}, fmt.Errorf("repository URL %q: bad port %q", raw, p)
+		}
+		o.Port = n
+	}
+	if u.Path == "" || u.Path == "/" {
+		return Location{}, fmt.Errorf("repository URL %q: no repository folder (want sftp://user@host:port/path, or /~/path for one in the login folder)", raw)
+	}
+	o.Path = u.Path
+	q, err := query(raw, u.Query(), "identity", "known_hosts", "connections")
+	if err != nil {
+		return Location{}, err
+	}
+	o.IdentityFile = q["identity"]
+	o.KnownHostsFile = q["known_hosts"]
+	if c := q["connections"]; c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 64 {
+			return Location{}, fmt.Errorf("repository URL %q: connections=%q: want a number from 1 to 64", raw, c)
+		}
+		o.Connections = n
+	}
+	return Location{Scheme: SchemeSFTP, SFTP: o}, nil
+}

@@ -1,0 +1,228 @@
+package all_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgvault/pgvault/integration/minio"
+	"github.com/pgvault/pgvault/integration/sshd"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/all"
+	"github.com/pgvault/pgvault/repo/backend/retry"
+	"github.com/pgvault/pgvault/repo/backend/s3"
+	"github.com/pgvault/pgvault/repo/backend/sftp"
+)
+
+func TestParseURL(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		url  string
+		want all.Location
+	}{
+		{"/var/backups/pg", all.Location{Scheme: "file", Path: "/var/backups/pg"}},
+		{"/var/backups/pg/", all.Location{Scheme: "file", Path: "/var/backups/pg"}},
+		{"repo", all.Location{Scheme: "file", Path: filepath.Join(wd, "repo")}},
+		{"./a/../b", all.Location{Scheme: "file", Path: filepath.Join(wd, "b")}},
+		{"backup:2024", all.Location{Scheme: "file", Path: filepath.Join(wd, "backup:2024")}},
+		{"file:///srv/repo", all.Location{Scheme: "file", Path: "/srv/repo"}},
+		{"FILE:///srv/repo", all.Location{Scheme: "file", Path: "/srv/repo"}},
+		{"file://localhost/srv/repo", all.Location{Scheme: "file", Path: "/srv/repo"}},
+		{"s3://bkt", all.Location{Scheme: "s3", S3: s3.Options{Bucket: "bkt"}}},
+		{"s3://bkt/a/b/", all.Location{Scheme: "s3", S3: s3.Options{Bucket: "bkt", Prefix: "a/b"}}},
+		{"s3://bkt/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true",
+			all.Location{Scheme: "s3", S3: s3.Options{Bucket: "bkt", Prefix: "prefix", Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", PathStyle: true}}},
+		{"s3://bkt/p?endpoint=minio.lan:9000&insecure=1",
+			all.Location{Scheme: "s3", S3: s3.Options{Bucket: "bkt", Prefix: "p", Endpoint: "minio.lan:9000", Insecure: true}}},
+		{"sftp://backup@host.example:2222/srv/repo?identity=/k&known_hosts=/kh",
+			all.Location{Scheme: "sftp", SFTP: sftp.Options{User: "backup", Host: "host.example", Port: 2222, Path: "/srv/repo", IdentityFile: "/k", KnownHostsFile: "/kh"}}},
+		{"sftp://host/~/repo?connections=4",
+			all.Location{Scheme: "sftp", SFTP: sftp.Options{Host: "host", Path: "/~/repo", Connections: 4}}},
+		{"sftp://u@[::1]:22/r", all.Location{Scheme: "sftp", SFTP: sftp.Options{User: "u", Host: "::1", Port: 22, Path: "/r"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			got, err := all.ParseURL(tc.url)
+			if err != nil {
+				t.Fatalf("ParseURL: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("ParseURL = %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseURLErrors(t *testing.T) {
+	tests := []struct {
+		url  string
+		want string // in the message
+	}{
+		{"", "no repository given"},
+		{"   ", "no repository given"},
+		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3:// or sftp://`},
+		{"gs://bucket/x", `unknown repository URL scheme "gs"`},
+		{"s3:bucket/x", "write s3://"},
+		{"sftp:host:/x", "write sftp://"},
+		{"file://relative/path", "three slashes"},
+		{"file://", "no path"},
+		{"file:///x?y=1", "no query"},
+		{"s3://", "no bucket"},
+		{"s3:///prefix", "no bucket"},
+		{"s3://key:secret@bkt/p", "credentials do not belong in the URL"},
+		{"s3://bkt:9000/p", "give the server as ?endpoint="},
+		{"s3://bkt/p?endpont=http://x", `unknown parameter "endpont"`},
+		{"s3://bkt/p?path_style=maybe", "want true or false"},
+		{"s3://bkt/p?endpoint=ftp://x", "want http://host:port"},
+		{"s3://bkt/p?region=a&region=b", "given 2 times"},
+		{"sftp://u:pw@host/x", "passwords are not supported"},
+		{"sftp:///x", "no host"},
+		{"sftp://host", "no repository folder"},
+		{"sftp://host/", "no repository folder"},
+		{"sftp://host:0/x", "bad port"},
+		{"sftp://host:99999/x", "bad port"},
+		{"sftp://host:ssh/x", "repository URL"},
+		{"sftp://host/x?identity=/k&password=x", `unknown parameter "password"`},
+		{"sftp://host/x?connections=0", "connections="},
+		{"s3://bkt/%zz", "repository URL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			got, err := all.ParseURL(tc.url)
+			if err == nil {
+				t.Fatalf("ParseURL = %+v, want an error containing %q", got, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseURL: %q, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), ":pw@") {
+				t.Errorf("error shows a secret: %q", err)
+			}
+		})
+	}
+}
+
+func roundtrip(t *testing.T, b backend.Backend) {
+	t.Helper()
+	ctx := t.Context()
+	h := backend.Handle{Type: backend.ConfigFile}
+	if err := b.Save(ctx, h, []byte("config")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Load(ctx, h, 0, 0)
+	if err != nil || string(got) != "config" {
+		t.Fatalf("Load: %q, %v", got, err)
+	}
+	if _, ok := b.(*retry.Backend); !ok {
+		t.Errorf("Open returned %T, want it wrapped in *retry.Backend", b)
+	}
+}
+
+func TestOpenFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, u := range []string{dir + "/a", "file://" + dir + "/b"} {
+		b, err := all.Open(t.Context(), u, all.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundtrip(t, b)
+		if !strings.HasPrefix(b.Location(), "file://"+dir) {
+			t.Errorf("Location() = %q", b.Location())
+		}
+		b.Close()
+	}
+}
+
+func TestOpenS3(t *testing.T) {
+	srv := minio.Start(t)
+	srv.SetEnv(t)
+	b, err := all.Open(t.Context(), srv.URL("viaurl"), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if loc := b.Location(); strings.Contains(loc, srv.SecretKey) || strings.Contains(loc, srv.AccessKey) {
+		t.Errorf("Location() %q shows credentials", loc)
+	}
+
+	// Create makes a missing bucket.
+	u := strings.Replace(srv.URL("p"), "s3://"+srv.Bucket+"/", "s3://fresh-bucket/", 1)
+	nb, err := all.Open(t.Context(), u, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
+}
+
+func TestOpenS3UnreachableRetriesThenOneError(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "k")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
+	var retries, giveUps atomic.Int64
+	var gaveUp atomic.Value
+	b, err := all.Open(t.Context(), "s3://bkt/p?endpoint=http://127.0.0.1:1&region=us-east-1&path_style=true", all.Options{
+		Retry: retry.Options{
+			MaxAttempts:  4,
+			InitialDelay: time.Millisecond,
+			OnRetry:      func(string, backend.Handle, int, error) { retries.Add(1) },
+			OnGiveUp: func(op string, h backend.Handle, err error) {
+				giveUps.Add(1)
+				gaveUp.Store(op + " " + h.String())
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = b.Save(t.Context(), backend.Handle{Type: backend.ConfigFile}, []byte("x"))
+	t.Logf("error: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "giving up after 4 attempts") || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("Save to a closed port: %v", err)
+	}
+	if retries.Load() != 3 || giveUps.Load() != 1 || gaveUp.Load() != "save config" {
+		t.Errorf("retries %d, give-ups %d (%v); want 3, 1 (save config)", retries.Load(), giveUps.Load(), gaveUp.Load())
+	}
+}
+
+func TestOpenSFTP(t *testing.T) {
+	srv := sshd.Start(t)
+	dir := t.TempDir()
+	b, err := all.Open(t.Context(), srv.URL(dir), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if _, err := os.Stat(filepath.Join(dir, "config")); err != nil {
+		t.Errorf("config not stored in %s: %v", dir, err)
+	}
+}
+
+func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
+	_, err := all.Open(context.Background(), "sftp://u@127.0.0.1:2222/x?identity=/nonexistent&known_hosts=/nonexistent/kh", all.Options{})
+	if err == nil || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "known_hosts file /nonexistent/kh does not exist") {
+		t.Fatalf("Open: %v", err)
+	}
+	if !strings.HasPrefix(err.Error(), "open repository sftp://u@127.0.0.1:2222/x") {
+		t.Errorf("error %q does not name the repository", err)
+	}
+}
+
+func TestParseURLErrorsMatchErrBadURL(t *testing.T) {
+	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative"} {
+		if _, err := all.ParseURL(raw); !errors.Is(err, all.ErrBadURL) {
+			t.Errorf("ParseURL(%q) = %v, want an error matching ErrBadURL", raw, err)
+		}
+	}
+}

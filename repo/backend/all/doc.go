@@ -1,0 +1,16 @@
+// Package all is the one place that knows every storage backend: it turns
+// a repository URL into a configured backend, wrapped in the retry policy.
+//
+// Accepted URLs:
+//
+//	/abs/path, rel/path              a local folder (file backend)
+//	file:///abs/path                 the same, as a URL
+//	s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true
+//	                                 S3 or an S3-compatible server; credentials
+//	                                 come from AWS_ACCESS_KEY_ID and
+//	                                 AWS_SECRET_ACCESS_KEY (or the AWS config)
+//	sftp://user@host:port/path?identity=/key&known_hosts=/file
+//	                                 a folder on an SSH server
+//
+// No backend registers itself: adding one means adding a case here.
+package all

@@ -1,0 +1,243 @@
+// Package file stores a repository in a local (or locally mounted)
+// directory. Saves are atomic and durable: write to a temporary file in the
+// destination folder, fsync, rename, fsync the folder.
+package file
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/pgvault/pgvault/repo/backend"
+)
+
+// tmpPrefix marks files of interrupted saves; List skips them.
+const tmpPrefix = ".tmp-"
+
+// Backend is a repository in the directory Root.
+type Backend struct {
+	root string
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a backend rooted at dir. The directory need not exist yet:
+// the first Save creates it.
+func New(dir string) (*Backend, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, backend.Permanent(fmt.Errorf("file backend %q: %w", dir, err))
+	}
+	return &Backend{root: abs}, nil
+}
+
+func (b *Backend) Location() string { return "file://" + b.root }
+
+func (b *Backend) filename(h backend.Handle) string {
+	return filepath.Join(b.root, filepath.FromSlash(h.Path()))
+}
+
+// classify marks errors that retrying cannot fix.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %w", backend.ErrNotFound, err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return backend.Permanent(fmt.Errorf("disk full: %w", err))
+	case errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrPermission):
+		return backend.Permanent(err)
+	}
+	return err
+}
+
+func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if err := h.Valid(); err != nil {
+		return backend.Permanent(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	final := b.filename(h)
+	dir := filepath.Dir(final)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return classify(fmt.Errorf("save %v: %w", h, err))
+	}
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
+	if err := writeSync(tmp, data); err != nil {
+		_ = os.Remove(tmp)
+		return classify(fmt.Errorf("save %v: %w", h, err))
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.Remove(tmp)
+		return classify(fmt.Errorf("save %v: %w", h, err))
+	}
+	if err := syncDir(dir); err != nil {
+		return classify(fmt.Errorf("save %v: sync folder: %w", h, err))
+	}
+	return nil
+}
+
+func writeSync(name string, data []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+func (b *Backend) Load(ctx context.Context, h backend.Handle, offset, length int64) ([]byte, error) {
+	if err := h.Valid(); err != nil {
+		return nil, backend.Permanent(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(b.filename(h))
+	if err != nil {
+		return nil, classify(fmt.Errorf("load %v: %w", h, err))
+	}
+	defer f.Close()
+	if length == 0 {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, classify(fmt.Errorf("load %v: %w", h, err))
+		}
+		length = fi.Size() - offset
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("load %v at %d+%d: %w", h, offset, length, backend.ErrShortRead)
+	}
+	buf := make([]byte, length)
+	n, err := f.ReadAt(buf, offset)
+	if errors.Is(err, io.EOF) && int64(n) < length {
+		return nil, fmt.Errorf("load %v at %d+%d: got %d bytes: %w", h, offset, length, n, backend.ErrShortRead)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, classify(fmt.Errorf("load %v: %w", h, err))
+	}
+	return buf, nil
+}
+
+func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	if err := h.Valid(); err != nil {
+		return backend.FileInfo{}, backend.Permanent(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return backend.FileInfo{}, err
+	}
+	fi, err := os.Stat(b.filename(h))
+	if err != nil {
+		return backend.FileInfo{}, classify(fmt.Errorf("stat %v: %w", h, err))
+	}
+	return backend.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
+	if err := h.Valid(); err != nil {
+		return backend.Permanent(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := os.Remove(b.filename(h)); err != nil {
+		return classify(fmt.Errorf("remove %v: %w", h, err))
+	}
+	return nil
+}
+
+func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if t == backend.ConfigFile {
+		fi, err := b.Stat(ctx, backend.Handle{Type: t})
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(fi)
+	}
+	root := filepath.Join(b.root, backend.Dir(t))
+	// Packs live one folder down (packs/ab/abcd...); WAL entries may sit one
+	// folder down (wal/<timeline>/<segment>). Deeper files are not ours.
+	maxDepth := 1
+	if t == backend.PackFile || t == backend.WALFile {
+		maxDepth = 2
+	}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == root && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		rel, _ := filepath.Rel(root, p)
+		depth := strings.Count(filepath.ToSlash(rel), "/") + 1
+		if d.IsDir() {
+			if p != root && depth >= maxDepth {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), tmpPrefix) || !d.Type().IsRegular() {
+			return nil
+		}
+		name := filepath.ToSlash(rel)
+		if t == backend.PackFile {
+			name = d.Name()
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while listing
+		}
+		if err != nil {
+			return err
+		}
+		return fn(backend.FileInfo{Name: name, Size: info.Size(), ModTime: info.ModTime()})
+	})
+	if err != nil {
+		return classify(fmt.Errorf("list %v: %w", t, err))
+	}
+	return nil
+}
+
+func (b *Backend) Close() error { return nil }

@@ -1,0 +1,82 @@
+package file_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/backendtest"
+	"github.com/pgvault/pgvault/repo/backend/file"
+)
+
+func TestConformance(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		b, err := file.New(filepath.Join(t.TempDir(), "repo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+// TestLeftoverTempFilesAreNotListed simulates a process killed during Save:
+// the temporary file it was writing stays behind, and must never show up as
+// an object.
+func TestLeftoverTempFilesAreNotListed(t *testing.T) {
+	dir := t.TempDir()
+	b, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	objects := []backend.Handle{
+		{Type: backend.ConfigFile},
+		{Type: backend.KeyFile, Name: "k"},
+		{Type: backend.PackFile, Name: "ab01"},
+		{Type: backend.SnapshotFile, Name: "s"},
+		{Type: backend.WALFile, Name: "00000001/000000010000000000000002"},
+	}
+	for _, h := range objects {
+		if err := b.Save(ctx, h, []byte("whole")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a killed Save leaves: a half-written .tmp-* file beside the
+	// object it was going to become.
+	for _, rel := range []string{
+		".tmp-00112233",
+		"keys/.tmp-44556677",
+		"packs/ab/.tmp-8899aabb",
+		"snapshots/.tmp-ccddeeff",
+		"wal/00000001/.tmp-01020304",
+		"wal/.tmp-05060708",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), []byte("ha"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ft := range backend.AllTypes {
+		var names []string
+		err := b.List(ctx, ft, func(fi backend.FileInfo) error {
+			names = append(names, fi.Name)
+			if fi.Size != int64(len("whole")) {
+				t.Errorf("List(%v): %q has size %d, want %d", ft, fi.Name, fi.Size, len("whole"))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("List(%v): %v", ft, err)
+		}
+		want := 0
+		for _, h := range objects {
+			if h.Type == ft {
+				want++
+			}
+		}
+		if len(names) != want {
+			t.Errorf("List(%v) = %q, want %d object(s) and no temporary files", ft, names, want)
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package repo
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/repo/backend"
+)
+
+// KDFParams are argon2id's cost parameters, stored with each key.
+type KDFParams struct {
+	Time    uint32 `json:"time"`
+	Memory  uint32 `json:"memory_kib"`
+	Threads uint8  `json:"threads"`
+}
+
+// DefaultKDF costs about a tenth of a second on the project machines: slow
+// enough to make guessing expensive, fast enough for restore_command (which
+// mostly reads a prefetch spool and does not open the repository at all).
+func DefaultKDF() KDFParams { return KDFParams{Time: 2, Memory: 64 << 10, Threads: 2} }
+
+// keyFile is the JSON document stored at keys/<id>.
+type keyFile struct {
+	Created  time.Time `json:"created"`
+	Hostname string    `json:"hostname"`
+	KDF      string    `json:"kdf"` // "argon2id" or "none"
+	Params   KDFParams `json:"params"`
+	Salt     []byte    `json:"salt,omitempty"`
+	Data     []byte    `json:"data"` // GCM(nonce | sealed master key JSON), or the JSON itself for "none"
+}
+
+// masterKey is what a key file protects.
+type masterKey struct {
+	EncKey     []byte    `json:"enc_key"`
+	IDKey      []byte    `json:"id_key"`
+	ChunkerPol chunk.Pol `json:"chunker_pol"`
+}
+
+func newMasterKey() (*masterKey, error) {
+	m := &masterKey{EncKey: make([]byte, 32), IDKey: make([]byte, 32)}
+	rand.Read(m.EncKey)
+	rand.Read(m.IDKey)
+	pol, err := chunk.RandomPol()
+	if err != nil {
+		return nil, fmt.Errorf("draw chunker polynomial: %w", err)
+	}
+	m.ChunkerPol = pol
+	return m, nil
+}
+
+func deriveKey(password []byte, salt []byte, p KDFParams) []byte {
+	return argon2.IDKey(password, salt, p.Time, p.Memory, p.Threads, 32)
+}
+
+// wrapKey seals master under a key derived from password.
+func wrapKey(master *masterKey, password []byte, encrypted bool, p KDFParams) (*keyFile, error) {
+	plain, err := json.Marshal(master)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	kf := &keyFile{Created: time.Now().UTC(), Hostname: host}
+	if !encrypted {
+		kf.KDF, kf.Data = "none", plain
+		return kf, nil
+	}
+	kf.KDF, kf.Params = "argon2id", p
+	kf.Salt = make([]byte, 16)
+	rand.Read(kf.Salt)
+	aead, err := keyAEAD(deriveKey(password, kf.Salt, p))
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	kf.Data = aead.Seal(nonce, nonce, plain, []byte("pgvault key"))
+	return kf, nil
+}
+
+func keyAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// ParseKeyFile decodes and sanity-checks a key file's bytes.
+func ParseKeyFile(data []byte) (*keyFile, error) {
+	var kf keyFile
+	if err := json.Unmarshal(data, &kf); err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	switch kf.KDF {
+	case "none":
+	case "argon2id":
+		// Bounds keep a hostile key file from demanding hours or gigabytes.
+		if kf.Params.Time < 1 || kf.Params.Time > 100 || kf.Params.Memory < 8 || kf.Params.Memory > 4<<20 ||
+			kf.Params.Threads < 1 || len(kf.Salt) < 8 || len(kf.Salt) > 64 {
+			return nil, fmt.Errorf("key file: argon2id parameters out of range")
+		}
+	default:
+		return nil, fmt.Errorf("key file: unknown KDF %q", kf.KDF)
+	}
+	return &kf, nil
+}
+
+// unwrap returns the master key, or ErrWrongPassword.
+func (kf *keyFile) unwrap(password []byte) (*masterKey, error) {
+	plain := kf.Data
+	if kf.KDF == "argon2id" {
+		aead, err := keyAEAD(deriveKey(password, kf.Salt, kf.Params))
+		if err != nil {
+			return nil, err
+		}
+		if len(kf.Data) < aead.NonceSize()+aead.Overhead() {
+			return nil, ErrWrongPassword
+		}
+		n := aead.NonceSize()
+		plain, err = aead.Open(nil, kf.Data[:n], kf.Data[n:], []byte("pgvault key"))
+		if err != nil {
+			return nil, ErrWrongPassword
+		}
+	}
+	var m masterKey
+	if err := json.Unmarshal(plain, &m); err != nil {
+		return nil, fmt.Errorf("key file: master key: %w", err)
+	}
+	if len(m.EncKey) != 32 || len(m.IDKey) != 32 || m.ChunkerPol == 0 {
+		return nil, errors.New("key file: master key has the wrong shape")
+	}
+	return &m, nil
+}
+
+// saveKey stores kf under the SHA-256 of its encoding.
+func saveKey(ctx context.Context, be backend.Backend, kf *keyFile) (string, error) {
+	data, err := json.MarshalIndent(kf, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	name := hex.EncodeToString(sum[:])
+	if err := be.Save(ctx, backend.Handle{Type: backend.KeyFile, Name: name}, data); err != nil {
+		return "", fmt.Errorf("save key: %w", err)
+	}
+	return name, nil
+}
+
+// findKey tries every key file with password. Key files are few (one per
+// password), so they are tried one by one; the KDF dominates.
+func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted bool) (*masterKey, error) {
+	var names []string
+	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%w: no key files", ErrNotRepository)
+	}
+	if encrypted && len(password) == 0 {
+		return nil, ErrNoPassword
+	}
+	var lastErr error = ErrWrongPassword
+	for _, name := range names {
+		data, err := be.Load(ctx, backend.Handle{Type: backend.KeyFile, Name: name}, 0, 0)
+		if err != nil {
+			return nil, fmt.Errorf("load key %s: %w", name[:8], err)
+		}
+		kf, err := ParseKeyFile(data)
+		if err != nil {
+			lastErr = fmt.Errorf("key %s: %w", name[:8], err)
+			continue
+		}
+		if (kf.KDF == "none") == encrypted {
+			continue
+		}
+		m, err := kf.unwrap(password)
+		if err == nil {
+			return m, nil
+		}
+		if !errors.Is(err, ErrWrongPassword) {
+			lastErr = fmt.Errorf("key %s: %w", name[:8], err)
+		}
+	}
+	return nil, lastErr
+}

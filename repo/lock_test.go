@@ -1,0 +1,71 @@
+package repo
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLocks(t *testing.T) {
+	r, _ := TestRepository(t)
+	shared1, err := r.Lock(ctx, false, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared2, err := r.Lock(ctx, false, "wal stream")
+	if err != nil {
+		t.Fatalf("second shared lock: %v", err)
+	}
+	_, err = r.Lock(ctx, true, "prune")
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "shared lock for backup") && !strings.Contains(err.Error(), "shared lock for wal stream") {
+		t.Fatalf("exclusive over shared: err = %v", err)
+	}
+	shared1.Unlock(ctx)
+	shared2.Unlock(ctx)
+	excl, err := r.Lock(ctx, true, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lock(ctx, false, "backup"); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "exclusive lock for prune") {
+		t.Fatalf("shared over exclusive: err = %v", err)
+	}
+	excl.Unlock(ctx)
+	locks, _ := r.Locks(ctx)
+	if len(locks) != 0 {
+		t.Fatalf("locks left after unlock: %v", locks)
+	}
+}
+
+func TestStaleLocks(t *testing.T) {
+	r, _ := TestRepository(t)
+	now := time.Now()
+	r.opts.Now = func() time.Time { return now }
+	held, err := r.Lock(ctx, true, "prune")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(ctx)
+	// Not refreshed for longer than LockStaleAfter: no longer blocks.
+	now = now.Add(LockStaleAfter + time.Minute)
+	l, err := r.Lock(ctx, false, "backup")
+	if err != nil {
+		t.Fatalf("stale exclusive lock still blocks: %v", err)
+	}
+	l.Unlock(ctx)
+	removed, err := r.RemoveStaleLocks(ctx)
+	if err != nil || len(removed) != 1 || removed[0].Purpose != "prune" {
+		t.Fatalf("RemoveStaleLocks = %v, %v", removed, err)
+	}
+}
+
+func TestLockOfDeadProcessIsStale(t *testing.T) {
+	li := LockInfo{Hostname: hostname(t), PID: 1 << 30, Refreshed: time.Now()}
+	if !li.Stale(time.Now()) {
+		t.Fatal("lock of a process that does not exist is not stale")
+	}
+	li.PID = 1 // init is always alive
+	if li.Stale(time.Now()) {
+		t.Fatal("lock of a live process is stale")
+	}
+}

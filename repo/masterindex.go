@@ -1,0 +1,431 @@
+package repo
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/index"
+	"github.com/pgvault/pgvault/repo/pack"
+)
+
+const (
+	indexLabel = "index"
+	// maxTables is how many tables lookups search before they are merged
+	// into one local table; each costs a binary search per lookup.
+	maxTables = 12
+)
+
+// table is one searchable index table and where its bytes live.
+type table struct {
+	t      *index.Table
+	covers []chunk.ID // repository index objects this table holds
+	mapped []byte     // non-nil when t's bytes are a memory map
+}
+
+// masterIndex answers "where is blob X" across every index object of the
+// repository, plus the blobs this process uploaded but has not yet written
+// an index object for. Safe for concurrent use.
+type masterIndex struct {
+	be       backend.Backend
+	codec    *chunk.Codec
+	cacheDir string // "" keeps tables on the heap
+	log      *slog.Logger
+
+	mu      sync.RWMutex
+	tables  []*table
+	loaded  map[chunk.ID]bool // index objects present in tables
+	pending map[chunk.ID]index.Entry
+	// pendingPacks are packs uploaded but not yet in an index object.
+	pendingPacks map[chunk.ID]index.PackInfo
+}
+
+func newMasterIndex(be backend.Backend, codec *chunk.Codec, cacheDir string, log *slog.Logger) *masterIndex {
+	return &masterIndex{
+		be: be, codec: codec, cacheDir: cacheDir, log: log,
+		loaded:       map[chunk.ID]bool{},
+		pending:      map[chunk.ID]index.Entry{},
+		pendingPacks: map[chunk.ID]index.PackInfo{},
+	}
+}
+
+// Lookup finds a blob.
+func (m *masterIndex) Lookup(id chunk.ID) (index.Entry, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if e, ok := m.pending[id]; ok {
+		return e, true
+	}
+	for i := len(m.tables) - 1; i >= 0; i-- {
+		if e, ok := m.tables[i].t.Lookup(id); ok {
+			return e, true
+		}
+	}
+	return index.Entry{}, false
+}
+
+// Has reports whether a blob is stored (durably, or uploaded by us).
+func (m *masterIndex) Has(id chunk.ID) bool {
+	_, ok := m.Lookup(id)
+	return ok
+}
+
+// Each calls fn for every entry of every table and pending entry. A blob
+// stored in several packs may be reported more than once.
+func (m *masterIndex) Each(fn func(index.Entry)) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, t := range m.tables {
+		for i := 0; i < t.t.Len(); i++ {
+			fn(t.t.At(i))
+		}
+	}
+	for _, e := range m.pending {
+		fn(e)
+	}
+}
+
+// Packs returns every pack the index knows, with its size and type.
+func (m *masterIndex) Packs() map[chunk.ID]index.PackInfo {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[chunk.ID]index.PackInfo{}
+	for _, t := range m.tables {
+		for _, p := range t.t.Packs() {
+			out[p.ID] = p
+		}
+	}
+	for id, p := range m.pendingPacks {
+		out[id] = p
+	}
+	return out
+}
+
+// Count returns the number of distinct-or-not entries across tables; it is
+// exact when no blob is stored twice.
+func (m *masterIndex) Count() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := len(m.pending)
+	for _, t := range m.tables {
+		n += t.t.Len()
+	}
+	return n
+}
+
+// addPack records the blobs of a pack that is now durable in the backend.
+func (m *masterIndex) addPack(p index.PackInfo, blobs []pack.Blob) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pendingPacks[p.ID] = p
+	for _, b := range blobs {
+		m.pending[b.ID] = index.Entry{ID: b.ID, Pack: p.ID, Type: b.Type, Offset: b.Offset, Length: b.Length, PlainLen: b.PlainLen}
+	}
+}
+
+// flush writes one index object holding every pending entry. Entries that
+// arrive while it writes stay pending for the next flush.
+func (m *masterIndex) flush(ctx context.Context) error {
+	m.mu.Lock()
+	if len(m.pendingPacks) == 0 {
+		m.mu.Unlock()
+		return nil
+	}
+	packs := make([]index.PackInfo, 0, len(m.pendingPacks))
+	for _, p := range m.pendingPacks {
+		packs = append(packs, p)
+	}
+	entries := make([]index.Entry, 0, len(m.pending))
+	for _, e := range m.pending {
+		entries = append(entries, e)
+	}
+	m.mu.Unlock()
+
+	sort.Slice(packs, func(i, j int) bool { return string(packs[i].ID[:]) < string(packs[j].ID[:]) })
+	plain, err := index.Encode(nil, packs, entries)
+	if err != nil {
+		return err
+	}
+	sealed := m.codec.SealMeta(nil, indexLabel, plain)
+	id := chunk.ID(sha256.Sum256(sealed))
+	if err := m.be.Save(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, sealed); err != nil {
+		return fmt.Errorf("save index %s: %w", id.Short(), err)
+	}
+	tab, err := index.Decode(plain)
+	if err != nil {
+		return fmt.Errorf("index %s we just wrote: %w", id.Short(), err)
+	}
+	m.writeCache(id.String(), plain)
+
+	m.mu.Lock()
+	m.tables = append(m.tables, &table{t: tab, covers: []chunk.ID{id}})
+	m.loaded[id] = true
+	for _, p := range packs {
+		delete(m.pendingPacks, p.ID)
+	}
+	for _, e := range entries {
+		if cur, ok := m.pending[e.ID]; ok && cur.Pack == e.Pack {
+			delete(m.pending, e.ID)
+		}
+	}
+	m.mu.Unlock()
+	return m.maybeMerge()
+}
+
+// load brings the index up to date with the repository: every index object
+// not yet loaded is read (from the local cache when possible).
+func (m *masterIndex) load(ctx context.Context) error {
+	var present []chunk.ID
+	err := m.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		id, err := chunk.ParseID(fi.Name)
+		if err != nil {
+			m.log.Warn("ignoring an object in index/ that is not an index", "name", fi.Name)
+			return nil
+		}
+		present = append(present, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	presentSet := map[chunk.ID]bool{}
+	for _, id := range present {
+		presentSet[id] = true
+	}
+
+	m.mu.RLock()
+	haveAny := len(m.tables) > 0
+	m.mu.RUnlock()
+	if !haveAny {
+		m.adoptMerged(presentSet)
+	}
+
+	for _, id := range present {
+		m.mu.RLock()
+		done := m.loaded[id]
+		m.mu.RUnlock()
+		if done {
+			continue
+		}
+		tab, mapped, err := m.loadOne(ctx, id)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		if !m.loaded[id] {
+			m.tables = append(m.tables, &table{t: tab, covers: []chunk.ID{id}, mapped: mapped})
+			m.loaded[id] = true
+		}
+		m.mu.Unlock()
+	}
+	return m.maybeMerge()
+}
+
+// loadOne reads index object id, preferring the decrypted copy in the cache.
+func (m *masterIndex) loadOne(ctx context.Context, id chunk.ID) (*index.Table, []byte, error) {
+	if m.cacheDir != "" {
+		if mapped, err := mmapFile(filepath.Join(m.cacheDir, id.String())); err == nil {
+			if tab, err := index.Decode(mapped); err == nil {
+				return tab, mapped, nil
+			}
+			unix.Munmap(mapped)
+			m.log.Warn("local index cache entry is damaged; reloading it from the repository", "index", id.Short())
+		}
+	}
+	h := backend.Handle{Type: backend.IndexFile, Name: id.String()}
+	sealed, err := m.be.Load(ctx, h, 0, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load index %s: %w", id.Short(), err)
+	}
+	plain, err := m.codec.OpenMeta(indexLabel, sealed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("index %s: %w", id.Short(), err)
+	}
+	tab, err := index.Decode(plain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("index %s: %w", id.Short(), err)
+	}
+	if m.writeCache(id.String(), plain) {
+		if mapped, err := mmapFile(filepath.Join(m.cacheDir, id.String())); err == nil {
+			if t2, err := index.Decode(mapped); err == nil {
+				return t2, mapped, nil
+			}
+			unix.Munmap(mapped)
+		}
+	}
+	return tab, nil, nil
+}
+
+// adoptMerged starts from the largest cached merged table whose members are
+// all still in the repository, so a fresh process does not re-read
+// thousands of small tables. Stale merged tables are removed.
+func (m *masterIndex) adoptMerged(present map[chunk.ID]bool) {
+	if m.cacheDir == "" {
+		return
+	}
+	names, _ := filepath.Glob(filepath.Join(m.cacheDir, "merged-*"))
+	var best *table
+	for _, name := range names {
+		mapped, err := mmapFile(name)
+		if err != nil {
+			continue
+		}
+		tab, err := index.Decode(mapped)
+		stale := err != nil
+		if err == nil {
+			for _, id := range tab.Supersedes() {
+				if !present[id] {
+					stale = true
+					break
+				}
+			}
+		}
+		if stale {
+			unix.Munmap(mapped)
+			os.Remove(name)
+			continue
+		}
+		if best == nil || len(tab.Supersedes()) > len(best.covers) {
+			if best != nil {
+				unix.Munmap(best.mapped)
+			}
+			best = &table{t: tab, covers: tab.Supersedes(), mapped: mapped}
+		} else {
+			unix.Munmap(mapped)
+		}
+	}
+	if best == nil {
+		return
+	}
+	m.mu.Lock()
+	m.tables = append(m.tables, best)
+	for _, id := range best.covers {
+		m.loaded[id] = true
+	}
+	m.mu.Unlock()
+}
+
+// maybeMerge merges all tables into one cached, memory-mapped table once
+// there are too many to search quickly. Without a cache dir it does nothing.
+func (m *masterIndex) maybeMerge() error {
+	m.mu.RLock()
+	n := len(m.tables)
+	m.mu.RUnlock()
+	if m.cacheDir == "" || n <= maxTables {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tabs := make([]*index.Table, 0, len(m.tables))
+	var covers []chunk.ID
+	for i := len(m.tables) - 1; i >= 0; i-- { // newest first wins duplicates
+		tabs = append(tabs, m.tables[i].t)
+		covers = append(covers, m.tables[i].covers...)
+	}
+	slices.SortFunc(covers, func(a, b chunk.ID) int { return strings.Compare(string(a[:]), string(b[:])) })
+	h := sha256.New()
+	for _, c := range covers {
+		h.Write(c[:])
+	}
+	name := filepath.Join(m.cacheDir, "merged-"+hex.EncodeToString(h.Sum(nil))[:32])
+	tmp, err := os.CreateTemp(m.cacheDir, ".tmp-merge-*")
+	if err != nil {
+		m.log.Warn("cannot merge index tables in the cache; lookups stay slower", "err", err)
+		return nil
+	}
+	err = index.Merge(tmp, covers, tabs)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), name)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		m.log.Warn("cannot merge index tables in the cache; lookups stay slower", "err", err)
+		return nil
+	}
+	mapped, err := mmapFile(name)
+	if err != nil {
+		return nil
+	}
+	tab, err := index.Decode(mapped)
+	if err != nil {
+		unix.Munmap(mapped)
+		return fmt.Errorf("merged index table %s: %w", name, err)
+	}
+	old := m.tables
+	m.tables = []*table{{t: tab, covers: covers, mapped: mapped}}
+	// Lookups copy entries out under the read lock, so once we hold the
+	// write lock nothing points into the old maps.
+	for _, t := range old {
+		if t.mapped != nil {
+			unix.Munmap(t.mapped)
+		}
+	}
+	return nil
+}
+
+// writeCache stores a decrypted index table in the cache (atomically).
+func (m *masterIndex) writeCache(name string, plain []byte) bool {
+	if m.cacheDir == "" {
+		return false
+	}
+	tmp, err := os.CreateTemp(m.cacheDir, ".tmp-index-*")
+	if err != nil {
+		return false
+	}
+	_, err = tmp.Write(plain)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(m.cacheDir, name))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return false
+	}
+	return true
+}
+
+// close unmaps every table.
+func (m *masterIndex) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.tables {
+		if t.mapped != nil {
+			unix.Munmap(t.mapped)
+		}
+	}
+	m.tables = nil
+}
+
+func mmapFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() == 0 {
+		return nil, errors.New("empty file")
+	}
+	return unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+}

@@ -1,0 +1,307 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/index"
+	"github.com/pgvault/pgvault/repo/pack"
+)
+
+// Options tune an open repository. The zero value is usable.
+type Options struct {
+	// CacheDir holds decrypted index tables (memory-mapped so index memory
+	// stays off the heap). Empty keeps everything in memory.
+	CacheDir string
+	// CacheSize bounds the in-memory cache of decrypted blobs (bytes).
+	CacheSize int64
+	// Uploaders is how many packs upload at once.
+	Uploaders int
+	// CompressionLevel is the zstd level (1..19); 0 means 3.
+	CompressionLevel int
+	// PackSize is where packs are closed; 0 means pack.TargetSize.
+	PackSize int
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock (tests inject one); nil means time.Now.
+	Now func() time.Time
+	// SkipIndex opens without reading the index, for RebuildIndex when the
+	// index itself is damaged. Nothing else works on such a repository.
+	SkipIndex bool
+}
+
+func (o *Options) fill() {
+	if o.CacheSize == 0 {
+		o.CacheSize = 256 << 20
+	}
+	if o.Uploaders == 0 {
+		o.Uploaders = 3
+	}
+	if o.PackSize == 0 {
+		o.PackSize = pack.TargetSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// InitOptions configure a new repository.
+type InitOptions struct {
+	Password []byte
+	// NoEncryption creates a plaintext repository (integrity is still
+	// checked with keyed checksums). Only with --insecure-no-encryption.
+	NoEncryption bool
+	// KDF overrides the key derivation cost; zero means DefaultKDF.
+	KDF KDFParams
+	// ChunkSize is the fixed chunk size for page files; 0 means
+	// chunk.DefaultFixedSize.
+	ChunkSize int
+}
+
+// Repository is an open repository. Its methods are safe for concurrent
+// use; Close it when done.
+type Repository struct {
+	be     backend.Backend
+	cfg    Config
+	opts   Options
+	log    *slog.Logger
+	codec  *chunk.Codec
+	hasher *chunk.Hasher
+	pol    chunk.Pol
+	idx    *masterIndex
+	cache  *blobCache
+
+	// bgCtx outlives any one call: pack uploads started by one SaveBlob
+	// finish even if that caller's context ends.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+
+	saverOnce sync.Once
+	saver     *saver
+	sealBufs  sync.Pool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Init creates a repository on be. It refuses a location that already has
+// a repository config.
+func Init(ctx context.Context, be backend.Backend, opts InitOptions) (Config, error) {
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err == nil {
+		return Config{}, fmt.Errorf("%w at %s", ErrRepoExists, be.Location())
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return Config{}, fmt.Errorf("check for an existing repository: %w", err)
+	}
+	if !opts.NoEncryption && len(opts.Password) == 0 {
+		return Config{}, ErrNoPassword
+	}
+	kdf := opts.KDF
+	if kdf == (KDFParams{}) {
+		kdf = DefaultKDF()
+	}
+	size := opts.ChunkSize
+	if size == 0 {
+		size = chunk.DefaultFixedSize
+	}
+	var rid [16]byte
+	rand.Read(rid[:])
+	cfg := Config{
+		Format: "pgvault", Version: FormatVersion, ID: hex.EncodeToString(rid[:]),
+		Created: time.Now().UTC(), Encryption: "aes-256-gcm", ChunkSize: size,
+	}
+	if opts.NoEncryption {
+		cfg.Encryption = "none"
+	}
+	if _, err := ParseConfig(mustJSON(cfg)); err != nil {
+		return Config{}, err
+	}
+	master, err := newMasterKey()
+	if err != nil {
+		return Config{}, err
+	}
+	kf, err := wrapKey(master, opts.Password, !opts.NoEncryption, kdf)
+	if err != nil {
+		return Config{}, err
+	}
+	// The key goes first: a config without a key would be a repository no
+	// one can open, while a key without a config is simply not a repository.
+	if _, err := saveKey(ctx, be, kf); err != nil {
+		return Config{}, err
+	}
+	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, mustJSON(cfg)); err != nil {
+		return Config{}, fmt.Errorf("save config: %w", err)
+	}
+	return cfg, nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", v, err)) // only for types of ours that always marshal
+	}
+	return b
+}
+
+// Open opens the repository on be with password and loads its index.
+func Open(ctx context.Context, be backend.Backend, password []byte, opts Options) (*Repository, error) {
+	opts.fill()
+	data, err := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("%w at %s (no config object): check --repo, or create one with `pgvault repo init`", ErrNotRepository, be.Location())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository at %s: %w", be.Location(), err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("repository at %s: %w", be.Location(), err)
+	}
+	master, err := findKey(ctx, be, password, cfg.Encrypted())
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{be: be, cfg: cfg, opts: opts, log: opts.Logger, pol: master.ChunkerPol}
+	r.hasher = chunk.NewHasher(master.IDKey)
+	copts := chunk.CodecOptions{Hasher: r.hasher, Level: opts.CompressionLevel}
+	if cfg.Encrypted() {
+		copts.EncKey = master.EncKey
+	}
+	if r.codec, err = chunk.NewCodec(copts); err != nil {
+		return nil, err
+	}
+	r.sealBufs.New = func() any { b := make([]byte, 0, chunk.MaxChunkSize+1024); return &b }
+	r.cache = newBlobCache(opts.CacheSize)
+	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
+	cacheDir := ""
+	if opts.CacheDir != "" {
+		cacheDir = filepath.Join(opts.CacheDir, cfg.ID, "index")
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			r.log.Warn("cache folder unusable; keeping the index in memory", "dir", cacheDir, "err", err)
+			cacheDir = ""
+		}
+	}
+	r.idx = newMasterIndex(be, r.codec, cacheDir, r.log)
+	if opts.SkipIndex {
+		return r, nil
+	}
+	if err := r.idx.load(ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Config returns the repository's config.
+func (r *Repository) Config() Config { return r.cfg }
+
+// Backend returns the storage the repository lives on.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Codec returns the blob codec (tests and check use it).
+func (r *Repository) Codec() *chunk.Codec { return r.codec }
+
+// ChunkerPol is the repository's CDC polynomial.
+func (r *Repository) ChunkerPol() chunk.Pol { return r.pol }
+
+// Now is the repository's clock.
+func (r *Repository) Now() time.Time { return r.opts.Now() }
+
+// Logger is where the repository logs.
+func (r *Repository) Logger() *slog.Logger { return r.log }
+
+// ReloadIndex reads index objects written by other processes since Open.
+func (r *Repository) ReloadIndex(ctx context.Context) error { return r.idx.load(ctx) }
+
+// HasBlob reports whether a blob is stored.
+func (r *Repository) HasBlob(id chunk.ID) bool { return r.idx.Has(id) }
+
+// LookupBlob returns where a blob is stored.
+func (r *Repository) LookupBlob(id chunk.ID) (index.Entry, bool) { return r.idx.Lookup(id) }
+
+// BlobID computes the ID data would be stored under.
+func (r *Repository) BlobID(data []byte) chunk.ID { return r.hasher.ID(data) }
+
+func (r *Repository) getSaver() *saver {
+	r.saverOnce.Do(func() { r.saver = newSaver(r) })
+	return r.saver
+}
+
+// SaveBlob queues data as a blob of type t and returns its ID and whether
+// it was new. The blob is durable only after Flush returns.
+func (r *Repository) SaveBlob(ctx context.Context, t pack.BlobType, data []byte) (chunk.ID, bool, error) {
+	id := r.hasher.ID(data)
+	isNew, err := r.getSaver().save(ctx, t, data, id)
+	return id, isNew, err
+}
+
+// Flush makes every blob saved before it durable and indexed.
+func (r *Repository) Flush(ctx context.Context) error {
+	if r.saver == nil {
+		return nil
+	}
+	return r.saver.flush(ctx)
+}
+
+// StoredBytes is the sealed size of the new blobs this process saved.
+func (r *Repository) StoredBytes() int64 {
+	if r.saver == nil {
+		return 0
+	}
+	return r.saver.stored.Load()
+}
+
+// LoadBlob returns a blob's plaintext. The slice is shared with the cache:
+// do not modify it. Damage is an error naming the pack and the blob.
+func (r *Repository) LoadBlob(ctx context.Context, id chunk.ID) ([]byte, error) {
+	return r.cache.get(ctx, id, func() ([]byte, error) { return r.loadBlob(ctx, id) })
+}
+
+func (r *Repository) loadBlob(ctx context.Context, id chunk.ID) ([]byte, error) {
+	e, ok := r.idx.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", id.Short(), ErrBlobNotFound)
+	}
+	h := backend.Handle{Type: backend.PackFile, Name: e.Pack.String()}
+	sealed, err := r.be.Load(ctx, h, int64(e.Offset), int64(e.Length))
+	if err != nil {
+		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), e.Pack.Short(), err)
+	}
+	plain, err := r.codec.Open(make([]byte, 0, e.PlainLen), id, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", e.Pack.Short(), err)
+	}
+	return plain, nil
+}
+
+// Close flushes nothing: call Flush first to keep unsaved blobs. It stops
+// background uploads and releases the index maps.
+// Close may be called more than once.
+func (r *Repository) Close() error {
+	r.closeOnce.Do(func() {
+		if r.saver != nil {
+			r.saver.close()
+		}
+		if r.bgCancel != nil {
+			r.bgCancel()
+		}
+		if r.idx != nil {
+			r.idx.close()
+		}
+		r.closeErr = r.be.Close()
+	})
+	return r.closeErr
+}

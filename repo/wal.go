@@ -1,0 +1,197 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/pack"
+)
+
+const walLabel = "wal"
+
+// WALFile is a WAL catalogue entry: one stored WAL file (segment, partial
+// segment or timeline history) of a timeline. The repository treats names
+// as opaque; the stream package knows what they mean.
+type WALFile struct {
+	Timeline uint32     `json:"timeline"`
+	Name     string     `json:"name"`
+	Size     int64      `json:"size"`
+	Partial  bool       `json:"partial,omitempty"`
+	Created  time.Time  `json:"created"`
+	Chunks   []ChunkRef `json:"chunks"`
+}
+
+// WALEntry is a catalogue listing row (without loading the entry).
+type WALEntry struct {
+	Timeline uint32
+	Name     string
+	ModTime  time.Time
+}
+
+func walHandle(tli uint32, name string) backend.Handle {
+	return backend.Handle{Type: backend.WALFile, Name: fmt.Sprintf("%08X/%s", tli, name)}
+}
+
+// SaveWAL stores data as WAL file name of timeline tli and records it in
+// the catalogue once its chunks are durable. Saving identical content
+// again is a no-op; different content under the name of a complete file
+// is ErrWALConflict. A partial file may be replaced.
+func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data []byte, partial bool) (*WALFile, error) {
+	h := walHandle(tli, name)
+	if err := h.Valid(); err != nil {
+		return nil, err
+	}
+	refs := make([]ChunkRef, 0, len(data)/r.cfg.ChunkSize+1)
+	for off := 0; off < len(data); off += r.cfg.ChunkSize {
+		end := min(off+r.cfg.ChunkSize, len(data))
+		id := r.hasher.ID(data[off:end])
+		refs = append(refs, ChunkRef{ID: id, Size: uint32(end - off)})
+	}
+	if !partial {
+		old, err := r.LoadWALFile(ctx, tli, name)
+		switch {
+		case err == nil && sameChunks(old.Chunks, refs):
+			return old, nil
+		case err == nil && !old.Partial:
+			return nil, fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALConflict)
+		case err != nil && !errors.Is(err, ErrWALNotFound):
+			return nil, err
+		}
+	}
+	for off := 0; off < len(data); off += r.cfg.ChunkSize {
+		end := min(off+r.cfg.ChunkSize, len(data))
+		if _, _, err := r.SaveBlob(ctx, pack.DataBlob, data[off:end]); err != nil {
+			return nil, fmt.Errorf("save WAL %s: %w", name, err)
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("save WAL %s: %w", name, err)
+	}
+	wf := &WALFile{Timeline: tli, Name: name, Size: int64(len(data)), Partial: partial, Created: r.Now().UTC(), Chunks: refs}
+	plain, err := json.Marshal(wf)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.be.Save(ctx, h, r.codec.SealMeta(nil, walLabel+"/"+h.Name, plain)); err != nil {
+		return nil, fmt.Errorf("save WAL %s: %w", name, err)
+	}
+	return wf, nil
+}
+
+func sameChunks(a, b []ChunkRef) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// LoadWALFile reads a catalogue entry.
+func (r *Repository) LoadWALFile(ctx context.Context, tli uint32, name string) (*WALFile, error) {
+	h := walHandle(tli, name)
+	if err := h.Valid(); err != nil {
+		return nil, err
+	}
+	sealed, err := r.be.Load(ctx, h, 0, 0)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load WAL %s: %w", name, err)
+	}
+	// The label binds the entry to its name: a renamed object will not open.
+	plain, err := r.codec.OpenMeta(walLabel+"/"+h.Name, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("WAL catalogue entry %s: %w", h.Name, err)
+	}
+	wf, err := DecodeWALFile(plain)
+	if err != nil {
+		return nil, fmt.Errorf("WAL catalogue entry %s: %w", h.Name, err)
+	}
+	return wf, nil
+}
+
+// DecodeWALFile parses and validates a catalogue entry's plaintext.
+func DecodeWALFile(plain []byte) (*WALFile, error) {
+	var wf WALFile
+	dec := json.NewDecoder(bytes.NewReader(plain))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wf); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	var sum int64
+	for _, c := range wf.Chunks {
+		if c.Size == 0 || c.Size > chunk.MaxBlobSize {
+			return nil, fmt.Errorf("chunk %s has size %d", c.ID.Short(), c.Size)
+		}
+		sum += int64(c.Size)
+	}
+	if sum != wf.Size {
+		return nil, fmt.Errorf("chunks hold %d bytes, size is %d", sum, wf.Size)
+	}
+	return &wf, nil
+}
+
+// LoadWAL returns the bytes of a stored WAL file.
+func (r *Repository) LoadWAL(ctx context.Context, tli uint32, name string) ([]byte, *WALFile, error) {
+	wf, err := r.LoadWALFile(ctx, tli, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]byte, 0, wf.Size)
+	for _, c := range wf.Chunks {
+		data, err := r.LoadBlob(ctx, c.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("WAL %s: %w", name, err)
+		}
+		if len(data) != int(c.Size) {
+			return nil, nil, fmt.Errorf("WAL %s: chunk %s has %d bytes, want %d: %w", name, c.ID.Short(), len(data), c.Size, ErrContentCorrupt)
+		}
+		out = append(out, data...)
+	}
+	return out, wf, nil
+}
+
+// ListWAL lists the catalogue, in no particular order.
+func (r *Repository) ListWAL(ctx context.Context) ([]WALEntry, error) {
+	var out []WALEntry
+	err := r.be.List(ctx, backend.WALFile, func(fi backend.FileInfo) error {
+		dir, name, ok := strings.Cut(fi.Name, "/")
+		if !ok {
+			return nil
+		}
+		tli, err := strconv.ParseUint(dir, 16, 32)
+		if err != nil {
+			return nil
+		}
+		out = append(out, WALEntry{Timeline: uint32(tli), Name: name, ModTime: fi.ModTime})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list WAL: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteWAL removes a catalogue entry; its chunks stay until prune.
+func (r *Repository) DeleteWAL(ctx context.Context, tli uint32, name string) error {
+	if err := r.be.Remove(ctx, walHandle(tli, name)); err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALNotFound)
+		}
+		return fmt.Errorf("delete WAL %s: %w", name, err)
+	}
+	return nil
+}
