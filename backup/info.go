@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // SnapshotKind marks snapshots that are PostgreSQL base backups.
@@ -36,6 +37,16 @@ type Info struct {
 	Warnings         []string `json:"warnings,omitempty"`
 	ChecksumFailures bool     `json:"checksum_failures,omitempty"`
 	BytesRead        int64    `json:"bytes_read"`
+	// WALSegmentSize is the cluster's wal_segment_size in bytes.
+	WALSegmentSize uint64 `json:"wal_segment_size"`
+}
+
+// SegmentSize is the cluster's WAL segment size (16 MiB if unrecorded).
+func (i *Info) SegmentSize() uint64 {
+	if i.WALSegmentSize == 0 {
+		return wal.DefaultSegmentSize
+	}
+	return i.WALSegmentSize
 }
 
 // MarshalJSON writes LSNs in PostgreSQL's text form.

@@ -31,6 +31,10 @@ type RestoreOptions struct {
 	Parallel int
 	// Progress, if set, is called with bytes written so far and the total.
 	Progress func(done, total int64)
+	// Delta restores into an existing data directory of the same cluster
+	// (PostgreSQL stopped), rewriting only the chunks whose content differs
+	// and removing everything the backup does not hold.
+	Delta bool
 }
 
 // RestoreResult summarises a restore.
@@ -39,6 +43,9 @@ type RestoreResult struct {
 	Bytes       int64
 	Duration    time.Duration
 	Tablespaces map[uint32]string // where each tablespace went
+	// Delta reports what a delta restore compared and changed (nil for a
+	// restore into an empty directory).
+	Delta *DeltaResult
 }
 
 // ErrTargetNotEmpty is returned when a restore would overwrite something.
@@ -61,22 +68,12 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 	if err != nil {
 		return nil, err
 	}
-	locations := map[uint32]string{}
-	for _, ts := range info.Tablespaces {
-		loc := ts.Location
-		if m, ok := opts.TablespaceMap[filepath.Clean(loc)]; ok {
-			loc = m
-		}
-		locations[ts.OID] = filepath.Clean(loc)
+	locations, err := tablespaceLocations(info, opts.TablespaceMap)
+	if err != nil {
+		return nil, err
 	}
-	for old := range opts.TablespaceMap {
-		found := false
-		for _, ts := range info.Tablespaces {
-			found = found || filepath.Clean(ts.Location) == old
-		}
-		if !found {
-			return nil, fmt.Errorf("restore: --tablespace-map %s: the backup has no tablespace there", old)
-		}
+	if opts.Delta {
+		return restoreDelta(ctx, r, s, info, target, locations, opts, started)
 	}
 	for _, dir := range append([]string{target}, values(locations)...) {
 		if err := ensureEmptyDir(dir); err != nil {
@@ -95,28 +92,8 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 		node repo.Node
 	}
 	var total int64
-	// place maps a snapshot path to where it goes on disk.
-	place := func(p string) (string, bool, error) {
-		if rest, ok := strings.CutPrefix(p, "pg_tblspc/"); ok {
-			oidStr, sub, _ := strings.Cut(rest, "/")
-			oid, err := strconv.ParseUint(oidStr, 10, 32)
-			if err == nil {
-				loc, ok := locations[uint32(oid)]
-				if ok {
-					if sub == "" {
-						return loc, true, nil
-					}
-					return filepath.Join(loc, filepath.FromSlash(sub)), false, nil
-				}
-			}
-		}
-		return filepath.Join(target, filepath.FromSlash(p)), false, nil
-	}
 	err = r.Walk(ctx, s.Root, func(p string, n *repo.Node) error {
-		dst, isTablespaceRoot, err := place(p)
-		if err != nil {
-			return err
-		}
+		dst, isTablespaceRoot := placePath(target, locations, p)
 		switch n.Type {
 		case repo.NodeDir:
 			if isTablespaceRoot {
@@ -212,12 +189,95 @@ feed:
 	return res, nil
 }
 
+// tablespaceLocations says where each tablespace of a backup goes: its
+// original location, or where mapping moves it.
+func tablespaceLocations(info *Info, mapping map[string]string) (map[uint32]string, error) {
+	locations := map[uint32]string{}
+	for _, ts := range info.Tablespaces {
+		loc := ts.Location
+		if m, ok := mapping[filepath.Clean(loc)]; ok {
+			loc = m
+		}
+		locations[ts.OID] = filepath.Clean(loc)
+	}
+	for old := range mapping {
+		found := false
+		for _, ts := range info.Tablespaces {
+			found = found || filepath.Clean(ts.Location) == old
+		}
+		if !found {
+			return nil, fmt.Errorf("restore: --tablespace-map %s: the backup has no tablespace there", old)
+		}
+	}
+	return locations, nil
+}
+
+// placePath maps a snapshot path to where it goes on disk; tablespaceRoot
+// is set for "pg_tblspc/<oid>" of a known tablespace, which becomes a
+// symbolic link in the data directory to the tablespace's location.
+func placePath(target string, locations map[uint32]string, p string) (dst string, tablespaceRoot bool) {
+	if rest, ok := strings.CutPrefix(p, "pg_tblspc/"); ok {
+		oidStr, sub, _ := strings.Cut(rest, "/")
+		oid, err := strconv.ParseUint(oidStr, 10, 32)
+		if err == nil {
+			if loc, ok := locations[uint32(oid)]; ok {
+				if sub == "" {
+					return loc, true
+				}
+				return filepath.Join(loc, filepath.FromSlash(sub)), false
+			}
+		}
+	}
+	return filepath.Join(target, filepath.FromSlash(p)), false
+}
+
 func values(m map[uint32]string) []string {
 	out := make([]string, 0, len(m))
 	for _, v := range m {
 		out = append(out, v)
 	}
 	return out
+}
+
+// CheckTarget reports, without changing anything, why Restore with opts
+// would refuse to write the backup described by info (nil: check only the
+// data directory itself): for a plain restore the data directory and the
+// tablespace locations must be missing or empty; for a delta restore the
+// data directory must not have a live postmaster and, if not empty, must
+// be a data directory of the backup's cluster.
+func CheckTarget(opts RestoreOptions, info *Info) error {
+	if opts.Target == "" {
+		return errors.New("restore: no target directory")
+	}
+	target, err := filepath.Abs(opts.Target)
+	if err != nil {
+		return err
+	}
+	if opts.Delta {
+		if info == nil {
+			info = &Info{}
+		}
+		return checkDeltaTarget(target, info)
+	}
+	dirs := []string{target}
+	if info != nil {
+		locations, err := tablespaceLocations(info, opts.TablespaceMap)
+		if err != nil {
+			return err
+		}
+		dirs = append(dirs, values(locations)...)
+	}
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("restore: %w", err)
+		case len(entries) > 0:
+			return fmt.Errorf("%w: %s holds %d entries (restore into an empty or new directory, or use --delta to bring an existing data directory of this cluster up to the backup)", ErrTargetNotEmpty, dir, len(entries))
+		}
+	}
+	return nil
 }
 
 // ensureEmptyDir creates dir, or accepts it if it exists and is empty.

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Options configure Take.
@@ -67,12 +68,17 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	if err != nil {
 		return nil, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
 	}
+	segSize, err := walSegmentSize(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	label := opts.Label
 	if label == "" {
 		label = "pgvault " + started.UTC().Format(time.RFC3339)
 	}
-	info := &Info{SystemIdentifier: sys.SystemID, ServerVersion: version, Label: label, StartTime: started.UTC(), Standalone: opts.Standalone}
+	info := &Info{SystemIdentifier: sys.SystemID, ServerVersion: version, Label: label, StartTime: started.UTC(),
+		Standalone: opts.Standalone, WALSegmentSize: segSize}
 
 	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts}
 	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, MaxRateKB: opts.MaxRateKB}
@@ -117,6 +123,22 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	return &Result{Snapshot: snap, Info: info, Duration: time.Since(started)}, nil
+}
+
+// walSegmentSize asks the server (SHOW works on a replication connection).
+func walSegmentSize(ctx context.Context, conn *pgconn.PgConn) (uint64, error) {
+	rows, err := conn.Exec(ctx, "SHOW wal_segment_size").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("SHOW wal_segment_size: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
+		return 0, errors.New("SHOW wal_segment_size: unexpected result")
+	}
+	size, err := wal.ParseMemorySize(string(rows[0].Rows[0][0]))
+	if err != nil || !wal.ValidSegmentSize(size) {
+		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", rows[0].Rows[0][0])
+	}
+	return size, nil
 }
 
 func serverVersion(conn *pgconn.PgConn) (int, string, error) {

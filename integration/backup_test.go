@@ -54,7 +54,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		t.Fatalf("list = %+v", list)
 	}
 	newTS := filepath.Join(pgtest.TempDir(t), "extra")
-	target := v.restore(rep.ID, "--tablespace-map", tsDir+"="+newTS)
+	target := v.restore(rep.ID, "--no-recovery-config", "--tablespace-map", tsDir+"="+newTS)
 	verifyBackup(t, target)
 	link, err := os.Readlink(filepath.Join(target, "pg_tblspc", firstEntry(t, filepath.Join(target, "pg_tblspc"))))
 	if err != nil || link != newTS {

@@ -41,9 +41,11 @@ func TestMain(m *testing.M) {
 
 // vault drives the pgvault binary against one repository.
 type vault struct {
-	t    *testing.T
-	repo string
-	env  []string
+	t      *testing.T
+	repo   string
+	env    []string
+	base   string // folder holding the repository, password file and caches, when known
+	pwFile string
 }
 
 // newVault creates an encrypted repository in a temp folder (or at url).

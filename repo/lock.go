@@ -25,10 +25,29 @@ const (
 	LockStaleAfter = 30 * time.Minute
 )
 
+// LockKind says what a lock excludes.
+type LockKind string
+
+const (
+	// LockShared is taken by writers that deduplicate against the whole
+	// repository (backup) and by checks: they exclude prune.
+	LockShared LockKind = "shared"
+	// LockExclusive is taken by prune and rebuild-index: it excludes
+	// shared and exclusive locks.
+	LockExclusive LockKind = "exclusive"
+	// LockConcurrent is taken by writers that never stop (wal stream) or
+	// run at any moment (wal push). It excludes nothing: such writers open
+	// the repository with Options.ConcurrentWriter, reuse only blobs they
+	// wrote themselves within ReuseWindow, and prune never touches packs
+	// younger than its grace period, which is longer than that window.
+	LockConcurrent LockKind = "concurrent"
+)
+
 // LockInfo is the content of a lock object.
 type LockInfo struct {
 	Name      string    `json:"-"`
-	Exclusive bool      `json:"exclusive"`
+	Kind      LockKind  `json:"kind"`
+	Exclusive bool      `json:"exclusive"` // kept for readers of format version 1 locks
 	Purpose   string    `json:"purpose"`
 	Hostname  string    `json:"hostname"`
 	PID       int       `json:"pid"`
@@ -51,12 +70,26 @@ func (l LockInfo) Stale(now time.Time) bool {
 	return false
 }
 
-func (l LockInfo) String() string {
-	kind := "shared"
-	if l.Exclusive {
-		kind = "exclusive"
+func (l LockInfo) kind() LockKind {
+	switch {
+	case l.Kind != "":
+		return l.Kind
+	case l.Exclusive:
+		return LockExclusive
 	}
-	return fmt.Sprintf("%s lock for %s by pid %d on %s since %s", kind, l.Purpose, l.PID, l.Hostname, l.Created.Format(time.RFC3339))
+	return LockShared
+}
+
+func (l LockInfo) String() string {
+	return fmt.Sprintf("%s lock for %s by pid %d on %s since %s", l.kind(), l.Purpose, l.PID, l.Hostname, l.Created.Format(time.RFC3339))
+}
+
+// conflicts reports whether two locks exclude each other.
+func conflicts(a, b LockKind) bool {
+	if a == LockConcurrent || b == LockConcurrent {
+		return false
+	}
+	return a == LockExclusive || b == LockExclusive
 }
 
 // Lock is a held lock; Unlock releases it.
@@ -103,17 +136,16 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	return out, nil
 }
 
-// Lock takes a shared (writers, readers that must not race prune) or
-// exclusive (prune) lock. It fails with ErrLocked, naming the holder, when
-// a live conflicting lock exists. The lock is refreshed in the background
-// until Unlock.
-func (r *Repository) Lock(ctx context.Context, exclusive bool, purpose string) (*Lock, error) {
+// Lock takes a lock of the given kind. It fails with ErrLocked, naming
+// the holder, when a live conflicting lock exists. The lock is refreshed
+// in the background until Unlock.
+func (r *Repository) Lock(ctx context.Context, kind LockKind, purpose string) (*Lock, error) {
 	host, _ := os.Hostname()
 	var rnd [16]byte
 	rand.Read(rnd[:])
 	now := r.Now().UTC()
 	l := &Lock{r: r, info: LockInfo{
-		Name: hex.EncodeToString(rnd[:]), Exclusive: exclusive, Purpose: purpose,
+		Name: hex.EncodeToString(rnd[:]), Kind: kind, Exclusive: kind == LockExclusive, Purpose: purpose,
 		Hostname: host, PID: os.Getpid(), Created: now, Refreshed: now,
 	}}
 	if err := r.checkLocks(ctx, l.info); err != nil {
@@ -143,7 +175,7 @@ func (r *Repository) checkLocks(ctx context.Context, mine LockInfo) error {
 		if other.Name == mine.Name || other.Purpose == "unreadable lock" || other.Stale(now) {
 			continue
 		}
-		if mine.Exclusive || other.Exclusive {
+		if conflicts(mine.kind(), other.kind()) {
 			return fmt.Errorf("%w: %s (wait for it to finish; if that process is gone, the lock expires %s after its last refresh)",
 				ErrLocked, other, LockStaleAfter)
 		}

@@ -9,25 +9,25 @@ import (
 
 func TestLocks(t *testing.T) {
 	r, _ := TestRepository(t)
-	shared1, err := r.Lock(ctx, false, "backup")
+	shared1, err := r.Lock(ctx, LockShared, "backup")
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared2, err := r.Lock(ctx, false, "wal stream")
+	shared2, err := r.Lock(ctx, LockShared, "wal stream")
 	if err != nil {
 		t.Fatalf("second shared lock: %v", err)
 	}
-	_, err = r.Lock(ctx, true, "prune")
+	_, err = r.Lock(ctx, LockExclusive, "prune")
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "shared lock for backup") && !strings.Contains(err.Error(), "shared lock for wal stream") {
 		t.Fatalf("exclusive over shared: err = %v", err)
 	}
 	shared1.Unlock(ctx)
 	shared2.Unlock(ctx)
-	excl, err := r.Lock(ctx, true, "prune")
+	excl, err := r.Lock(ctx, LockExclusive, "prune")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Lock(ctx, false, "backup"); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "exclusive lock for prune") {
+	if _, err := r.Lock(ctx, LockShared, "backup"); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "exclusive lock for prune") {
 		t.Fatalf("shared over exclusive: err = %v", err)
 	}
 	excl.Unlock(ctx)
@@ -41,14 +41,14 @@ func TestStaleLocks(t *testing.T) {
 	r, _ := TestRepository(t)
 	now := time.Now()
 	r.opts.Now = func() time.Time { return now }
-	held, err := r.Lock(ctx, true, "prune")
+	held, err := r.Lock(ctx, LockExclusive, "prune")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Unlock(ctx)
 	// Not refreshed for longer than LockStaleAfter: no longer blocks.
 	now = now.Add(LockStaleAfter + time.Minute)
-	l, err := r.Lock(ctx, false, "backup")
+	l, err := r.Lock(ctx, LockShared, "backup")
 	if err != nil {
 		t.Fatalf("stale exclusive lock still blocks: %v", err)
 	}
@@ -68,4 +68,26 @@ func TestLockOfDeadProcessIsStale(t *testing.T) {
 	if li.Stale(time.Now()) {
 		t.Fatal("lock of a live process is stale")
 	}
+}
+
+func TestConcurrentLocksExcludeNothing(t *testing.T) {
+	r, _ := TestRepository(t)
+	stream, err := r.Lock(ctx, LockConcurrent, "wal stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Unlock(ctx)
+	prune, err := r.Lock(ctx, LockExclusive, "prune")
+	if err != nil {
+		t.Fatalf("a concurrent writer's lock blocked prune: %v", err)
+	}
+	push, err := r.Lock(ctx, LockConcurrent, "wal push")
+	if err != nil {
+		t.Fatalf("prune blocked a concurrent writer: %v", err)
+	}
+	push.Unlock(ctx)
+	if _, err := r.Lock(ctx, LockShared, "backup"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("backup during prune: %v", err)
+	}
+	prune.Unlock(ctx)
 }

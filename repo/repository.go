@@ -40,7 +40,23 @@ type Options struct {
 	// SkipIndex opens without reading the index, for RebuildIndex when the
 	// index itself is damaged. Nothing else works on such a repository.
 	SkipIndex bool
+	// ConcurrentWriter is for writers that run while prune may run (WAL
+	// streaming and archiving, under a LockConcurrent lock): SaveBlob then
+	// reuses only blobs this process stored within ReuseWindow, never
+	// other blobs of the repository, which prune may be deleting.
+	ConcurrentWriter bool
+	// ReuseWindow bounds how old an own blob a concurrent writer reuses;
+	// 0 means DefaultReuseWindow. It must stay well below prune's grace.
+	ReuseWindow time.Duration
 }
+
+// DefaultReuseWindow and DefaultPruneGrace keep concurrent writers and
+// prune apart: prune never touches a pack younger than its grace, and a
+// concurrent writer never reuses a blob older than the window.
+const (
+	DefaultReuseWindow = 15 * time.Minute
+	DefaultPruneGrace  = time.Hour
+)
 
 func (o *Options) fill() {
 	if o.CacheSize == 0 {
@@ -57,6 +73,9 @@ func (o *Options) fill() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ReuseWindow <= 0 {
+		o.ReuseWindow = DefaultReuseWindow
 	}
 }
 
@@ -277,6 +296,16 @@ func (r *Repository) loadBlob(ctx context.Context, id chunk.ID) ([]byte, error) 
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: e.Pack.String()}
 	sealed, err := r.be.Load(ctx, h, int64(e.Offset), int64(e.Length))
+	if errors.Is(err, backend.ErrNotFound) {
+		// Prune may have repacked the blob since we read the index: read
+		// the new index objects and try where they say it is now.
+		if rerr := r.idx.load(ctx); rerr == nil {
+			if e2, ok := r.idx.Lookup(id); ok && e2.Pack != e.Pack {
+				e, h = e2, backend.Handle{Type: backend.PackFile, Name: e2.Pack.String()}
+				sealed, err = r.be.Load(ctx, h, int64(e.Offset), int64(e.Length))
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), e.Pack.Short(), err)
 	}

@@ -25,6 +25,11 @@ const (
 )
 
 // saver packs sealed blobs and uploads full packs in the background.
+type ownBlob struct {
+	id chunk.ID
+	at time.Time
+}
+
 type saver struct {
 	r *Repository
 
@@ -33,6 +38,10 @@ type saver struct {
 	packers   map[pack.BlobType]*pack.Writer
 	opened    map[pack.BlobType]time.Time // when each open pack got its first blob
 	lastIndex time.Time                   // when an index object was last written
+	// own and ownOrder remember the blobs this process stored, for
+	// concurrent writers, which reuse nothing else (see ReuseWindow).
+	own      map[chunk.ID]time.Time
+	ownOrder []ownBlob
 
 	uploads  chan *pack.Writer
 	inFlight sync.WaitGroup // packs handed to uploads and not yet done
@@ -52,6 +61,7 @@ func newSaver(r *Repository) *saver {
 		queued:  map[chunk.ID]struct{}{},
 		packers: map[pack.BlobType]*pack.Writer{},
 		opened:  map[pack.BlobType]time.Time{},
+		own:     map[chunk.ID]time.Time{},
 		uploads: make(chan *pack.Writer, 1),
 	}
 	s.lastIndex = r.opts.Now()
@@ -68,7 +78,7 @@ func (s *saver) save(ctx context.Context, t pack.BlobType, plain []byte, id chun
 	if err := s.failed(); err != nil {
 		return false, err
 	}
-	if s.r.idx.Has(id) {
+	if !s.r.opts.ConcurrentWriter && s.r.idx.Has(id) {
 		return false, nil
 	}
 	s.mu.Lock()
@@ -76,7 +86,16 @@ func (s *saver) save(ctx context.Context, t pack.BlobType, plain []byte, id chun
 		s.mu.Unlock()
 		return false, nil
 	}
+	if s.r.opts.ConcurrentWriter && s.ownRecent(id) {
+		s.mu.Unlock()
+		return false, nil
+	}
 	s.queued[id] = struct{}{}
+	if s.r.opts.ConcurrentWriter {
+		now := s.r.opts.Now()
+		s.own[id] = now
+		s.ownOrder = append(s.ownOrder, ownBlob{id, now})
+	}
 	s.mu.Unlock()
 
 	buf := s.r.sealBufs.Get().(*[]byte)
@@ -105,6 +124,24 @@ func (s *saver) save(ctx context.Context, t pack.BlobType, plain []byte, id chun
 		return true, s.enqueue(ctx, full)
 	}
 	return true, nil
+}
+
+// ownRecent reports whether this process stored id within the reuse
+// window, forgetting older blobs. Called with s.mu held.
+func (s *saver) ownRecent(id chunk.ID) bool {
+	now := s.r.opts.Now()
+	cut := 0
+	for cut < len(s.ownOrder) && now.Sub(s.ownOrder[cut].at) >= s.r.opts.ReuseWindow {
+		if s.own[s.ownOrder[cut].id] == s.ownOrder[cut].at {
+			delete(s.own, s.ownOrder[cut].id)
+		}
+		cut++
+	}
+	if cut > 0 {
+		s.ownOrder = append(s.ownOrder[:0:0], s.ownOrder[cut:]...)
+	}
+	at, ok := s.own[id]
+	return ok && now.Sub(at) < s.r.opts.ReuseWindow
 }
 
 func (s *saver) enqueue(ctx context.Context, w *pack.Writer) error {

@@ -11,6 +11,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/backup"
+
+	"github.com/pgvault/pgvault/repo"
 )
 
 type backupOptions struct {
@@ -73,7 +75,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 		return err
 	}
 	defer r.Close()
-	lock, err := r.Lock(ctx, false, "backup")
+	lock, err := r.Lock(ctx, repo.LockShared, "backup")
 	if err != nil {
 		return err
 	}

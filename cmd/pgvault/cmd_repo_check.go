@@ -44,7 +44,7 @@ func runRepoCheck(ctx context.Context, e *env, o repoCheckOptions) error {
 		return err
 	}
 	defer r.Close()
-	lock, err := r.Lock(ctx, false, "check")
+	lock, err := r.Lock(ctx, repo.LockShared, "check")
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pgvault/pgvault/repo"
 )
 
 func repoRebuildIndexCommand() *cli.Command {
@@ -28,7 +30,7 @@ func runRepoRebuildIndex(ctx context.Context, e *env) error {
 		return err
 	}
 	defer r.Close()
-	lock, err := r.Lock(ctx, true, "rebuild-index")
+	lock, err := r.Lock(ctx, repo.LockExclusive, "rebuild-index")
 	if err != nil {
 		return err
 	}

@@ -100,10 +100,20 @@ func (e *env) openRepo(ctx context.Context) (*repo.Repository, error) {
 
 // openRepoForRepair opens without reading the index.
 func (e *env) openRepoForRepair(ctx context.Context) (*repo.Repository, error) {
-	return e.open(ctx, true)
+	return e.openWith(ctx, repo.Options{SkipIndex: true})
+}
+
+// openConcurrentWriter opens for a writer that may run during prune (WAL
+// streaming and archiving): see repo.Options.ConcurrentWriter.
+func (e *env) openConcurrentWriter(ctx context.Context) (*repo.Repository, error) {
+	return e.openWith(ctx, repo.Options{ConcurrentWriter: true})
 }
 
 func (e *env) open(ctx context.Context, skipIndex bool) (*repo.Repository, error) {
+	return e.openWith(ctx, repo.Options{SkipIndex: skipIndex})
+}
+
+func (e *env) openWith(ctx context.Context, opts repo.Options) (*repo.Repository, error) {
 	be, err := e.openBackend(ctx, false)
 	if err != nil {
 		return nil, err
@@ -115,12 +125,10 @@ func (e *env) open(ctx context.Context, skipIndex bool) (*repo.Repository, error
 		be.Close()
 		return nil, pwErr
 	}
-	r, err := repo.Open(ctx, be, pw, repo.Options{
-		CacheDir:         e.cacheDir(),
-		CompressionLevel: e.c.Int("compression-level"),
-		Logger:           e.log,
-		SkipIndex:        skipIndex,
-	})
+	opts.CacheDir = e.cacheDir()
+	opts.CompressionLevel = e.c.Int("compression-level")
+	opts.Logger = e.log
+	r, err := repo.Open(ctx, be, pw, opts)
 	if errors.Is(err, repo.ErrNoPassword) && pwErr != nil {
 		err = pwErr
 	}

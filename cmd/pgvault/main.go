@@ -97,6 +97,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			backupCommand(),
 			listCommand(),
 			restoreCommand(),
+			walCommand(),
+			pruneCommand(),
+			mountCommand(),
+			umountCommand(),
+			verifyCommand(),
 			demoCommand(),
 		},
 	}

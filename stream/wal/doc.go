@@ -14,6 +14,10 @@
 //     make up a timeline's past (Ancestors) and which segment files recovery
 //     reads between two points (RequiredSegments, following
 //     XLogFileReadAnyTLI);
+//   - point-in-time recovery targets (Target, TargetAction, TimelineGoal)
+//     and the pure rendering of a restored data directory's recovery
+//     settings (RecoveryConfig, ApplyRecoveryConfig, QuoteConfString,
+//     RestoreCommand), shared by restore and the FUSE mount;
 //   - WAL page headers (XLogPageHeaderData, XLogLongPageHeaderData) and the
 //     checks a segment must pass before it is archived and after it is
 //     fetched (ParsePageHeader, ValidateSegment).

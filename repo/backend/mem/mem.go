@@ -18,6 +18,7 @@ import (
 type Backend struct {
 	mu      sync.RWMutex
 	objects map[string]object
+	now     func() time.Time
 }
 
 type object struct {
@@ -41,7 +42,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.objects[h.Path()] = object{data: bytes.Clone(data), modTime: time.Now()}
+	b.objects[h.Path()] = object{data: bytes.Clone(data), modTime: b.clock()}
 	return nil
 }
 
@@ -146,6 +147,21 @@ func nameFromPath(t backend.FileType, p string) (string, bool) {
 }
 
 func (b *Backend) Close() error { return nil }
+
+// SetClock sets the time stamped on objects saved from now on (nil: the
+// real time), for tests of age-dependent logic such as prune's grace.
+func (b *Backend) SetClock(now func() time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.now = now
+}
+
+func (b *Backend) clock() time.Time {
+	if b.now != nil {
+		return b.now()
+	}
+	return time.Now()
+}
 
 // Corrupt overwrites one byte of a stored object, for tests of damage
 // detection. It returns false when the object or offset does not exist.

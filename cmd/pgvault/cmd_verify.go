@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pgvault/pgvault/backup"
+	pgfs "github.com/pgvault/pgvault/fs"
+	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/stream/wal"
+)
+
+type verifyOptions struct {
+	target       restoreOptions // --to*, --target-exclusive, --timeline
+	targetAction string
+	boot         bool
+	sql          string
+	pgBin        string
+	owner        string
+	dbUser       string
+	amcheck      string
+	timeout      time.Duration
+	cacheSize    string
+	keep         bool
+	pgSettings   []string
+}
+
+func verifyCommand() *cli.Command {
+	var o verifyOptions
+	var settings cli.StringSlice
+	return &cli.Command{
+		Name:  "verify",
+		Usage: "prove a backup restores: read and authenticate every chunk it and its WAL need, or (--boot) start PostgreSQL on it and check it",
+		Description: "Without --boot: every chunk of the backup and of the WAL its recovery needs (to the target, or to the end of the archive) is read and\n" +
+			"authenticated. With --boot: the backup is mounted in instant mode in temporary folders, PostgreSQL started on it as --owner,\n" +
+			"recovery awaited, pg_amcheck and --sql run, and everything stopped and removed. Exit 3 when a problem is found.",
+		ArgsUsage: "[ID|latest]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "boot", Destination: &o.boot, Usage: "start PostgreSQL on an instant mount of the backup and check it"},
+			&cli.StringFlag{Name: "sql", Destination: &o.sql, Usage: "with --boot: `QUERY` that must succeed (its first row is printed)"},
+			&cli.StringFlag{Name: "pg-bin", Destination: &o.pgBin, Usage: "`DIR` of pg_ctl and postgres (default: pg_config, then /usr/lib/postgresql/<major>/bin)"},
+			&cli.StringFlag{Name: "owner", Destination: &o.owner, Value: "postgres", Usage: "OS `USER` PostgreSQL runs as"},
+			&cli.StringFlag{Name: "db-user", Destination: &o.dbUser, Usage: "database `ROLE` to connect as (default: --owner)"},
+			&cli.StringFlag{Name: "amcheck", Destination: &o.amcheck, Value: "on", Usage: "pg_amcheck `MODE`: on (heap and B-tree structure), full (also --heapallindexed) or off"},
+			&cli.DurationFlag{Name: "timeout", Destination: &o.timeout, Value: 10 * time.Minute, Usage: "give up if PostgreSQL has not recovered after this `LONG`"},
+			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "256MiB", Usage: "`SIZE` of the in-memory chunk cache"},
+			&cli.BoolFlag{Name: "keep", Destination: &o.keep, Usage: "with --boot: keep the temporary folders (overlay, server log)"},
+			&cli.StringSliceFlag{Name: "pg-setting", Destination: &settings, Usage: "with --boot: extra server `NAME=VALUE` (e.g. shared_buffers=128MB), repeatable"},
+			&cli.StringFlag{Name: "to", Destination: &o.target.toTime, Usage: "verify recovery to `TIME`"},
+			&cli.StringFlag{Name: "to-lsn", Destination: &o.target.toLSN, Usage: "verify recovery to WAL location `LSN`"},
+			&cli.StringFlag{Name: "to-xid", Destination: &o.target.toXID, Usage: "verify recovery to transaction `XID`"},
+			&cli.StringFlag{Name: "to-name", Destination: &o.target.toName, Usage: "verify recovery to restore point `NAME`"},
+			&cli.BoolFlag{Name: "to-immediate", Destination: &o.target.toImmediate, Usage: "verify only the backup itself (recovery to consistency)"},
+			&cli.BoolFlag{Name: "target-exclusive", Destination: &o.target.exclusive, Usage: "stop just before the target"},
+			&cli.StringFlag{Name: "target-action", Destination: &o.targetAction, Value: "promote", Usage: "with --boot: `ACTION` at the target: promote or pause"},
+			&cli.StringFlag{Name: "timeline", Destination: &o.target.timeline, Value: "latest", Usage: "timeline to recover along: `latest`, current or an ID"},
+		},
+		Action: func(c *cli.Context) error {
+			e, err := newEnv(c)
+			if err != nil {
+				return err
+			}
+			if c.NArg() > 1 {
+				return usagef("verify takes one backup ID (got %d arguments)", c.NArg())
+			}
+			o.pgSettings = settings.Value()
+			return runVerify(c.Context, e, c.Args().First(), o)
+		},
+	}
+}
+
+type verifyReport struct {
+	ID       string              `json:"id"`
+	Mode     string              `json:"mode"` // chunks or boot
+	OK       bool                `json:"ok"`
+	Target   wal.Target          `json:"target"`
+	Problems []verify.Problem    `json:"problems"`
+	Chunks   *verify.ChunkReport `json:"chunks,omitempty"`
+	Boot     *verify.BootReport  `json:"boot,omitempty"`
+	Plan     *backup.RestorePlan `json:"plan,omitempty"`
+	Seconds  float64             `json:"seconds"`
+}
+
+func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
+	start := time.Now()
+	switch o.amcheck {
+	case "on", "off", "full":
+	default:
+		return usagef("--amcheck %q: use on, full or off", o.amcheck)
+	}
+	if !o.boot && (o.sql != "" || o.keep || len(o.pgSettings) > 0) {
+		return usagef("--sql, --keep and --pg-setting need --boot")
+	}
+	for _, kv := range o.pgSettings {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return usagef("--pg-setting %q: use NAME=VALUE", kv)
+		}
+	}
+	cacheSize, err := parseByteSize(o.cacheSize)
+	if err != nil {
+		return usagef("--cache-size: %v", err)
+	}
+	rc, err := recoveryFromFlags(o.target)
+	if err != nil {
+		return err
+	}
+	if !rc.Target.IsEnd() {
+		a, err := wal.ParseTargetAction(o.targetAction)
+		if err != nil || a == wal.ActionShutdown {
+			return usagef("--target-action %q: use promote or pause", o.targetAction)
+		}
+		rc.Action = a
+	}
+	var owner verify.OSUser
+	if o.boot {
+		if owner, err = verify.LookupUser(o.owner); err != nil {
+			return usageError{err}
+		}
+		if err := pgfs.CheckFUSE(); err != nil {
+			return err
+		}
+	}
+	r, err := e.openRepoCache(ctx, cacheSize)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	in, err := planInput(ctx, r)
+	if err != nil {
+		return err
+	}
+	in.Ref, in.Target, in.Timeline = ref, rc.Target, rc.Timeline
+	plan, err := backup.PlanRestore(in)
+	if errors.Is(err, backup.ErrWALMissing) {
+		return problemsError{"verify: " + err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	s, err := r.LoadSnapshot(ctx, plan.Backup.ID)
+	if err != nil {
+		return err
+	}
+	rep := verifyReport{ID: s.ID, Target: rc.Target, Plan: plan}
+
+	if !o.boot {
+		rep.Mode = "chunks"
+		var files []verify.WALFile
+		for _, h := range plan.HistoryFiles {
+			if f, err := wal.ParseFileName(h, plan.SegmentSize); err == nil {
+				files = append(files, verify.WALFile{Timeline: f.Timeline, Name: h})
+			}
+		}
+		partial := map[string]bool{}
+		for _, p := range plan.Partial {
+			partial[p] = true
+		}
+		for _, run := range plan.WAL {
+			for _, sg := range run.Segments() {
+				name := sg.Name(plan.SegmentSize)
+				if pn := sg.PartialName(plan.SegmentSize); partial[pn] {
+					name = pn // only the streamer's partial file holds it
+				}
+				files = append(files, verify.WALFile{Timeline: sg.Timeline, Name: name})
+			}
+		}
+		bar := newProgress(e.out, e.stderr, "verify")
+		cr, err := verify.Chunks(ctx, r, s, verify.ChunkOptions{WAL: files, SegmentSize: plan.SegmentSize,
+			Progress: func(done, total int64) { bar.update(done, total, "bytes") }})
+		bar.done()
+		if err != nil {
+			return err
+		}
+		rep.Chunks, rep.Problems = cr, cr.Problems
+	} else {
+		rep.Mode = "boot"
+		info := plan.Backup.Info
+		major, _ := strconv.Atoi(strings.SplitN(info.ServerVersion, ".", 2)[0])
+		bin, err := verify.FindPGBin(o.pgBin, major)
+		if err != nil {
+			return err
+		}
+		if rc.RestoreCommand, err = e.restoreCommand(r); err != nil {
+			return err
+		}
+		if err := e.passwordFileReadableBy(r, owner); err != nil {
+			return err
+		}
+		bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopBG()
+		br, err := verify.Boot(ctx, r, s, verify.BootOptions{
+			Owner: owner, PGBin: bin, Recovery: rc, Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}},
+			ServerSettings: o.pgSettings, SQL: o.sql, AmCheck: o.amcheck, DBUser: o.dbUser, Timeout: o.timeout,
+			Keep: o.keep, Prefetcher: pgfs.NewPrefetcher(bg, r, 8, 16), Logger: e.log,
+			Progress: func(p string) { e.log.Info("verify", "phase", p) },
+		})
+		if err != nil {
+			return err
+		}
+		rep.Boot, rep.Problems = br, br.Problems
+	}
+	rep.OK = len(rep.Problems) == 0
+	rep.Seconds = time.Since(start).Seconds()
+	if err := e.out.emit(rep, func(w io.Writer) { printVerify(w, s.ShortID(), &rep) }); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return problemsError{fmt.Sprintf("verify of backup %s found %d problems; first: %s", s.ShortID(), len(rep.Problems), rep.Problems[0])}
+	}
+	return nil
+}
+
+func printVerify(w io.Writer, id string, rep *verifyReport) {
+	if c := rep.Chunks; c != nil {
+		fmt.Fprintf(w, "backup %s: read %d files and %d WAL files: %d distinct chunks, %s, in %.1fs\n",
+			id, c.Files, c.WALFiles, c.Chunks, humanBytes(c.Bytes), c.Duration.Seconds())
+	}
+	if b := rep.Boot; b != nil {
+		fmt.Fprintf(w, "backup %s booted (%s): mount %.2fs, start %.2fs, recovery %.2fs, amcheck %.2fs (%s), sql %.2fs, stop %.2fs\n",
+			id, rep.Target, b.Phases["mount"], b.Phases["start"], b.Phases["recovery"], b.Phases["amcheck"], b.AmCheck,
+			b.Phases["sql"], b.Phases["stop"])
+		if b.Reached != "" {
+			fmt.Fprintf(w, "recovery %s; %s read from the repository\n", b.Reached, humanBytes(b.Overlay.BaseBytesRead))
+		}
+		if b.SQLRow != nil {
+			fmt.Fprintf(w, "sql first row: %s\n", strings.Join(b.SQLRow, " | "))
+		}
+		if b.LogTail != "" {
+			fmt.Fprintf(w, "server log (last lines):\n%s\n", b.LogTail)
+		}
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	if rep.OK {
+		fmt.Fprintf(w, "backup %s: OK\n", id)
+	}
+}

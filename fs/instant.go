@@ -1,0 +1,375 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// InstantOptions configure the FUSE view of an overlay.
+type InstantOptions struct {
+	// Passthrough serves files held whole in the overlay through the
+	// kernel's FUSE passthrough (reads and writes go straight to the upper
+	// file) where the kernel allows it.
+	Passthrough bool
+}
+
+// instNode is a node of an instant mount: a thin FUSE face over an overlay
+// node. All state lives in the Overlay.
+type instNode struct {
+	gofs.Inode
+	ov   *Overlay
+	n    *onode
+	opts *InstantOptions
+}
+
+// NewInstantRoot returns the root node of an instant mount of ov.
+func NewInstantRoot(ov *Overlay, opts InstantOptions) gofs.InodeEmbedder {
+	return &instNode{ov: ov, n: ov.root, opts: &opts}
+}
+
+var (
+	_ gofs.NodeLookuper   = (*instNode)(nil)
+	_ gofs.NodeReaddirer  = (*instNode)(nil)
+	_ gofs.NodeGetattrer  = (*instNode)(nil)
+	_ gofs.NodeSetattrer  = (*instNode)(nil)
+	_ gofs.NodeOpener     = (*instNode)(nil)
+	_ gofs.NodeCreater    = (*instNode)(nil)
+	_ gofs.NodeReader     = (*instNode)(nil)
+	_ gofs.NodeWriter     = (*instNode)(nil)
+	_ gofs.NodeFsyncer    = (*instNode)(nil)
+	_ gofs.NodeFlusher    = (*instNode)(nil)
+	_ gofs.NodeReleaser   = (*instNode)(nil)
+	_ gofs.NodeMkdirer    = (*instNode)(nil)
+	_ gofs.NodeRmdirer    = (*instNode)(nil)
+	_ gofs.NodeUnlinker   = (*instNode)(nil)
+	_ gofs.NodeRenamer    = (*instNode)(nil)
+	_ gofs.NodeSymlinker  = (*instNode)(nil)
+	_ gofs.NodeReadlinker = (*instNode)(nil)
+	_ gofs.NodeLinker     = (*instNode)(nil)
+	_ gofs.NodeMknoder    = (*instNode)(nil)
+	_ gofs.NodeAllocater  = (*instNode)(nil)
+	_ gofs.NodeStatfser   = (*instNode)(nil)
+	_ gofs.NodeLseeker    = (*instNode)(nil)
+)
+
+// instHandle is an open file of an instant mount.
+type instHandle struct {
+	ra readahead
+	pt bool
+}
+
+// ptHandle is an open file served by kernel passthrough.
+type ptHandle struct {
+	instHandle
+	fd int
+}
+
+var _ gofs.FilePassthroughFder = (*ptHandle)(nil)
+
+// PassthroughFd hands the upper file to the kernel.
+func (h *ptHandle) PassthroughFd() (int, bool) { return h.fd, true }
+
+func stableMode(k nodeKind) uint32 {
+	switch k {
+	case kindDir:
+		return syscall.S_IFDIR
+	case kindSymlink:
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
+
+// child wraps an overlay node in an Inode.
+func (in *instNode) child(ctx context.Context, c *onode) *gofs.Inode {
+	return in.NewInode(ctx, &instNode{ov: in.ov, n: c, opts: in.opts}, gofs.StableAttr{Mode: stableMode(c.kind), Ino: c.ino})
+}
+
+func fillAttr(a Attr, out *fuse.Attr) {
+	out.Ino = a.Ino
+	out.Mode = stableMode(a.Kind) | a.Mode
+	out.Size = uint64(a.Size)
+	out.Uid, out.Gid = a.UID, a.GID
+	out.Nlink = a.Nlink
+	out.Blksize = 4096
+	out.Blocks = (uint64(a.Size) + 511) / 512
+	out.SetTimes(&a.MTime, &a.MTime, &a.CTime)
+}
+
+func caller(ctx context.Context) Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return Owner{UID: c.Uid, GID: c.Gid}
+	}
+	return Owner{}
+}
+
+// Lookup finds a directory entry.
+func (in *instNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, err := in.ov.lookup(ctx, in.n, name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	fillAttr(in.ov.attr(c), &out.Attr)
+	return in.child(ctx, c), 0
+}
+
+// Readdir lists a directory.
+func (in *instNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ents, err := in.ov.list(ctx, in.n)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	out := make([]fuse.DirEntry, len(ents))
+	for i, e := range ents {
+		out[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: stableMode(e.Kind)}
+	}
+	return gofs.NewListDirStream(withDots(in.EmbeddedInode(), out)), 0
+}
+
+// Getattr reports a node's attributes.
+func (in *instNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(in.ov.attr(in.n), &out.Attr)
+	return 0
+}
+
+// Setattr changes mode, owner, size or times.
+func (in *instNode) Setattr(ctx context.Context, f gofs.FileHandle, set *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var s SetAttr
+	if m, ok := set.GetMode(); ok {
+		s.Mode = &m
+	}
+	if u, ok := set.GetUID(); ok {
+		s.UID = &u
+	}
+	if g, ok := set.GetGID(); ok {
+		s.GID = &g
+	}
+	if sz, ok := set.GetSize(); ok {
+		v := int64(sz)
+		s.Size = &v
+	}
+	if mt, ok := set.GetMTime(); ok {
+		s.MTime = &mt
+	} else if set.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		now := time.Now()
+		s.MTime = &now
+	}
+	if err := in.ov.setattr(ctx, in.n, s); err != nil {
+		return toErrno(err)
+	}
+	fillAttr(in.ov.attr(in.n), &out.Attr)
+	return 0
+}
+
+// Open opens a file. A file nothing has written during this mount keeps
+// the kernel's page cache across opens (FOPEN_KEEP_CACHE); a file that
+// was written does not, so that no stale page can survive. Files held
+// whole in the overlay may be served by kernel passthrough.
+func (in *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n := in.n
+	if n.kind != kindFile {
+		return nil, 0, syscall.EINVAL
+	}
+	f := n.file
+	f.mu.RLock()
+	untouched := !f.modified
+	local := f.local
+	f.mu.RUnlock()
+	if local && in.opts.Passthrough {
+		if h := in.passthroughHandle(); h != nil {
+			return h, 0, 0
+		}
+	}
+	in.ov.opened(n, false)
+	var fl uint32
+	if untouched {
+		fl = fuse.FOPEN_KEEP_CACHE
+	}
+	return &instHandle{}, fl, 0
+}
+
+// passthroughHandle returns a passthrough handle if the file has no
+// other kind of handle open (the kernel refuses to mix cached and
+// passthrough opens of one inode).
+func (in *instNode) passthroughHandle() *ptHandle {
+	ov, n := in.ov, in.n
+	f := n.file
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.local || ov.openUpperLocked(n) != nil {
+		return nil
+	}
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if n.opens != n.ptOpens {
+		return nil
+	}
+	n.opens++
+	n.ptOpens++
+	return &ptHandle{instHandle: instHandle{pt: true}, fd: int(f.upper.Fd())}
+}
+
+func handleOf(f gofs.FileHandle) *instHandle {
+	switch h := f.(type) {
+	case *instHandle:
+		return h
+	case *ptHandle:
+		return &h.instHandle
+	}
+	return nil
+}
+
+// Create makes and opens a new file.
+func (in *instNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	c, err := in.ov.create(ctx, in.n, name, kindFile, mode, caller(ctx), "")
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	in.ov.opened(c, false)
+	fillAttr(in.ov.attr(c), &out.Attr)
+	return in.child(ctx, c), &instHandle{}, 0, 0
+}
+
+// Read reads file content.
+func (in *instNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	var ra *readahead
+	if h := handleOf(f); h != nil {
+		ra = &h.ra
+	}
+	n, err := in.ov.read(ctx, in.n, dest, off, ra)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write writes file content into the overlay.
+func (in *instNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if in.n.kind != kindFile {
+		return 0, syscall.EINVAL
+	}
+	n, err := in.ov.write(ctx, in.n, data, off)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(n), 0
+}
+
+// Fsync makes the file and every namespace change so far durable.
+func (in *instNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	return toErrno(in.ov.fsync(ctx, in.n))
+}
+
+// Flush is called on every close; durability is Fsync's job.
+func (in *instNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno { return 0 }
+
+// Release closes a handle.
+func (in *instNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	if h := handleOf(f); h != nil {
+		in.ov.released(in.n, h.pt)
+	}
+	return 0
+}
+
+// Mkdir makes a directory.
+func (in *instNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, err := in.ov.create(ctx, in.n, name, kindDir, mode, caller(ctx), "")
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	fillAttr(in.ov.attr(c), &out.Attr)
+	return in.child(ctx, c), 0
+}
+
+// Symlink makes a symbolic link.
+func (in *instNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, err := in.ov.create(ctx, in.n, name, kindSymlink, 0o777, caller(ctx), target)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	fillAttr(in.ov.attr(c), &out.Attr)
+	return in.child(ctx, c), 0
+}
+
+// Readlink returns a symbolic link's target.
+func (in *instNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := in.ov.readlink(in.n)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return []byte(t), 0
+}
+
+// Rmdir removes an empty directory.
+func (in *instNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return toErrno(in.ov.remove(ctx, in.n, name, true))
+}
+
+// Unlink removes a file or symbolic link; open handles keep working.
+func (in *instNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return toErrno(in.ov.remove(ctx, in.n, name, false))
+}
+
+// Rename moves an entry (replacing the destination, or exchanging).
+func (in *instNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	to, ok := newParent.(*instNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return toErrno(in.ov.rename(ctx, in.n, name, to.n, newName, flags))
+}
+
+// Link is not supported: a node has one parent in the overlay.
+func (in *instNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Mknod is not supported (a data directory holds no devices or fifos).
+func (in *instNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Allocate implements fallocate.
+func (in *instNode) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if in.n.kind != kindFile {
+		return syscall.ENODEV
+	}
+	return toErrno(in.ov.allocate(ctx, in.n, int64(off), int64(size), mode))
+}
+
+// Statfs reports the scratch folder's filesystem: that is where writes go.
+func (in *instNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Statfs(in.ov.dir, &st); err != nil {
+		return toErrno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = 255
+	return 0
+}
+
+// Lseek implements SEEK_DATA and SEEK_HOLE: the whole file is data (holes
+// are an optimisation a reader may not rely on), the only hole is at the
+// end.
+func (in *instNode) Lseek(ctx context.Context, f gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	size := uint64(in.ov.attr(in.n).Size)
+	switch whence {
+	case unix.SEEK_DATA:
+		if off >= size {
+			return 0, syscall.ENXIO
+		}
+		return off, 0
+	case unix.SEEK_HOLE:
+		if off > size {
+			return 0, syscall.ENXIO
+		}
+		return size, 0
+	}
+	return 0, syscall.EINVAL
+}

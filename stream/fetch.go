@@ -1,0 +1,158 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/stream/wal"
+)
+
+// Where a fetched file came from (FetchResult.Source).
+const (
+	SourceRepository = "repository"
+	SourceSpool      = "spool"
+)
+
+// FetchResult says what Fetch served.
+type FetchResult struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	Timeline uint32 `json:"timeline"`
+	// Size is the number of bytes served; StoredSize what the repository
+	// holds (smaller when a partial segment was padded).
+	Size       int64 `json:"size"`
+	StoredSize int64 `json:"stored_size"`
+	// FromPartial is set when the segment was not archived complete and
+	// "<name>.partial" was served instead, zero-padded to SegmentSize.
+	FromPartial bool   `json:"from_partial"`
+	SegmentSize uint64 `json:"segment_size,omitempty"`
+	Source      string `json:"source"`
+}
+
+// Fetch returns the WAL file name from the repository, as restore_command
+// must hand it to PostgreSQL, after checking it with VerifyFile:
+//
+//   - a complete segment, a history file or a backup history file exactly
+//     as archived;
+//   - for a segment that is only stored as "<name>.partial" (the segment
+//     the streamer was writing), that partial zero-padded to the segment
+//     size: PostgreSQL refuses a short segment, while zero pages end
+//     replay cleanly at the last streamed record;
+//   - any stored name, ".partial" ones included, byte-exact when asked for
+//     by that name.
+//
+// A file the repository does not hold is an error matching
+// repo.ErrWALNotFound: the normal end of archive recovery. A file that
+// fails verification is an error matching wal.ErrInvalidSegment or
+// wal.ErrInvalidHistory and is not returned.
+func Fetch(ctx context.Context, r *repo.Repository, name string) ([]byte, *FetchResult, error) {
+	kind := wal.Classify(name)
+	if kind == wal.KindInvalid {
+		return nil, nil, fmt.Errorf("%w %q: not a WAL segment, .partial segment, timeline history or backup history file name", wal.ErrInvalidName, name)
+	}
+	tli := timelineOf(name)
+	res := &FetchResult{Name: name, Kind: kind.String(), Timeline: tli, Source: SourceRepository}
+	data, _, err := r.LoadWAL(ctx, tli, name)
+	served := name
+	if errors.Is(err, repo.ErrWALNotFound) && kind == wal.KindSegment {
+		served = name + ".partial"
+		data, _, err = r.LoadWAL(ctx, tli, served)
+		if errors.Is(err, repo.ErrWALNotFound) {
+			return nil, nil, fmt.Errorf("WAL file %s: %w", name, repo.ErrWALNotFound)
+		}
+		res.FromPartial = err == nil
+	}
+	if errors.Is(err, repo.ErrWALNotFound) {
+		return nil, nil, fmt.Errorf("WAL file %s: %w", name, repo.ErrWALNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch %s: %w", served, err)
+	}
+	v, err := VerifyFile(served, data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the repository's copy is damaged, not served: %w", err)
+	}
+	res.StoredSize, res.SegmentSize = int64(len(data)), v.SegmentSize
+	if res.FromPartial {
+		data = padSegment(data, v.SegmentSize)
+	}
+	res.Size = int64(len(data))
+	return data, res, nil
+}
+
+// Archived reports whether the repository on be holds what Fetch would
+// serve for name: the file itself or, for a segment, "<name>.partial". It
+// looks only at object names (wal/<timeline>/<name>, see
+// docs/reference/repo-format.md), so it needs no key: restore_command
+// answers "not archived" (the end of archive recovery, PostgreSQL's probes
+// for newer timelines) without a key derivation. A true answer still needs
+// Fetch, which verifies the content.
+func Archived(ctx context.Context, be backend.Backend, name string) (bool, error) {
+	kind := wal.Classify(name)
+	if kind == wal.KindInvalid {
+		return false, fmt.Errorf("%w %q", wal.ErrInvalidName, name)
+	}
+	names := []string{name}
+	if kind == wal.KindSegment {
+		names = append(names, name+".partial")
+	}
+	for _, n := range names {
+		h := backend.Handle{Type: backend.WALFile, Name: fmt.Sprintf("%08X/%s", timelineOf(n), n)}
+		_, err := be.Stat(ctx, h)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, backend.ErrNotFound) {
+			return false, fmt.Errorf("look for WAL file %s: %w", n, err)
+		}
+	}
+	return false, nil
+}
+
+// padSegment returns data zero-padded to segSize bytes.
+func padSegment(data []byte, segSize uint64) []byte {
+	if uint64(len(data)) >= segSize {
+		return data
+	}
+	out := make([]byte, segSize)
+	copy(out, data)
+	return out
+}
+
+// WriteFileAtomic writes data to dest through a temporary file in dest's
+// folder, renamed over dest once complete, so a reader never sees a
+// partial file under dest. The file gets mode perm (before the umask is
+// applied, like os.WriteFile, but perm is then set exactly). It does not
+// fsync: restore_command output is made durable by PostgreSQL itself
+// (durable_rename when it keeps the file).
+func WriteFileAtomic(dest string, data []byte, perm os.FileMode) error {
+	dir, base := filepath.Split(dest)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", dest, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dest)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", dest, err)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
+)
+
+// DefaultPrefetch is how many segments restore_command keeps fetched ahead
+// of recovery unless told otherwise.
+const DefaultPrefetch = 8
+
+// PrefetchOptions tune Prefetch.
+type PrefetchOptions struct {
+	// After is the segment recovery asked for last, the start when the
+	// spool records nothing newer (Spool.Want); SegmentSize is its size.
+	After       string
+	SegmentSize uint64
+	// Count is how many segments after the wanted one to keep spooled;
+	// 0 means DefaultPrefetch.
+	Count int
+	// Parallel downloads at once; 0 means min(Count, 4).
+	Parallel int
+	// Idle ends Prefetch when recovery has asked for nothing new for this
+	// long and the window is full; 0 means 3 s.
+	Idle time.Duration
+	// Poll is how often the spool's want file is read; 0 means 100 ms.
+	Poll time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives what goes wrong with single segments; nil discards.
+	Logger *slog.Logger
+}
+
+func (o *PrefetchOptions) fill() {
+	if o.Count <= 0 {
+		o.Count = DefaultPrefetch
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = min(o.Count, 4)
+	}
+	if o.Idle <= 0 {
+		o.Idle = 3 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = 100 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// PrefetchResult counts what Prefetch did.
+type PrefetchResult struct {
+	Fetched int   `json:"fetched"`
+	Bytes   int64 `json:"bytes"`
+	// Missing counts segments of a window that the repository did not
+	// hold complete (the end of the archive) or that failed verification.
+	Missing int `json:"missing"`
+}
+
+// Prefetch keeps the Count complete segments that follow the segment
+// recovery asked for last (the spool's want file, else opts.After) on the
+// same timeline downloaded, verified, in the spool, Parallel at a time. It
+// follows the want file as restore_command moves it on, and returns when
+// the window is full (or ends at the end of the archive) and recovery has
+// asked for nothing new for opts.Idle, when ctx ends, or when the spool
+// cannot be written. Segments stored only as ".partial" are not spooled:
+// restore_command serves those itself, padded, from the repository.
+//
+// The caller holds the spool's prefetch lock (Spool.LockPrefetch).
+func Prefetch(ctx context.Context, r *repo.Repository, s *Spool, opts PrefetchOptions) (*PrefetchResult, error) {
+	opts.fill()
+	if _, err := wal.ParseSegment(opts.After, opts.SegmentSize); err != nil {
+		return nil, fmt.Errorf("prefetch after: %w", err)
+	}
+	res := &PrefetchResult{}
+	want, segSize := opts.After, opts.SegmentSize
+	if n, sz, ok := s.Wanted(); ok {
+		want, segSize = n, sz
+	}
+	lastChange := opts.Now()
+	missing := map[string]bool{} // in the current window; cleared when it moves
+	for {
+		seg, err := wal.ParseSegment(want, segSize)
+		if err != nil {
+			return res, err
+		}
+		var todo []string
+		for i, next := 0, seg.Next(); i < opts.Count; i, next = i+1, next.Next() {
+			name := next.Name(segSize)
+			if !missing[name] && !s.Has(name) {
+				todo = append(todo, name)
+			}
+		}
+		if len(todo) > 0 {
+			if err := prefetchBatch(ctx, r, s, todo, opts, res, missing); err != nil {
+				return res, err
+			}
+		} else if opts.Now().Sub(lastChange) > opts.Idle {
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(opts.Poll):
+		}
+		if n, sz, ok := s.Wanted(); ok && (n != want || sz != segSize) {
+			want, segSize = n, sz
+			lastChange = opts.Now()
+			clear(missing)
+		}
+	}
+}
+
+// prefetchBatch downloads names into the spool, opts.Parallel at a time.
+// Segments the repository lacks or that fail verification are marked in
+// missing; an error writing the spool ends the batch with that error.
+func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []string, opts PrefetchOptions, res *PrefetchResult, missing map[string]bool) error {
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		firstErr error
+	)
+	sem := make(chan struct{}, opts.Parallel)
+	for _, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := prefetchOne(ctx, r, s, name)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				res.Fetched++
+				res.Bytes += n
+			case errors.Is(err, errSpoolWrite) || ctx.Err() != nil:
+				if firstErr == nil {
+					firstErr = err
+				}
+			default:
+				if !errors.Is(err, repo.ErrWALNotFound) {
+					opts.Logger.Warn("prefetch: segment not spooled", "segment", name, "err", err)
+				}
+				missing[name] = true
+				res.Missing++
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+var errSpoolWrite = errors.New("cannot write the spool")
+
+func prefetchOne(ctx context.Context, r *repo.Repository, s *Spool, name string) (int64, error) {
+	data, _, err := r.LoadWAL(ctx, timelineOf(name), name)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := VerifyFile(name, data); err != nil {
+		return 0, err
+	}
+	if err := s.Put(name, data); err != nil {
+		return 0, fmt.Errorf("%w: %w", errSpoolWrite, err)
+	}
+	return int64(len(data)), nil
+}
