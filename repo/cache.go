@@ -79,6 +79,16 @@ func (c *blobCache) get(ctx context.Context, id chunk.ID, load func() ([]byte, e
 	return f.data, f.err
 }
 
+// peek returns a cached blob without loading or reordering anything.
+func (c *blobCache) peek(id chunk.ID) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[id]; ok {
+		return el.Value.(*cacheEntry).data, true
+	}
+	return nil, false
+}
+
 // put adds a blob the caller already has (e.g. one it just wrote).
 func (c *blobCache) put(id chunk.ID, data []byte) {
 	c.mu.Lock()

@@ -205,16 +205,22 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, ahead)
+	// ahead buffers circulate: a chunk's buffer comes back once written,
+	// so a whole-file copy allocates only ahead chunk buffers.
+	bufs := make(chan []byte, ahead)
+	for range ahead {
+		bufs <- nil
+	}
 	go func() {
 		for i, c := range f.chunks {
+			var buf []byte
 			select {
-			case sem <- struct{}{}:
+			case buf = <-bufs:
 			case <-ctx.Done():
 				return
 			}
 			go func() {
-				data, err := f.r.LoadBlob(ctx, c.ID)
+				data, err := f.r.ReadBlob(ctx, c.ID, buf)
 				results[i] <- result{data, err}
 			}()
 		}
@@ -227,15 +233,18 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 		case <-ctx.Done():
 			return written, ctx.Err()
 		}
-		<-sem
 		if res.err != nil {
 			return written, fmt.Errorf("read %s: %w", f.node.Name, res.err)
+		}
+		if len(res.data) != int(f.chunks[i].Size) {
+			return written, fmt.Errorf("read %s: chunk %s is %d bytes, list says %d: %w", f.node.Name, f.chunks[i].ID.Short(), len(res.data), f.chunks[i].Size, ErrContentCorrupt)
 		}
 		n, err := w.Write(res.data)
 		written += int64(n)
 		if err != nil {
 			return written, err
 		}
+		bufs <- res.data
 	}
 	return written, nil
 }

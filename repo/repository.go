@@ -29,7 +29,7 @@ type Options struct {
 	CacheSize int64
 	// Uploaders is how many packs upload at once.
 	Uploaders int
-	// CompressionLevel is the zstd level (1..19); 0 means 3.
+	// CompressionLevel is the zstd level (1..19); 0 means chunk.DefaultLevel.
 	CompressionLevel int
 	// PackSize is where packs are closed; 0 means pack.TargetSize.
 	PackSize int
@@ -286,10 +286,21 @@ func (r *Repository) StoredBytes() int64 {
 // LoadBlob returns a blob's plaintext. The slice is shared with the cache:
 // do not modify it. Damage is an error naming the pack and the blob.
 func (r *Repository) LoadBlob(ctx context.Context, id chunk.ID) ([]byte, error) {
-	return r.cache.get(ctx, id, func() ([]byte, error) { return r.loadBlob(ctx, id) })
+	return r.cache.get(ctx, id, func() ([]byte, error) { return r.loadBlob(ctx, id, nil) })
 }
 
-func (r *Repository) loadBlob(ctx context.Context, id chunk.ID) ([]byte, error) {
+// ReadBlob returns a blob's plaintext in dst (reused when large enough)
+// without adding it to the cache: for reads that touch every chunk once
+// (restore, verify), which would only evict what interactive readers need.
+func (r *Repository) ReadBlob(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
+	if data, ok := r.cache.peek(id); ok {
+		return append(dst[:0], data...), nil
+	}
+	return r.loadBlob(ctx, id, dst)
+}
+
+// loadBlob reads, authenticates and decompresses a blob into dst.
+func (r *Repository) loadBlob(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
 	e, ok := r.idx.Lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", id.Short(), ErrBlobNotFound)
@@ -309,7 +320,10 @@ func (r *Repository) loadBlob(ctx context.Context, id chunk.ID) ([]byte, error) 
 	if err != nil {
 		return nil, fmt.Errorf("load blob %s from pack %s: %w", id.Short(), e.Pack.Short(), err)
 	}
-	plain, err := r.codec.Open(make([]byte, 0, e.PlainLen), id, sealed)
+	if cap(dst) < int(e.PlainLen) {
+		dst = make([]byte, 0, e.PlainLen)
+	}
+	plain, err := r.codec.Open(dst[:0], id, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", e.Pack.Short(), err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/all"
@@ -29,7 +30,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"PGVAULT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"PGVAULT_CACHE_DIR"},
 			Usage: "local cache `DIR` (index tables); default $XDG_CACHE_HOME/pgvault"},
-		&cli.IntFlag{Name: "compression-level", Value: 3, Usage: "zstd `LEVEL` for new data (1 fastest .. 19 smallest)"},
+		&cli.IntFlag{Name: "compression-level", Value: chunk.DefaultLevel, Usage: "zstd `LEVEL` for new data (1 fastest .. 19 smallest)"},
 		&cli.StringFlag{Name: "pg", EnvVars: []string{"PGVAULT_PG"},
 			Usage: "PostgreSQL `CONNINFO` (\"host=... port=... user=...\" or a postgres:// URL); PG* environment variables fill in the rest"},
 	}
