@@ -134,45 +134,18 @@ func restoreDelta(ctx context.Context, r *repo.Repository, s *repo.Snapshot, inf
 		par = 8
 	}
 	var done atomic.Int64
-	jobs := make(chan fileJob)
-	errs := make(chan error, par)
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 0, 1<<20)
-			for j := range jobs {
-				err := d.file(ctx, j.path, j.dst, &j.node, overrides[j.dst], &buf)
-				done.Add(j.node.Size)
-				if opts.Progress != nil {
-					opts.Progress(done.Load(), total)
-				}
-				if err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-			}
-		}()
-	}
-feed:
-	for _, j := range files {
-		select {
-		case jobs <- j:
-		case <-ctx.Done():
-			break feed
+	bufs := sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+	err = forEach(ctx, par, files, func(ctx context.Context, j fileJob) error {
+		buf := bufs.Get().(*[]byte)
+		defer bufs.Put(buf)
+		err := d.file(ctx, j.path, j.dst, &j.node, overrides[j.dst], buf)
+		done.Add(j.node.Size)
+		if opts.Progress != nil {
+			opts.Progress(done.Load(), total)
 		}
-	}
-	close(jobs)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -133,44 +132,15 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 		par = 8
 	}
 	var done atomic.Int64
-	jobs := make(chan fileJob)
-	errs := make(chan error, par)
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				n, err := restoreFile(ctx, r, j.dst, &j.node, overrides[j.dst])
-				done.Add(n)
-				if opts.Progress != nil {
-					opts.Progress(done.Load(), total)
-				}
-				if err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-			}
-		}()
-	}
-feed:
-	for _, j := range files {
-		select {
-		case jobs <- j:
-		case <-ctx.Done():
-			break feed
+	err = forEach(ctx, par, files, func(ctx context.Context, j fileJob) error {
+		n, err := restoreFile(ctx, r, j.dst, &j.node, overrides[j.dst])
+		done.Add(n)
+		if opts.Progress != nil {
+			opts.Progress(done.Load(), total)
 		}
-	}
-	close(jobs)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	// Directory modes and times last: writing files changed the times.
