@@ -89,7 +89,7 @@ func (in *instNode) child(ctx context.Context, c *onode) *gofs.Inode {
 	return in.NewInode(ctx, &instNode{ov: in.ov, n: c, opts: in.opts}, gofs.StableAttr{Mode: stableMode(c.kind), Ino: c.ino})
 }
 
-func fillAttr(a Attr, out *fuse.Attr) {
+func fillAttr(a nodeAttrs, out *fuse.Attr) {
 	out.Ino = a.Ino
 	out.Mode = stableMode(a.Kind) | a.Mode
 	out.Size = uint64(a.Size)
@@ -138,7 +138,7 @@ func (in *instNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.At
 
 // Setattr changes mode, owner, size or times.
 func (in *instNode) Setattr(ctx context.Context, f gofs.FileHandle, set *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	var s SetAttr
+	var s attrChange
 	if m, ok := set.GetMode(); ok {
 		s.Mode = &m
 	}

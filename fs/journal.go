@@ -26,7 +26,7 @@ import (
 // can only be the last one written before a power loss and ends the log.
 
 // journalMagic starts every journal file; its last byte is the version.
-var journalMagic = []byte("PGVJRNL\x01")
+const journalMagic = "PGVJRNL\x01"
 
 // Limits a decoder enforces, so that corrupt bytes cannot make it allocate
 // without bound.
@@ -354,7 +354,7 @@ func appendFrame(dst, payload []byte) []byte {
 // (tail reports why), a frame that is whole but does not decode is an
 // error.
 func parseJournal(data []byte) (recs []record, good int, tail error, err error) {
-	if len(data) < len(journalMagic) || !bytes.Equal(data[:len(journalMagic)], journalMagic) {
+	if len(data) < len(journalMagic) || string(data[:len(journalMagic)]) != journalMagic {
 		return nil, 0, nil, fmt.Errorf("%w: not a pgvault overlay journal (bad magic)", ErrJournalCorrupt)
 	}
 	off := len(journalMagic)
@@ -399,10 +399,10 @@ type journal struct {
 func openJournal(path string) (*journal, []record, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := writeFileSync(path, journalMagic); err != nil {
+		if err := writeFileSync(path, []byte(journalMagic)); err != nil {
 			return nil, nil, fmt.Errorf("create overlay journal: %w", err)
 		}
-		data = journalMagic
+		data = []byte(journalMagic)
 	} else if err != nil {
 		return nil, nil, fmt.Errorf("read overlay journal: %w", err)
 	}
@@ -470,7 +470,7 @@ func (j *journal) sync() error {
 // the new file is written and synced beside the old one, renamed over it
 // and the folder synced.
 func (j *journal) replace(recs []record) error {
-	buf := bytes.NewBuffer(append([]byte(nil), journalMagic...))
+	buf := bytes.NewBufferString(journalMagic)
 	var data int64
 	for i := range recs {
 		buf.Write(appendFrame(nil, encodeRecord(&recs[i])))

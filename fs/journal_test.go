@@ -181,7 +181,7 @@ func FuzzParseJournal(f *testing.F) {
 		file = appendFrame(file, encodeRecord(&r))
 	}
 	f.Add(file)
-	f.Add(journalMagic)
+	f.Add([]byte(journalMagic))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		recs, good, _, err := parseJournal(data)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -267,6 +266,8 @@ func (ov *Overlay) afterReplay() error {
 				if err := ov.openUpperLocked(n); err != nil {
 					return err
 				}
+			} else if n.base != nil {
+				return fmt.Errorf("overlay upper file %s of %s is missing: the scratch folder was damaged (use a new --scratch)", p, ov.pathOfLocked(n))
 			} else {
 				f.size = 0
 			}
@@ -660,8 +661,8 @@ func (ov *Overlay) pathOf(n *onode) string {
 	return ov.pathOfLocked(n)
 }
 
-// Attr is a node's attributes.
-type Attr struct {
+// nodeAttrs are a node's attributes.
+type nodeAttrs struct {
 	Ino      uint64
 	Kind     nodeKind
 	Mode     uint32 // permission bits
@@ -672,9 +673,9 @@ type Attr struct {
 	Nlink    uint32
 }
 
-func (ov *Overlay) attr(n *onode) Attr {
+func (ov *Overlay) attr(n *onode) nodeAttrs {
 	ov.mu.Lock()
-	a := Attr{Ino: n.ino, Kind: n.kind, Mode: n.mode, UID: n.uid, GID: n.gid, CTime: n.ctime, Nlink: 1}
+	a := nodeAttrs{Ino: n.ino, Kind: n.kind, Mode: n.mode, UID: n.uid, GID: n.gid, CTime: n.ctime, Nlink: 1}
 	if n.removed {
 		a.Nlink = 0
 	}
@@ -880,8 +881,8 @@ func (ov *Overlay) rename(ctx context.Context, from *onode, name string, to *ono
 	return ov.commitLocked(ctx, &record{Kind: recRename, Parent: from.ref(), Name: name, NewParent: to.ref(), NewName: newName, Flags: flags})
 }
 
-// SetAttr says which attributes setattr changes.
-type SetAttr struct {
+// attrChange says which attributes setattr changes.
+type attrChange struct {
 	Mode     *uint32
 	UID, GID *uint32
 	Size     *int64
@@ -889,7 +890,7 @@ type SetAttr struct {
 }
 
 // setattr changes attributes; a size change truncates or extends a file.
-func (ov *Overlay) setattr(ctx context.Context, n *onode, s SetAttr) error {
+func (ov *Overlay) setattr(ctx context.Context, n *onode, s attrChange) error {
 	if s.Size != nil {
 		if n.kind == kindDir {
 			return syscall.EISDIR
@@ -1234,6 +1235,3 @@ func (ov *Overlay) Remove(ctx context.Context, p string) error {
 	}
 	return nil
 }
-
-// inoString formats an inode number for messages.
-func inoString(ino uint64) string { return strconv.FormatUint(ino, 10) }

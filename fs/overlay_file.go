@@ -168,6 +168,40 @@ func (ov *Overlay) readBaseRange(ctx context.Context, n *onode, dst []byte, off 
 	return nil
 }
 
+// readBaseUncached reads snapshot bytes [off, off+len(dst)) of n without
+// filling the blob cache (hydration reads everything once and would evict
+// what PostgreSQL is using).
+func (ov *Overlay) readBaseUncached(ctx context.Context, n *onode, dst []byte, off int64) error {
+	bf, err := ov.baseFile(ctx, n)
+	if err != nil {
+		return err
+	}
+	chunks := bf.Chunks()
+	var buf []byte
+	for done := 0; done < len(dst); {
+		pos := off + int64(done)
+		i := bf.ChunkAt(pos)
+		if i >= len(chunks) {
+			return fmt.Errorf("read %s at %d: past the end: %w", n.basePath, pos, io.ErrUnexpectedEOF)
+		}
+		data, err := ov.r.ReadBlob(ctx, chunks[i].ID, buf)
+		if err == nil && len(data) != int(chunks[i].Size) {
+			err = fmt.Errorf("chunk %s is %d bytes, list says %d: %w", chunks[i].ID.Short(), len(data), chunks[i].Size, repo.ErrContentCorrupt)
+		}
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				ov.noteReadError(err)
+				ov.log.Error("read from the repository failed", "file", n.basePath, "offset", pos, "err", err)
+			}
+			return fmt.Errorf("read %s at %d: %w", n.basePath, pos, err)
+		}
+		buf = data
+		done += copy(dst[done:], data[pos-bf.ChunkOffset(i):])
+	}
+	ov.baseRead.Add(int64(len(dst)))
+	return nil
+}
+
 // preadFull reads len(dst) bytes at off of an upper file; what lies past
 // its end reads as zeros.
 func preadFull(u *os.File, dst []byte, off int64) error {
@@ -496,7 +530,7 @@ func (ov *Overlay) hydrateRun(ctx context.Context, n *onode, limit int64) (int64
 
 	buf := make([]byte, (last+1-first)*bs)
 	if upto > start {
-		if err := ov.readBaseRange(ctx, n, buf[:upto-start], start, nil); err != nil {
+		if err := ov.readBaseUncached(ctx, n, buf[:upto-start], start); err != nil {
 			return 0, false, err
 		}
 	}

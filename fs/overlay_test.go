@@ -317,7 +317,7 @@ func TestOverlayCrash(t *testing.T) {
 	if err := ov.rename(ctx, ov.root, "backup_label", ov.root, "backup_label.old", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := ov.setattr(ctx, mustNode(t, ov, "global/pg_control"), SetAttr{Mode: ptr(uint32(0o640))}); err != nil {
+	if err := ov.setattr(ctx, mustNode(t, ov, "global/pg_control"), attrChange{Mode: ptr(uint32(0o640))}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ov.fsync(ctx, rel); err != nil { // also makes the renames durable

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -100,7 +101,7 @@ func parseByteSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 {
+	if err != nil || !(v >= 0) || v*float64(mult) >= math.MaxInt64 { // !(v >= 0) catches NaN; Inf and huge values would wrap
 		return 0, fmt.Errorf("size %q: use a number of bytes or e.g. 512MiB, 1GiB", s)
 	}
 	return int64(v * float64(mult)), nil
@@ -296,9 +297,16 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	return err
 }
 
-// passwordFileReadableBy refuses a password file restore_command (run as
-// the owner) could not read.
+// passwordFileReadableBy refuses what restore_command, run as the owner,
+// could not read: the password file, and a repository on a local path.
 func (e *env) passwordFileReadableBy(r *repo.Repository, owner verify.OSUser) error {
+	if u := e.c.String("repo"); u != "" && (!strings.Contains(u, "://") || strings.HasPrefix(u, "file://")) {
+		dir := absRepoURL(strings.TrimPrefix(u, "file://"))
+		if err := backup.CheckReadableBy(filepath.Join(dir, "config"), owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("the repository at %s must be readable by %s, who runs restore_command: %v (give %s read access to it, or use --no-recovery-config)",
+				dir, owner.Name, err, owner.Name)
+		}
+	}
 	pf := e.c.String("password-file")
 	if pf == "" || !r.Config().Encrypted() {
 		return nil

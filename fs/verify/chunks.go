@@ -166,8 +166,14 @@ func Chunks(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Chun
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// ReadBlob leaves the blob cache alone: every chunk is read
+			// once, and would only evict what others need.
+			var buf []byte
 			for j := range ch {
-				data, err := r.LoadBlob(ctx, j.ref.ID)
+				data, err := r.ReadBlob(ctx, j.ref.ID, buf)
+				if err == nil {
+					buf = data
+				}
 				switch {
 				case err != nil && ctx.Err() != nil:
 				case err != nil:

@@ -1,0 +1,75 @@
+package fs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckMountpoint(t *testing.T) {
+	empty := t.TempDir()
+	full := t.TempDir()
+	os.WriteFile(filepath.Join(full, "x"), nil, 0o600)
+	file := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(file, nil, 0o600)
+	tests := []struct {
+		name string
+		dir  string
+		want error
+		text string
+	}{
+		{"empty folder", empty, nil, ""},
+		{"not empty", full, ErrMountpoint, "is not empty"},
+		{"missing", filepath.Join(empty, "nope"), ErrMountpoint, "does not exist"},
+		{"a file", file, ErrMountpoint, "is not a folder"},
+		{"a mount point", "/proc", ErrMountpointBusy, "already a mount point"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkDir(tt.dir)
+			if !errors.Is(err, tt.want) || (tt.want != nil && !strings.Contains(err.Error(), tt.text)) {
+				t.Fatalf("checkDir(%s) = %v, want %v (%q)", tt.dir, err, tt.want, tt.text)
+			}
+		})
+	}
+}
+
+func TestScanMountinfo(t *testing.T) {
+	info := "36 35 98:0 / /mnt/my\\040dir rw,noatime master:1 - fuse.pgvault pgvault rw\n" +
+		"37 35 98:0 / /srv/data rw - ext4 /dev/sda rw\n"
+	tests := []struct {
+		dir  string
+		want bool
+	}{
+		{"/mnt/my dir", true},
+		{"/srv/data", true},
+		{"/srv", false},
+	}
+	for _, tt := range tests {
+		if got, err := scanMountinfo(strings.NewReader(info), tt.dir); err != nil || got != tt.want {
+			t.Errorf("scanMountinfo(%q) = %v, %v; want %v", tt.dir, got, err, tt.want)
+		}
+	}
+}
+
+func TestHashIno(t *testing.T) {
+	seen := map[uint64]string{}
+	for _, p := range []string{"", "a", "b", "base/1/16384", "base/1/16385", "global/pg_control"} {
+		ino := hashIno("base", p)
+		if ino <= rootIno || ino >= overlayInoBase {
+			t.Fatalf("hashIno(%q) = %d: outside (1, 2^63)", p, ino)
+		}
+		if q, dup := seen[ino]; dup {
+			t.Fatalf("%q and %q share inode %d", p, q, ino)
+		}
+		seen[ino] = p
+		if hashIno("base", p) != ino {
+			t.Fatal("not deterministic")
+		}
+	}
+	if hashIno("a", "b") == hashIno("ab") {
+		t.Fatal("parts are not separated")
+	}
+}
