@@ -180,12 +180,3 @@ func TestCheckNamesDamage(t *testing.T) {
 		t.Fatalf("rebuild-index: exit %d: %s %s", code, out, stderr)
 	}
 }
-
-func TestDemo(t *testing.T) {
-	src := t.TempDir()
-	os.WriteFile(filepath.Join(src, "a"), bytes.Repeat([]byte("demo "), 10000), 0o600)
-	code, out, stderr := pgv(t, nil, "demo", "--dir", src)
-	if code != 0 || !strings.Contains(out, "no errors") {
-		t.Fatalf("demo: exit %d: %s %s", code, out, stderr)
-	}
-}
