@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,13 +62,36 @@ func Binary() (string, error) {
 		p = filepath.Join(home, ".cache", "pgvault", "bin", "minio")
 	}
 	fi, err := os.Stat(p)
+	if err != nil && waitForBuild(filepath.Dir(p)) {
+		fi, err = os.Stat(p)
+	}
 	if err != nil {
-		return "", fmt.Errorf("MinIO binary %s missing: run `make deps` (it builds MinIO with `go install github.com/minio/minio@%s`) or set PGVAULT_MINIO: %w", p, Version, err)
+		return "", fmt.Errorf("MinIO binary %s missing: run `make deps` (it builds MinIO with `go install github.com/minio/minio@%s`; log in %s) or set PGVAULT_MINIO: %w",
+			p, Version, filepath.Join(filepath.Dir(p), "minio-build.log"), err)
 	}
 	if fi.Mode()&0o111 == 0 {
 		return "", fmt.Errorf("MinIO binary %s is not executable: run `make deps` again", p)
 	}
 	return p, nil
+}
+
+// waitForBuild waits while .ci/install-deps builds MinIO in the background
+// (its marker file names the build's pid) and reports whether it waited.
+func waitForBuild(dir string) bool {
+	marker := filepath.Join(dir, "minio.building")
+	waited := false
+	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+		data, err := os.ReadFile(marker)
+		if err != nil {
+			return waited
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || syscall.Kill(pid, 0) != nil {
+			return waited // the builder died without removing its marker
+		}
+		waited = true
+	}
+	return waited
 }
 
 // Start starts a server with an empty bucket and stops it at the end of
