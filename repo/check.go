@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -52,6 +53,15 @@ type checker struct {
 	res *CheckResult
 	mu  sync.Mutex
 	idx *masterIndex // built from the repository's objects, not the cache
+
+	// Concurrent writers (wal stream, wal push, backup) may add index
+	// objects while the check runs, and then snapshots or WAL entries
+	// that need them. A chunk missing from the index is looked up again
+	// after reading the index objects that appeared since, once per object
+	// loaded after the last such refresh.
+	seenIndex   map[string]bool
+	refreshed   time.Time // when the index objects were last listed
+	objectSince time.Time // when the object being checked was loaded
 }
 
 func (c *checker) errorf(object, format string, args ...any) {
@@ -72,7 +82,7 @@ func (c *checker) warnf(object, format string, args ...any) {
 // indexed. With ReadData it also reads and authenticates every blob.
 // The error return is for failing to run the check at all.
 func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckResult, error) {
-	c := &checker{r: r, res: &CheckResult{}, idx: newMasterIndex(r.be, r.codec, "", r.log)}
+	c := &checker{r: r, res: &CheckResult{}, idx: newMasterIndex(r.be, r.codec, "", r.log), seenIndex: map[string]bool{}}
 	if err := c.checkIndexes(ctx); err != nil {
 		return nil, err
 	}
@@ -104,6 +114,16 @@ func sortProblems(ps []Problem) {
 }
 
 func (c *checker) checkIndexes(ctx context.Context) error {
+	if err := c.loadIndexes(ctx); err != nil {
+		return err
+	}
+	c.res.Blobs = c.idx.Count()
+	return nil
+}
+
+// loadIndexes reads and checks the index objects not read yet.
+func (c *checker) loadIndexes(ctx context.Context) error {
+	c.refreshed = time.Now()
 	var names []string
 	if err := c.r.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
@@ -112,6 +132,10 @@ func (c *checker) checkIndexes(ctx context.Context) error {
 		return fmt.Errorf("list index: %w", err)
 	}
 	for _, name := range names {
+		if c.seenIndex[name] {
+			continue
+		}
+		c.seenIndex[name] = true
 		obj := "index " + name
 		id, err := chunk.ParseID(name)
 		if err != nil {
@@ -138,11 +162,28 @@ func (c *checker) checkIndexes(ctx context.Context) error {
 			c.errorf(obj, "%v", err)
 			continue
 		}
+		c.idx.mu.Lock()
 		c.idx.tables = append(c.idx.tables, &table{t: tab, covers: []chunk.ID{id}})
+		c.idx.mu.Unlock()
 		c.res.Indexes++
 	}
-	c.res.Blobs = c.idx.Count()
 	return nil
+}
+
+// lookup finds a blob in the index, reading the index objects written
+// since the last listing if the object being checked is newer than it.
+func (c *checker) lookup(ctx context.Context, id chunk.ID) (index.Entry, bool) {
+	if e, ok := c.idx.Lookup(id); ok {
+		return e, true
+	}
+	if !c.refreshed.Before(c.objectSince) {
+		return index.Entry{}, false
+	}
+	if err := c.loadIndexes(ctx); err != nil {
+		return index.Entry{}, false
+	}
+	_ = c.r.idx.load(ctx) // the repository's own index, which LoadBlob uses
+	return c.idx.Lookup(id)
 }
 
 // checkPacks compares the packs the index names with the packs stored.
@@ -192,6 +233,7 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 	seenContent := map[chunk.ID]bool{}
 	for _, name := range names {
 		c.res.Snapshots++
+		c.objectSince = time.Now()
 		s, err := c.r.LoadSnapshot(ctx, name)
 		if err != nil {
 			c.errorf("snapshot "+short(name), "%v", err)
@@ -209,7 +251,7 @@ func (c *checker) checkTree(ctx context.Context, s *Snapshot, id chunk.ID, p str
 	seenTrees[id] = true
 	obj := "snapshot " + s.ShortID()
 	where := "/" + p
-	if _, ok := c.idx.Lookup(id); !ok {
+	if _, ok := c.lookup(ctx, id); !ok {
 		c.errorf(obj, "%s: tree %s is not in the index", where, id.Short())
 		return
 	}
@@ -239,7 +281,7 @@ func (c *checker) checkTree(ctx context.Context, s *Snapshot, id chunk.ID, p str
 					continue
 				}
 				seenContent[*n.Content] = true
-				if _, ok := c.idx.Lookup(*n.Content); !ok {
+				if _, ok := c.lookup(ctx, *n.Content); !ok {
 					c.errorf(obj, "/%s: content list %s is not in the index", np, n.Content.Short())
 					continue
 				}
@@ -249,16 +291,16 @@ func (c *checker) checkTree(ctx context.Context, s *Snapshot, id chunk.ID, p str
 					continue
 				}
 			}
-			c.checkChunks(obj, "/"+np, refs, n.Size)
+			c.checkChunks(ctx, obj, "/"+np, refs, n.Size)
 		}
 	}
 }
 
-func (c *checker) checkChunks(obj, where string, refs []ChunkRef, size int64) {
+func (c *checker) checkChunks(ctx context.Context, obj, where string, refs []ChunkRef, size int64) {
 	var sum int64
 	for _, ref := range refs {
 		sum += int64(ref.Size)
-		e, ok := c.idx.Lookup(ref.ID)
+		e, ok := c.lookup(ctx, ref.ID)
 		if !ok {
 			c.errorf(obj, "%s: chunk %s is not in the index", where, ref.ID.Short())
 			continue
@@ -280,6 +322,7 @@ func (c *checker) checkWAL(ctx context.Context) error {
 	for _, e := range entries {
 		c.res.WALFiles++
 		obj := fmt.Sprintf("wal %08X/%s", e.Timeline, e.Name)
+		c.objectSince = time.Now()
 		wf, err := c.r.LoadWALFile(ctx, e.Timeline, e.Name)
 		if errors.Is(err, ErrWALNotFound) {
 			continue
@@ -288,7 +331,7 @@ func (c *checker) checkWAL(ctx context.Context) error {
 			c.errorf(obj, "%v", err)
 			continue
 		}
-		c.checkChunks(obj, e.Name, wf.Chunks, wf.Size)
+		c.checkChunks(ctx, obj, e.Name, wf.Chunks, wf.Size)
 	}
 	return nil
 }

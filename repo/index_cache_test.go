@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/mem"
 )
 
@@ -77,5 +79,53 @@ func TestIndexCacheMergesAndMaps(t *testing.T) {
 		if err != nil || !bytes.Equal(got, seg) {
 			t.Fatalf("after cache damage, %s: %v", name, err)
 		}
+	}
+}
+
+// TestWritersCompactTheirIndex: a writer that flushes often (a WAL
+// streamer) folds its index objects together instead of leaving one per
+// flush; a backup leaves one at its end.
+func TestWritersCompactTheirIndex(t *testing.T) {
+	be := mem.New()
+	r := TestRepositoryOn(t, be, Options{})
+	now := time.Now()
+	w, err := Open(ctx, be, []byte(TestPassword), Options{ConcurrentWriter: true, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want := map[string][]byte{}
+	for i := range 30 {
+		name := fmt.Sprintf("%024X", i+1)
+		data := randBytes(uint64(i), 64<<10)
+		if _, err := w.SaveWAL(ctx, 1, name, data, false); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = data
+		now = now.Add(time.Minute) // a compaction every five flushes
+	}
+	n := len(listNames(t, be, backend.IndexFile))
+	if n > 10 {
+		t.Fatalf("%d index objects after 30 flushes", n)
+	}
+	r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	for name, data := range want {
+		got, _, err := r2.LoadWAL(ctx, 1, name)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s after compaction: %v", name, err)
+		}
+	}
+	if chk := mustCheck(t, r2, true); len(chk.Errors) > 0 {
+		t.Fatalf("check: %v", chk.Errors)
+	}
+
+	before := len(listNames(t, be, backend.IndexFile))
+	writeSnapshot(t, r, map[string][]byte{"base/1/1": randBytes(99, 5<<20)}) // 20 packs of 256 KiB
+	if after := len(listNames(t, be, backend.IndexFile)); after > before+1 {
+		t.Fatalf("a backup left %d index objects", after-before)
 	}
 }

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -51,12 +52,24 @@ type masterIndex struct {
 	pending map[chunk.ID]index.Entry
 	// pendingPacks are packs uploaded but not yet in an index object.
 	pendingPacks map[chunk.ID]index.PackInfo
+	// own are the index objects this process wrote since its last
+	// compaction (their plaintext), so that it can fold them into one.
+	own []ownIndex
+	// retain keeps the tables of our own index objects for lookups. A
+	// concurrent writer never looks blobs up, so it keeps none.
+	retain bool
+}
+
+type ownIndex struct {
+	id    chunk.ID
+	plain []byte
 }
 
 func newMasterIndex(be backend.Backend, codec *chunk.Codec, cacheDir string, log *slog.Logger) *masterIndex {
 	return &masterIndex{
 		be: be, codec: codec, cacheDir: cacheDir, log: log,
 		loaded:       map[chunk.ID]bool{},
+		retain:       true,
 		pending:      map[chunk.ID]index.Entry{},
 		pendingPacks: map[chunk.ID]index.PackInfo{},
 	}
@@ -171,8 +184,11 @@ func (m *masterIndex) flush(ctx context.Context) error {
 	m.writeCache(id.String(), plain)
 
 	m.mu.Lock()
-	m.tables = append(m.tables, &table{t: tab, covers: []chunk.ID{id}})
+	if m.retain {
+		m.tables = append(m.tables, &table{t: tab, covers: []chunk.ID{id}})
+	}
 	m.loaded[id] = true
+	m.own = append(m.own, ownIndex{id: id, plain: plain})
 	for _, p := range packs {
 		delete(m.pendingPacks, p.ID)
 	}
@@ -183,6 +199,58 @@ func (m *masterIndex) flush(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	return m.maybeMerge()
+}
+
+// compactOwn folds the index objects this process wrote since the last
+// compaction into one, then removes them: a WAL streamer flushes every
+// second, and thousands of tiny index objects would make every later
+// Open list and download them all. Readers that loaded the small objects
+// keep their entries; the packs they name are untouched.
+func (m *masterIndex) compactOwn(ctx context.Context) error {
+	m.mu.Lock()
+	own := m.own
+	m.own = nil
+	m.mu.Unlock()
+	if len(own) < 2 {
+		m.mu.Lock()
+		m.own = append(own, m.own...)
+		m.mu.Unlock()
+		return nil
+	}
+	tables := make([]*index.Table, 0, len(own))
+	supersedes := make([]chunk.ID, 0, len(own))
+	for _, o := range own {
+		t, err := index.Decode(o.plain)
+		if err != nil {
+			return fmt.Errorf("compact index: our own index %s: %w", o.id.Short(), err)
+		}
+		tables = append(tables, t)
+		supersedes = append(supersedes, o.id)
+	}
+	var buf bytes.Buffer
+	if err := index.Merge(&buf, supersedes, tables); err != nil {
+		return err
+	}
+	sealed := m.codec.SealMeta(nil, indexLabel, buf.Bytes())
+	id := chunk.ID(sha256.Sum256(sealed))
+	if err := m.be.Save(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, sealed); err != nil {
+		// Keep the small objects: they are still valid.
+		m.mu.Lock()
+		m.own = append(own, m.own...)
+		m.mu.Unlock()
+		return fmt.Errorf("save compacted index: %w", err)
+	}
+	m.writeCache(id.String(), buf.Bytes())
+	m.mu.Lock()
+	m.loaded[id] = true
+	m.mu.Unlock()
+	for _, o := range own {
+		err := m.be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: o.id.String()})
+		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			m.log.Warn("could not remove an index object folded into a compacted one; prune will", "index", o.id.Short(), "err", err)
+		}
+	}
+	return nil
 }
 
 // load brings the index up to date with the repository: every index object

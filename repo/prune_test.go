@@ -180,8 +180,8 @@ func TestPruneWithConcurrentWriter(t *testing.T) {
 func TestPruneRefusesMissingPacks(t *testing.T) {
 	r, be := TestRepository(t)
 	writeSnapshot(t, r, map[string][]byte{"base/a": randBytes(8, 10*128<<10)})
-	name := listNames(t, be, backend.PackFile)[0]
-	be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: name})
+	packID, _ := dataPack(t, r) // a data pack: a missing tree fails earlier, differently
+	be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: packID.String()})
 	later(r)
 	_, err := r.Prune(ctx, PruneOptions{})
 	if err == nil || !strings.Contains(err.Error(), "missing") {

@@ -214,6 +214,12 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 		}
 	}
 	r.idx = newMasterIndex(be, r.codec, cacheDir, r.log)
+	if opts.ConcurrentWriter {
+		// It never looks blobs up (it reuses only its own), so the
+		// repository's index is neither loaded nor kept.
+		r.idx.retain = false
+		return r, nil
+	}
 	if opts.SkipIndex {
 		return r, nil
 	}
@@ -273,6 +279,13 @@ func (r *Repository) Flush(ctx context.Context) error {
 		return nil
 	}
 	return r.saver.flush(ctx)
+}
+
+// CompactIndex folds the index objects this process wrote into one (a
+// backup calls it when it ends; long-running writers do it every few
+// minutes by themselves).
+func (r *Repository) CompactIndex(ctx context.Context) error {
+	return r.idx.compactOwn(ctx)
 }
 
 // StoredBytes is the sealed size of the new blobs this process saved.

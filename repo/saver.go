@@ -22,6 +22,7 @@ import (
 const (
 	packsPerIndex   = 8
 	checkpointEvery = 5 * time.Second
+	compactEvery    = 5 * time.Minute
 )
 
 // saver packs sealed blobs and uploads full packs in the background.
@@ -36,8 +37,9 @@ type saver struct {
 	mu        sync.Mutex
 	queued    map[chunk.ID]struct{} // blobs handed to a pack this session, not yet indexed
 	packers   map[pack.BlobType]*pack.Writer
-	opened    map[pack.BlobType]time.Time // when each open pack got its first blob
-	lastIndex time.Time                   // when an index object was last written
+	opened      map[pack.BlobType]time.Time // when each open pack got its first blob
+	lastIndex   time.Time                   // when an index object was last written
+	lastCompact time.Time                   // when our index objects were last compacted
 	// own and ownOrder remember the blobs this process stored, for
 	// concurrent writers, which reuse nothing else (see ReuseWindow).
 	own      map[chunk.ID]time.Time
@@ -65,6 +67,7 @@ func newSaver(r *Repository) *saver {
 		uploads: make(chan *pack.Writer, 1),
 	}
 	s.lastIndex = r.opts.Now()
+	s.lastCompact = r.opts.Now()
 	for range r.opts.Uploaders {
 		s.workers.Add(1)
 		go s.uploadLoop()
@@ -195,7 +198,9 @@ func (s *saver) upload(w *pack.Writer) {
 	if due {
 		if err := s.r.idx.flush(ctx); err != nil {
 			s.fail(err)
+			return
 		}
+		s.maybeCompact(ctx)
 	}
 }
 
@@ -242,7 +247,27 @@ func (s *saver) flush(ctx context.Context) error {
 		return err
 	}
 	s.sinceIndex.Store(0)
-	return s.r.idx.flush(ctx)
+	if err := s.r.idx.flush(ctx); err != nil {
+		return err
+	}
+	s.maybeCompact(ctx)
+	return nil
+}
+
+// maybeCompact folds our index objects together every compactEvery. A
+// failure only leaves more objects behind, so it is logged, not fatal.
+func (s *saver) maybeCompact(ctx context.Context) {
+	s.mu.Lock()
+	due := s.r.opts.Now().Sub(s.lastCompact) >= compactEvery
+	if due {
+		s.lastCompact = s.r.opts.Now()
+	}
+	s.mu.Unlock()
+	if due {
+		if err := s.r.idx.compactOwn(ctx); err != nil {
+			s.r.log.Warn("index compaction failed", "err", err)
+		}
+	}
 }
 
 // close stops the upload workers; call after a final flush.

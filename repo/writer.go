@@ -407,6 +407,10 @@ func (w *SnapshotWriter) Commit(ctx context.Context, info SnapshotInfo) (*Snapsh
 		return nil, err
 	}
 	w.committed = true
+	if err := w.r.CompactIndex(ctx); err != nil {
+		// The snapshot is complete; only tidiness is lost.
+		w.r.log.Warn("index compaction after the snapshot failed", "err", err)
+	}
 	return s, nil
 }
 

@@ -141,3 +141,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseTrailer(f *testing.F) {
+	var good [trailerSize]byte
+	good[0] = 40
+	copy(good[4:], magic)
+	f.Add(good[:], int64(1000))
+	f.Add(good[:], int64(trailerSize))
+	f.Add([]byte("short"), int64(10))
+	f.Fuzz(func(t *testing.T, trailer []byte, packSize int64) {
+		off, hl, err := ParseTrailer(trailer, packSize)
+		if err != nil {
+			return
+		}
+		if hl < 1 || off < 0 || off+hl+trailerSize != packSize {
+			t.Fatalf("header at %d+%d in a pack of %d bytes", off, hl, packSize)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +77,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 // redact drops a URL's user info password, if any, for messages.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if err != nil {
+		// Unparsable, so url.Redacted cannot help: blank whatever sits
+		// between "user:" and "@" after the scheme (found by FuzzParseURL).
+		return userinfoPassword.ReplaceAllString(raw, "$1:xxxxx@")
+	}
+	if u.User == nil {
 		return raw
 	}
 	if _, ok := u.User.Password(); ok {
@@ -84,6 +90,9 @@ func redact(raw string) string {
 	}
 	return raw
 }
+
+// userinfoPassword matches "scheme://user:password@" for redact.
+var userinfoPassword = regexp.MustCompile(`(://[^/?#@:]*):[^@]*@`)
 
 func schemeList() string { return "file://, s3:// or sftp://" }
 
@@ -126,6 +135,10 @@ func parseURL(raw string) (Location, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL, password included
+		}
 		return Location{}, fmt.Errorf("repository URL %q: %w", redact(raw), err)
 	}
 	switch scheme {

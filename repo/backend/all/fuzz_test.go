@@ -1,0 +1,50 @@
+package all_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/pgvault/pgvault/repo/backend/all"
+)
+
+// FuzzParseURL parses repository URLs (from --repo, PGVAULT_REPO and
+// configuration files): anything must give a location or an error that
+// matches ErrBadURL, and no error may echo a password.
+func FuzzParseURL(f *testing.F) {
+	for _, s := range []string{
+		"/srv/repo", "file:///srv/repo", "file://host/x", "s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true",
+		"s3://key:supersecret@bucket/x", "sftp://user@host:2222/srv/repo?identity=/k&known_hosts=/kh", "sftp://user:supersecret@host/x",
+		"ftp://host/x", "", "c:repo", "s3:bucket", "sftp://host", "s3://b/p?endpoint=%zz",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		loc, err := all.ParseURL(raw)
+		if err != nil {
+			if !errors.Is(err, all.ErrBadURL) {
+				t.Fatalf("ParseURL(%q): error %v does not match ErrBadURL", raw, err)
+			}
+			if strings.Contains(raw, ":supersecret@") && strings.Contains(err.Error(), "supersecret") {
+				t.Fatalf("ParseURL(%q): the error shows the password: %v", raw, err)
+			}
+			return
+		}
+		switch loc.Scheme {
+		case all.SchemeFile:
+			if !strings.HasPrefix(loc.Path, "/") {
+				t.Fatalf("ParseURL(%q): relative folder %q", raw, loc.Path)
+			}
+		case all.SchemeS3:
+			if loc.S3.Bucket == "" {
+				t.Fatalf("ParseURL(%q): no bucket", raw)
+			}
+		case all.SchemeSFTP:
+			if loc.SFTP.Host == "" || loc.SFTP.Path == "" {
+				t.Fatalf("ParseURL(%q): no host or path: %+v", raw, loc.SFTP)
+			}
+		default:
+			t.Fatalf("ParseURL(%q): scheme %q", raw, loc.Scheme)
+		}
+	})
+}
