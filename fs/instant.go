@@ -8,6 +8,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // InstantOptions configure the FUSE view of an overlay.
@@ -16,6 +18,11 @@ type InstantOptions struct {
 	// kernel's FUSE passthrough (reads and writes go straight to the upper
 	// file) where the kernel allows it.
 	Passthrough bool
+	// ServeWAL adds the WALDirName folder, from which restore_command
+	// copies WAL (see WALRestoreCommand); SegmentSize is the cluster's WAL
+	// segment size (0: 16 MiB).
+	ServeWAL    bool
+	SegmentSize uint64
 }
 
 // instNode is a node of an instant mount: a thin FUSE face over an overlay
@@ -109,6 +116,14 @@ func caller(ctx context.Context) Owner {
 
 // Lookup finds a directory entry.
 func (in *instNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == WALDirName && in.opts.ServeWAL && in.n == in.ov.root {
+		seg := in.opts.SegmentSize
+		if seg == 0 {
+			seg = wal.DefaultSegmentSize
+		}
+		dirAttr(&out.Attr, 0o500, in.ov.owner, in.ov.now())
+		return in.NewInode(ctx, &walServeDir{ov: in.ov, segSize: seg}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("serve-wal")}), 0
+	}
 	c, err := in.ov.lookup(ctx, in.n, name)
 	if err != nil {
 		return nil, toErrno(err)

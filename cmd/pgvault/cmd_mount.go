@@ -231,12 +231,9 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 		prepare.Settings = append(prepare.Settings, wal.Setting{Name: "archive_mode", Value: "off"})
 	}
 	if !o.noRecovery {
-		if rc.RestoreCommand, err = e.restoreCommand(r); err != nil {
-			return err
-		}
-		if err := e.passwordFileReadableBy(r, owner); err != nil {
-			return err
-		}
+		// WAL comes through the mount itself (pgvault reads the repository
+		// as root): PostgreSQL's user needs no access to the repository.
+		rc.RestoreCommand = pgfs.WALRestoreCommand(mnt)
 		prepare.Recovery = &rc
 	}
 	ov, err := pgfs.OpenOverlay(ctx, r, s, pgfs.OverlayOptions{Scratch: o.scratch, Owner: prepare.Owner, Prefetcher: pf, Logger: e.log})
@@ -250,7 +247,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 			return err
 		}
 	}
-	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: o.passthrough}), mopts)
+	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: o.passthrough, ServeWAL: true, SegmentSize: plan.SegmentSize}), mopts)
 	if err != nil {
 		ov.Close(ctx)
 		return err
@@ -297,26 +294,6 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	return err
 }
 
-// passwordFileReadableBy refuses what restore_command, run as the owner,
-// could not read: the password file, and a repository on a local path.
-func (e *env) passwordFileReadableBy(r *repo.Repository, owner verify.OSUser) error {
-	if u := e.c.String("repo"); u != "" && (!strings.Contains(u, "://") || strings.HasPrefix(u, "file://")) {
-		dir := absRepoURL(strings.TrimPrefix(u, "file://"))
-		if err := backup.CheckReadableBy(filepath.Join(dir, "config"), owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("the repository at %s must be readable by %s, who runs restore_command: %v (give %s read access to it, or use --no-recovery-config)",
-				dir, owner.Name, err, owner.Name)
-		}
-	}
-	pf := e.c.String("password-file")
-	if pf == "" || !r.Config().Encrypted() {
-		return nil
-	}
-	if err := backup.CheckReadableBy(pf, owner.UID, owner.GID); err != nil {
-		return fmt.Errorf("the password file must be readable by %s, who runs restore_command: %v (chown %s %s, or copy it somewhere %s can read)",
-			owner.Name, err, owner.Name, pf, owner.Name)
-	}
-	return nil
-}
 
 // serveUntilDone waits until the mount goes away (pgvault umount) or ctx
 // ends (SIGINT, SIGTERM); then it unmounts, retrying while the mountpoint

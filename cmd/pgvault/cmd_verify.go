@@ -187,16 +187,10 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 		if err != nil {
 			return err
 		}
-		if rc.RestoreCommand, err = e.restoreCommand(r); err != nil {
-			return err
-		}
-		if err := e.passwordFileReadableBy(r, owner); err != nil {
-			return err
-		}
 		bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopBG()
 		br, err := verify.Boot(ctx, r, s, verify.BootOptions{
-			Owner: owner, PGBin: bin, Recovery: rc, Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}},
+			Owner: owner, PGBin: bin, Recovery: rc, SegmentSize: plan.SegmentSize, Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}},
 			ServerSettings: o.pgSettings, SQL: o.sql, AmCheck: o.amcheck, DBUser: o.dbUser, Timeout: o.timeout,
 			Keep: o.keep, Prefetcher: pgfs.NewPrefetcher(bg, r, 8, 16), Logger: e.log,
 			Progress: func(p string) { e.log.Info("verify", "phase", p) },

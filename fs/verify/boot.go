@@ -99,7 +99,10 @@ type BootOptions struct {
 	Owner OSUser
 	// PGBin is the folder of pg_ctl, postgres and pg_amcheck.
 	PGBin string
-	// Recovery is written into the view (with its restore_command). Its
+	// SegmentSize is the cluster's WAL segment size (0: 16 MiB).
+	SegmentSize uint64
+	// Recovery is written into the view (its restore_command is replaced
+	// by one that copies WAL out of the mount). Its
 	// action must be promote or pause.
 	Recovery wal.RecoveryConfig
 	// Settings are appended to postgresql.auto.conf in the view.
@@ -218,13 +221,16 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		return nil, err
 	}
 	rc := opts.Recovery
+	// WAL comes through the mount itself: PostgreSQL's user needs no
+	// access to the repository.
+	rc.RestoreCommand = pgfs.WALRestoreCommand(mnt)
 	if _, err := ov.Prepare(ctx, pgfs.PrepareOptions{Recovery: &rc, Settings: opts.Settings, Owner: pgfs.Owner{UID: o.UID, GID: o.GID},
 		Note: fmt.Sprintf("pgvault verify of backup %s", s.ShortID())}); err != nil {
 		ov.Close(ctx)
 		os.RemoveAll(base)
 		return nil, err
 	}
-	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: true}), pgfs.MountOptions{FsName: "pgvault-verify", Logger: opts.Logger})
+	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: true, ServeWAL: true, SegmentSize: opts.SegmentSize}), pgfs.MountOptions{FsName: "pgvault-verify", Logger: opts.Logger})
 	if err != nil {
 		ov.Close(ctx)
 		os.RemoveAll(base)

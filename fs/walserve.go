@@ -1,0 +1,249 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
+)
+
+// WALDirName is the folder inside an instant mount that serves the
+// repository's WAL to PostgreSQL's restore_command. It is not listed, only
+// looked up by name, so `ls` and `cp -a` of the data directory skip it.
+//
+// Serving WAL from the mount, which reads the repository as its own
+// (root) process, means restore_command is a plain `cp`: PostgreSQL's OS
+// user needs no access to the repository or its password, and no process
+// start or key derivation is paid per segment.
+const WALDirName = ".pgvault-wal"
+
+// WALRestoreCommand is the restore_command for an instant mount at
+// mountpoint.
+func WALRestoreCommand(mountpoint string) string {
+	dir := filepath.Join(mountpoint, WALDirName)
+	return "cp '" + strings.ReplaceAll(dir, "'", `'\''`) + "'/%f %p"
+}
+
+// walServeDir is the root's WALDirName folder.
+type walServeDir struct {
+	gofs.Inode
+	ov      *Overlay
+	segSize uint64
+}
+
+var (
+	_ gofs.NodeLookuper  = (*walServeDir)(nil)
+	_ gofs.NodeReaddirer = (*walServeDir)(nil)
+	_ gofs.NodeGetattrer = (*walServeDir)(nil)
+)
+
+func (d *walServeDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr, 0o500, d.ov.owner, d.ov.now())
+	out.SetTimeout(dynamicTimeout)
+	return 0
+}
+
+// Readdir lists nothing: the catalogue can hold many thousands of files,
+// and restore_command only ever asks for one by name.
+func (d *walServeDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewListDirStream(withDots(d.EmbeddedInode(), nil)), 0
+}
+
+// walSource says where a requested WAL file comes from.
+type walSource struct {
+	tli     uint32
+	stored  string // catalogue name
+	size    int64  // size served
+	partial bool   // stored as .partial: served zero-padded to a segment
+	segment bool   // a segment (validated as one)
+}
+
+// resolve maps a name PostgreSQL asks for to a catalogue entry: complete
+// segments, else the streamer's .partial padded with zeros (PostgreSQL
+// FATALs on a short segment; zero pages end replay cleanly), history and
+// backup history files as stored.
+func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *repo.WALFile, error) {
+	fn, err := wal.ParseFileName(name, d.segSize)
+	if err != nil {
+		return walSource{}, nil, repo.ErrWALNotFound
+	}
+	switch fn.Kind {
+	case wal.KindSegment:
+		wf, err := d.ov.r.LoadWALFile(ctx, fn.Timeline, name)
+		if err == nil {
+			return walSource{tli: fn.Timeline, stored: name, size: wf.Size, segment: true}, wf, nil
+		}
+		if !errors.Is(err, repo.ErrWALNotFound) {
+			return walSource{}, nil, err
+		}
+		wf, err = d.ov.r.LoadWALFile(ctx, fn.Timeline, name+".partial")
+		if err != nil {
+			return walSource{}, nil, err
+		}
+		return walSource{tli: fn.Timeline, stored: name + ".partial", size: int64(d.segSize), partial: true, segment: true}, wf, nil
+	case wal.KindHistory, wal.KindBackupHistory:
+		wf, err := d.ov.r.LoadWALFile(ctx, fn.Timeline, name)
+		if err != nil {
+			return walSource{}, nil, err
+		}
+		return walSource{tli: fn.Timeline, stored: name, size: wf.Size}, wf, nil
+	}
+	return walSource{}, nil, repo.ErrWALNotFound
+}
+
+func (d *walServeDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	src, _, err := d.resolve(ctx, name)
+	if err != nil {
+		if errors.Is(err, repo.ErrWALNotFound) {
+			return nil, syscall.ENOENT
+		}
+		d.ov.log.Error("WAL lookup failed", "file", name, "err", err)
+		return nil, toErrno(err)
+	}
+	walServeAttr(src.size, d.ov.owner, d.ov.now(), &out.Attr)
+	// Not cached: a .partial grows while the streamer runs.
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
+	return d.NewInode(ctx, &walServeFile{dir: d, name: name}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: hashIno("serve-wal", name)}), 0
+}
+
+func walServeAttr(size int64, o Owner, t time.Time, out *fuse.Attr) {
+	out.Mode = syscall.S_IFREG | 0o600 // cp gives its copy this mode; PostgreSQL needs to write pg_wal files
+	out.Size = uint64(size)
+	out.Nlink = 1
+	out.Uid, out.Gid = o.UID, o.GID
+	out.Blksize = 4096
+	out.Blocks = (out.Size + 511) / 512
+	out.SetTimes(&t, &t, &t)
+}
+
+// walServeFile is one WAL file served to restore_command.
+type walServeFile struct {
+	gofs.Inode
+	dir  *walServeDir
+	name string
+}
+
+var (
+	_ gofs.NodeOpener    = (*walServeFile)(nil)
+	_ gofs.NodeReader    = (*walServeFile)(nil)
+	_ gofs.NodeGetattrer = (*walServeFile)(nil)
+)
+
+// walServeHandle holds the whole file: restore_command copies it once.
+type walServeHandle struct{ data []byte }
+
+func (f *walServeFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*walServeHandle); ok {
+		walServeAttr(int64(len(h.data)), f.dir.ov.owner, f.dir.ov.now(), &out.Attr)
+		return 0
+	}
+	src, _, err := f.dir.resolve(ctx, f.name)
+	if err != nil {
+		if errors.Is(err, repo.ErrWALNotFound) {
+			return syscall.ENOENT
+		}
+		return toErrno(err)
+	}
+	walServeAttr(src.size, f.dir.ov.owner, f.dir.ov.now(), &out.Attr)
+	out.SetTimeout(0)
+	return 0
+}
+
+// Open reads the whole file, validates it and keeps it for the reads, and
+// starts loading the next segment's chunks so that replay does not wait.
+func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	ov := f.dir.ov
+	src, wf, err := f.dir.resolve(ctx, f.name)
+	if errors.Is(err, repo.ErrWALNotFound) {
+		return nil, 0, syscall.ENOENT
+	}
+	if err != nil {
+		ov.log.Error("WAL read failed", "file", f.name, "err", err)
+		return nil, 0, toErrno(err)
+	}
+	data, err := readWAL(ctx, ov.r, wf)
+	if err == nil && src.partial {
+		data = append(data, make([]byte, int64(f.dir.segSize)-int64(len(data)))...)
+	}
+	if err == nil && src.segment {
+		_, err = wal.ValidateSegment(f.name, data, f.dir.segSize)
+	}
+	if err != nil {
+		// Never hand PostgreSQL bytes that are not what was archived.
+		ov.log.Error("WAL file from the repository is damaged; not serving it", "file", f.name, "stored", src.stored, "err", err)
+		return nil, 0, syscall.EIO
+	}
+	if src.segment {
+		go f.dir.prefetchNext(context.WithoutCancel(ctx), f.name)
+	}
+	return &walServeHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (f *walServeFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*walServeHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(h.data)))
+	return fuse.ReadResultData(h.data[off:end]), 0
+}
+
+// readWAL loads a catalogue entry's chunks in parallel.
+func readWAL(ctx context.Context, r *repo.Repository, wf *repo.WALFile) ([]byte, error) {
+	parts := make([][]byte, len(wf.Chunks))
+	errs := make([]error, len(wf.Chunks))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, c := range wf.Chunks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			parts[i], errs[i] = r.LoadBlob(ctx, c.ID)
+		}()
+	}
+	wg.Wait()
+	out := make([]byte, 0, wf.Size)
+	for i, p := range parts {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		if len(p) != int(wf.Chunks[i].Size) {
+			return nil, fmt.Errorf("WAL %s: chunk %s has %d bytes, want %d", wf.Name, wf.Chunks[i].ID.Short(), len(p), wf.Chunks[i].Size)
+		}
+		out = append(out, p...)
+	}
+	return out, nil
+}
+
+// prefetchNext warms the blob cache with the segment after name.
+func (d *walServeDir) prefetchNext(ctx context.Context, name string) {
+	seg, err := wal.ParseSegment(name, d.segSize)
+	if err != nil {
+		return
+	}
+	next := seg.Next()
+	wf, err := d.ov.r.LoadWALFile(ctx, next.Timeline, next.Name(d.segSize))
+	if err != nil {
+		return
+	}
+	readWAL(ctx, d.ov.r, wf) // errors surface when PostgreSQL asks for it
+}
