@@ -127,6 +127,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			mountCommand(),
 			umountCommand(),
 			verifyCommand(),
+			agentCommand(),
+			statusCommand(),
+			doctorCommand(),
 			demoCommand(),
 		},
 	}

@@ -1,0 +1,360 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream"
+)
+
+// worker runs the site's jobs one at a time: base backup, retention, WAL
+// check and drill, in that order of priority when several are due. One
+// worker per site is what guarantees that a site never takes two
+// backups at once and never prunes during its own backup.
+func (s *site) worker(ctx context.Context) {
+	cfg := s.config()
+	clock := s.a.clock
+	var lastPrune, lastCheck, backupRetry, pruneRetry time.Time
+	s.mu.Lock()
+	lastDrill := s.lastDrill
+	s.mu.Unlock()
+	waitingForSlot := false
+	for ctx.Err() == nil {
+		now := clock.Now()
+		s.mu.Lock()
+		known, slotReady, count := s.summaryKnown, s.slotReady, s.st.Backup.Count
+		var lastBackup time.Time
+		if s.st.Backup.Last != nil {
+			lastBackup = s.st.Backup.Last.Start
+		}
+		s.mu.Unlock()
+
+		nb, okB := cfg.Schedule().Next(lastBackup, now)
+		okB = okB && known // the schedule continues from the repository's newest backup
+		if backupRetry.After(nb) {
+			nb = backupRetry
+		}
+		policy := cfg.Retention.Policy()
+		np, okP := every(cfg.Retention.Interval.D, lastPrune, now)
+		okP = okP && !policy.IsZero()
+		if pruneRetry.After(np) {
+			np = pruneRetry
+		}
+		nc, okC := every(cfg.WALCheck.Interval.D, lastCheck, now)
+		nd, okD := every(cfg.Drill.Every(), lastDrill, now)
+		okD = okD && count > 0
+		s.setNext(okB, nb, okP, np, okC, nc, okD, nd)
+		due := func(ok bool, t time.Time) bool { return ok && !t.After(now) }
+		maint := false
+		if due(okB, nb) || due(okP, np) || due(okD, nd) {
+			maint = s.maintenance()
+		}
+		wait := maxWait
+		// A backup in stream mode waits for the streamer's slot: WAL from
+		// the backup's start must not be lost to the archive. The other
+		// jobs go on meanwhile.
+		backupBlocked := due(okB, nb) && !maint && cfg.Mode == "stream" && !slotReady
+		if backupBlocked {
+			if !waitingForSlot {
+				s.log.Info("base backup due; waiting for the WAL streamer to connect first")
+				s.update(func(st *SiteState) {
+					st.Backup.LastError = "due, waiting for the WAL streamer to connect first (see streamer.last_error), so that no WAL the backup needs is missed"
+				})
+				waitingForSlot = true
+			}
+			wait = slotWaitPoll
+		}
+		switch {
+		case due(okB, nb) && !maint && !backupBlocked:
+			waitingForSlot = false
+			if err := s.runBackup(ctx); err != nil {
+				s.mu.Lock()
+				s.jobBackoff = backoff(s.jobBackoff, jobRetryMin, jobRetryMax)
+				d := s.jobBackoff
+				s.mu.Unlock()
+				if iv := cfg.Schedule().Interval; iv > 0 && iv < d {
+					d = iv
+				}
+				backupRetry = clock.Now().Add(d)
+				continue
+			}
+			s.mu.Lock()
+			s.jobBackoff = 0
+			s.mu.Unlock()
+			backupRetry = time.Time{}
+			if !policy.IsZero() {
+				if err := s.runPrune(ctx); err == nil {
+					lastPrune, pruneRetry = clock.Now(), time.Time{}
+				} else {
+					pruneRetry = clock.Now().Add(jobRetryMin)
+				}
+			}
+			s.refresh(ctx)
+			continue
+		case due(okP, np) && !maint:
+			if err := s.runPrune(ctx); err != nil {
+				s.mu.Lock()
+				s.pruneBackoff = backoff(s.pruneBackoff, jobRetryMin, jobRetryMax)
+				pruneRetry = clock.Now().Add(min(s.pruneBackoff, cfg.Retention.Interval.D))
+				s.mu.Unlock()
+			} else {
+				s.mu.Lock()
+				s.pruneBackoff = 0
+				s.mu.Unlock()
+				lastPrune, pruneRetry = clock.Now(), time.Time{}
+				s.askRefresh()
+			}
+			continue
+		case due(okC, nc):
+			s.runWALCheck(ctx)
+			lastCheck = clock.Now()
+			continue
+		case due(okD, nd) && !maint:
+			s.runDrill(ctx)
+			lastDrill = clock.Now()
+			continue
+		case maint:
+			wait = maintenancePoll
+		default:
+			for _, n := range []struct {
+				ok bool
+				t  time.Time
+			}{{okB && !backupBlocked, nb}, {okP, np}, {okC, nc}, {okD, nd}} {
+				if n.ok {
+					wait = min(wait, n.t.Sub(now))
+				}
+			}
+			if !known {
+				wait = min(wait, slotWaitPoll)
+			}
+		}
+		if wait <= 0 {
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		case <-s.wake:
+			timer.Stop()
+		}
+	}
+}
+
+// runBackup takes one base backup and records the outcome.
+func (s *site) runBackup(ctx context.Context) error {
+	start := s.a.clock.Now().UTC()
+	s.update(func(st *SiteState) { st.Backup.Running, st.Backup.LastAttempt = true, &start })
+	s.a.metrics.backupRunning.WithLabelValues(s.name).Set(1)
+	s.log.Info("base backup starting")
+	info, err := s.takeBackup(ctx)
+	s.a.metrics.backupRunning.WithLabelValues(s.name).Set(0)
+	s.update(func(st *SiteState) {
+		st.Backup.Running = false
+		if err == nil {
+			st.Backup.Last, st.Backup.LastError = info, ""
+			st.Backup.Count++
+			st.Backup.Taken++
+		} else if ctx.Err() == nil {
+			st.Backup.LastError = err.Error()
+		}
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.a.metrics.backupFailures.WithLabelValues(s.name).Inc()
+		s.log.Error("base backup failed", "err", err)
+		return err
+	}
+	s.setLastBackupMetrics(info)
+	s.log.Info("base backup taken", "id", info.ID, "seconds", fmt.Sprintf("%.1f", info.Seconds), "bytes", info.Bytes, "stored_bytes", info.StoredBytes)
+	return nil
+}
+
+func (s *site) takeBackup(ctx context.Context) (*BackupInfo, error) {
+	cfg := s.config()
+	r, err := s.openRepo(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, repo.LockShared, "agent backup of site "+s.name)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock(context.WithoutCancel(ctx))
+	conn, n, err := s.connectAny(ctx, purposeBackup)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	res, err := backup.Take(ctx, conn, r, backup.Options{
+		Label:          fmt.Sprintf("agent %s %s", s.name, s.a.clock.Now().UTC().Format(time.RFC3339)),
+		FastCheckpoint: cfg.Basebackup.FastCheckpoint,
+		MaxRateKB:      cfg.Basebackup.MaxRateKB,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			err = &pgFailure{msg: s.a.explainPG(err, n.cfg), err: err}
+		}
+		if name := Classify(err); name != "" {
+			s.a.alerts.Raise(s.name, name, n.source(), err.Error())
+		}
+		return nil, fmt.Errorf("base backup: %w", err)
+	}
+	s.mu.Lock()
+	s.repoIdentity = repoIdentity{systemID: res.Info.SystemIdentifier, major: serverMajor(res.Info.ServerVersion)}
+	s.mu.Unlock()
+	return backupInfo(backup.Backup{Snapshot: res.Snapshot, Info: res.Info}), nil
+}
+
+// runPrune applies the retention policy with an exclusive lock: no
+// backup (ours or anyone's) runs meanwhile; the streamer goes on, as
+// docs/explanation/prune.md explains.
+func (s *site) runPrune(ctx context.Context) error {
+	cfg := s.config()
+	rep, err := s.prune(ctx, cfg)
+	now := s.a.clock.Now().UTC()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Error("retention failed", "err", err)
+		s.update(func(st *SiteState) { st.Prune.LastError = err.Error() })
+		return err
+	}
+	removed := 0
+	for _, d := range rep.Backups {
+		if !d.Keep {
+			removed++
+		}
+	}
+	var freed int64
+	var packs int
+	if rep.Repo != nil {
+		freed, packs = rep.Repo.BytesFreed, rep.Repo.PacksDeleted
+	}
+	s.a.metrics.pruneLast.WithLabelValues(s.name).Set(unix(now))
+	s.a.metrics.pruneFreed.WithLabelValues(s.name).Add(float64(freed))
+	s.update(func(st *SiteState) {
+		st.Prune.Last, st.Prune.LastError = &now, ""
+		st.Prune.BackupsRemoved, st.Prune.WALRemoved, st.Prune.BytesFreed, st.Prune.PacksDeleted = removed, len(rep.WALDropped), freed, packs
+		st.Prune.Runs++
+	})
+	if removed > 0 || freed > 0 {
+		s.log.Info("retention applied", "backups_removed", removed, "wal_removed", len(rep.WALDropped), "bytes_freed", freed, "packs_deleted", packs)
+	}
+	return nil
+}
+
+func (s *site) prune(ctx context.Context, cfg *Site) (*backup.PruneReport, error) {
+	r, err := s.openRepo(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	lock, err := r.Lock(ctx, repo.LockExclusive, "agent prune of site "+s.name)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock(context.WithoutCancel(ctx))
+	defer s.readerStale.Store(true) // the read handle's index may name deleted packs
+	return backup.Prune(ctx, r, backup.PruneOptions{
+		Policy: cfg.Retention.Policy(), Apply: true, Grace: cfg.Retention.Grace.D, Now: s.a.clock.Now,
+	})
+}
+
+// runWALCheck is `pgvault wal check`: from the oldest backup's start to
+// the newest WAL stored. A gap starts the wal_gap alert; a check without
+// one ends it.
+func (s *site) runWALCheck(ctx context.Context) {
+	var rep *stream.GapReport
+	err := s.withReader(ctx, func(r *repo.Repository) error {
+		backups, err := backup.Backups(ctx, r)
+		if err != nil {
+			return err
+		}
+		var opts stream.CheckOptions
+		if len(backups) > 0 {
+			oldest := backups[0]
+			for _, b := range backups[1:] {
+				if b.Info.StartLSN < oldest.Info.StartLSN {
+					oldest = b
+				}
+			}
+			opts.StartTimeline, opts.StartLSN = oldest.Info.Timeline, oldest.Info.StartLSN
+		}
+		rep, err = stream.CheckGaps(ctx, r, opts)
+		return err
+	})
+	if ctx.Err() != nil {
+		return
+	}
+	now := s.a.clock.Now().UTC()
+	m := s.a.metrics
+	if err != nil {
+		s.log.Warn("WAL check could not run", "err", err)
+		s.update(func(st *SiteState) { st.WALCheck.LastError = err.Error() })
+		return
+	}
+	missing := len(rep.Missing) + len(rep.MissingHistory)
+	m.walCheckLast.WithLabelValues(s.name).Set(unix(now))
+	m.walMissing.WithLabelValues(s.name).Set(float64(len(rep.Missing)))
+	first := ""
+	switch {
+	case len(rep.Missing) > 0:
+		first = rep.Missing[0]
+	case len(rep.MissingHistory) > 0:
+		first = rep.MissingHistory[0]
+	}
+	s.update(func(st *SiteState) {
+		st.WALCheck = WALCheckState{Last: &now, OK: rep.OK, Missing: missing, FirstMissing: first, From: rep.From, To: rep.To, Next: st.WALCheck.Next}
+	})
+	if rep.OK {
+		s.a.alerts.Clear(s.name, AlertWALGap, "wal check")
+		return
+	}
+	var parts []string
+	if n := len(rep.Missing); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d WAL segments missing between %s and %s (first %s)", n, rep.SegmentsExpected, rep.From, rep.To, rep.Missing[0]))
+	}
+	if n := len(rep.MissingHistory); n > 0 {
+		parts = append(parts, "history file "+strings.Join(rep.MissingHistory, ", ")+" missing")
+	}
+	s.a.alerts.Raise(s.name, AlertWALGap, "wal check", strings.Join(parts, "; ")+
+		": recovery cannot pass the gap; take a new base backup and find out why archiving skipped it")
+}
+
+// setNext records when each job is due next, if that changed.
+func (s *site) setNext(okB bool, nb time.Time, okP bool, np time.Time, okC bool, nc time.Time, okD bool, nd time.Time) {
+	opt := func(ok bool, t time.Time) *time.Time {
+		if !ok {
+			return nil
+		}
+		return timePtr(t)
+	}
+	same := func(a, b *time.Time) bool { return (a == nil) == (b == nil) && (a == nil || a.Equal(*b)) }
+	b, p, c, d := opt(okB, nb), opt(okP, np), opt(okC, nc), opt(okD, nd)
+	s.mu.Lock()
+	st := &s.st
+	changed := !same(st.Backup.Next, b) || !same(st.Prune.Next, p) || !same(st.WALCheck.Next, c) || !same(st.Drill.Next, d)
+	st.Backup.Next, st.Prune.Next, st.WALCheck.Next, st.Drill.Next = b, p, c, d
+	s.mu.Unlock()
+	if changed {
+		s.a.changed()
+	}
+}
