@@ -294,7 +294,6 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	return err
 }
 
-
 // serveUntilDone waits until the mount goes away (pgvault umount) or ctx
 // ends (SIGINT, SIGTERM); then it unmounts, retrying while the mountpoint
 // is busy. A second signal detaches the mount (umount -l) instead.
