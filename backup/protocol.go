@@ -102,6 +102,7 @@ type protocolOptions struct {
 	Label          string
 	FastCheckpoint bool
 	WAL            bool // include the WAL from start to stop (standalone)
+	NoWait         bool // do not wait for WAL archiving (a streamer stores it)
 	MaxRateKB      int  // 0: unlimited; otherwise 32..1048576 kB/s
 }
 
@@ -121,6 +122,8 @@ func (o protocolOptions) sql() string {
 	if o.WAL {
 		// With the WAL in the backup there is nothing to wait for.
 		parts = append(parts, "WAL", "WAIT false")
+	} else if o.NoWait {
+		parts = append(parts, "WAIT false")
 	}
 	if o.MaxRateKB > 0 {
 		parts = append(parts, fmt.Sprintf("MAX_RATE %d", o.MaxRateKB))

@@ -32,6 +32,10 @@ type Options struct {
 	MaxRateKB int
 	// Progress, if set, is called as data arrives.
 	Progress func(Progress)
+	// StreamWait bounds how long a backup waits, when a WAL streamer is
+	// writing into the repository, for it to store the WAL up to the
+	// backup's stop position (0: 5 minutes).
+	StreamWait time.Duration
 }
 
 // Progress is a running report of a base backup.
@@ -81,7 +85,12 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		Standalone: opts.Standalone, WALSegmentSize: segSize}
 
 	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts}
-	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, MaxRateKB: opts.MaxRateKB}
+	// With a WAL streamer writing into this repository, PostgreSQL's wait
+	// for archive_command (which it polls once a second) is the wrong
+	// wait: the backup waits instead until the streamer has stored WAL up
+	// to its stop position, which is what makes it restorable.
+	streaming := !opts.Standalone && streamerActive(ctx, r)
+	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, NoWait: streaming, MaxRateKB: opts.MaxRateKB}
 	res, err := runBaseBackup(ctx, conn, popts, protocolHandler{
 		started:  in.started,
 		archive:  in.archive,
@@ -100,6 +109,11 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
+	if streaming {
+		if err := waitForStreamedWAL(ctx, r, res.StopTimeline, res.StopLSN, segSize, opts.StreamWait); err != nil {
+			info.Warnings = append(info.Warnings, err.Error())
+		}
+	}
 	info.StopTime = time.Now().UTC()
 	info.ChecksumFailures = res.ChecksumFailures
 	if in.manifest == nil {
@@ -342,4 +356,49 @@ func (c *chanReader) Read(p []byte) (int, error) {
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]
 	return n, nil
+}
+
+// streamerActive reports whether a live WAL streamer holds a lock on the
+// repository.
+func streamerActive(ctx context.Context, r *repo.Repository) bool {
+	locks, err := r.Locks(ctx)
+	if err != nil {
+		return false
+	}
+	for _, l := range locks {
+		if l.Kind == repo.LockConcurrent && strings.Contains(l.Purpose, "wal stream") && !l.Stale(r.Now()) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForStreamedWAL waits until the WAL catalogue holds the segment with
+// stop (complete, or a .partial that reaches past it). A timeout is not
+// fatal: the backup's files are complete, but it can only be restored
+// once the WAL arrives, which the returned warning says.
+func waitForStreamedWAL(ctx context.Context, r *repo.Repository, tli uint32, stop pglogrepl.LSN, segSize uint64, limit time.Duration) error {
+	if limit <= 0 {
+		limit = 5 * time.Minute
+	}
+	seg := wal.SegmentOf(tli, stop, segSize)
+	name := seg.Name(segSize)
+	need := int64(stop - seg.Start(segSize))
+	deadline := time.Now().Add(limit)
+	for {
+		if _, err := r.LoadWALFile(ctx, tli, name); err == nil {
+			return nil
+		}
+		if wf, err := r.LoadWALFile(ctx, tli, name+".partial"); err == nil && wf.Size >= need {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the WAL streamer had not stored WAL up to %s (segment %s) %s after the backup ended: the backup restores once it has", stop, name, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
