@@ -1,0 +1,661 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+const cmdTimeout = 60 * time.Minute
+
+func oneLine(err error) string {
+	s := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " / ")), " ")
+	if len(s) > 400 {
+		s = s[:400] + "..."
+	}
+	return s
+}
+
+// fail records a failed run and logs it.
+func (b *bench) fail(step, tool string, err error) {
+	b.logf("FAILED %s / %s: %v", tool, step, err)
+	b.res.Fail(step, tool, oneLine(err))
+}
+
+// rootDir makes a new root-only folder, removed at the end.
+func (b *bench) rootDir(name string) string {
+	dir, err := os.MkdirTemp(b.t.TempDir(), name+"-")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return dir
+}
+
+// pgDir makes a new empty folder owned by postgres (mode 0700) whose
+// parents postgres can enter.
+func (b *bench) pgDir() string { return pgtest.TempDir(b.t) }
+
+// ================= pgvault =================
+
+type pgvaultRepo struct {
+	dir, repo, pw, cache string
+	env, rootEnv         []string
+}
+
+func (b *bench) newPgvaultRepo(name string) *pgvaultRepo {
+	dir := filepath.Join(b.work, name)
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		b.t.Fatal(err)
+	}
+	pv := &pgvaultRepo{dir: dir, repo: filepath.Join(dir, "repo"), pw: filepath.Join(dir, "password"), cache: filepath.Join(dir, "cache")}
+	if err := os.WriteFile(pv.pw, []byte("bench secret\n"), 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	ownByPostgres(b.t, dir)
+	pv.env = []string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + pv.cache}
+	pv.rootEnv = []string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + b.rootDir("pgvault-root-cache")}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := pgCmd(ctx, pgvaultBin, "repo", "init")
+	cmd.Env = append(cmd.Env, pv.env...)
+	b.record("pgvault: create the repository (encrypted, as postgres)", cmd)
+	if _, err := measure(cmd); err != nil {
+		b.t.Fatalf("pgvault repo init: %v", err)
+	}
+	return pv
+}
+
+func (pv *pgvaultRepo) archiveCmd() string {
+	return fmt.Sprintf("PGVAULT_REPO=%s PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal push %%p", pv.repo, pv.pw, pv.cache, pgvaultBin)
+}
+
+func (b *bench) profFile(step string, r int) string {
+	return filepath.Join(b.profDir, fmt.Sprintf("%s-r%d.prof", slug(step), r+1))
+}
+
+func (b *bench) pgvaultBackup(pv *pgvaultRepo, step string, r int) {
+	b.pgvaultBackupAs(pv, step, r, ToolPgvault, pv.archiveCmd())
+}
+
+// pgvaultNoArchive is the diagnostic full backup: a new repository and
+// archive_command = /bin/true, as pg_basebackup runs.
+func (b *bench) pgvaultNoArchive(r int) {
+	pv := b.newPgvaultRepo(fmt.Sprintf("pgvault-noarchive-r%d", r))
+	defer os.RemoveAll(pv.dir)
+	b.pgvaultBackupAs(pv, StepFull, r, ToolPgvaultNoArchive, "/bin/true")
+}
+
+func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, archiveCmd string) {
+	b.prepare(archiveCmd)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	prof := b.profFile(step, r)
+	cmd := pgCmd(ctx, pgvaultBin, "--pg", b.c.ReplicationConnString(), "--output", "json", "backup", "--fast-checkpoint")
+	if tool == ToolPgvault {
+		cmd.Env = append(cmd.Env, append(pv.env, "PGVAULT_CPUPROFILE="+prof)...)
+		b.record("pgvault: backup (as postgres; archive_command = pgvault wal push %p)", cmd)
+	} else {
+		cmd.Env = append(cmd.Env, pv.env...)
+		b.record("pgvault: diagnostic full backup into a new repository with archive_command = /bin/true", cmd)
+	}
+	s0 := serverCPU(b.c.DataDir())
+	u, err := measure(cmd)
+	s1 := serverCPU(b.c.DataDir())
+	if err != nil {
+		b.fail(step, tool, err)
+		return
+	}
+	var rep struct {
+		StoredBytes int64 `json:"stored_bytes"`
+	}
+	if err := json.Unmarshal([]byte(u.Stdout), &rep); err != nil {
+		b.fail(step, tool, fmt.Errorf("backup report: %v: %s", err, u.Stdout))
+		return
+	}
+	b.res.Add(step, tool, sampleOf(u, s1-s0, float64(rep.StoredBytes)/1e6))
+	if tool == ToolPgvault {
+		b.profiles[step], b.lastUsage[step] = prof, u
+	}
+	b.logf("%s %s: %.2fs, %.1f MB stored", tool, step, u.Wall.Seconds(), float64(rep.StoredBytes)/1e6)
+}
+
+func (b *bench) pgvaultRestore(pv *pgvaultRepo, r int) {
+	target := filepath.Join(b.pgDir(), "data")
+	dropCaches()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	prof := b.profFile(StepRestore, r)
+	cmd := pgCmd(ctx, pgvaultBin, "--output", "json", "restore", "latest", "--target", target, "--to-immediate", "--target-action", "promote")
+	cmd.Env = append(cmd.Env, append(pv.env, "PGVAULT_CPUPROFILE="+prof)...)
+	b.record("pgvault: restore (as postgres)", cmd)
+	u, err := measure(cmd)
+	if err != nil {
+		b.fail(StepRestore, ToolPgvault, err)
+		return
+	}
+	defer os.RemoveAll(target)
+	mb := treeMB(target)
+	b.res.Add(StepRestore, ToolPgvault, sampleOf(u, NaN(), mb))
+	b.profiles[StepRestore], b.lastUsage[StepRestore] = prof, u
+	b.startRestored(ToolPgvault, target, u.Wall)
+	b.logf("pgvault restore: %.2fs, %.0f MB", u.Wall.Seconds(), mb)
+}
+
+// startRestored starts PostgreSQL on a restored directory and records the
+// start and restore-to-first-query figures.
+func (b *bench) startRestored(tool, dir string, restore time.Duration) {
+	os.Chmod(dir, 0o700)
+	srv, took, err := b.startServer(dir)
+	if err != nil {
+		b.fail(StepStart, tool, err)
+		b.res.Fail(StepFirstQuery, tool, "the restored copy did not start")
+		return
+	}
+	srv.stop()
+	s := NewSample()
+	s.Wall = took.Seconds()
+	b.res.Add(StepStart, tool, s)
+	s.Wall = (took + restore).Seconds()
+	b.res.Add(StepFirstQuery, tool, s)
+}
+
+func NaN() float64 { return NewSample().Wall }
+
+// waitMounted waits until dir is a mount point and ready(dir) holds, or
+// the process exits.
+func waitMounted(p *bgProc, dir string, ready func() bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if isMounted(dir) && ready() {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("the mount process exited: %v\n%s", p.err, tail(p.out.String(), 15))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not mounted after %v\n%s", timeout, tail(p.out.String(), 15))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *bench) unmount(dir string) {
+	for i := 0; i < 20 && isMounted(dir); i++ {
+		if i > 0 {
+			time.Sleep(250 * time.Millisecond)
+		}
+		rootCmd(context.Background(), "umount", dir).Run()
+	}
+	if isMounted(dir) {
+		rootCmd(context.Background(), "umount", "-l", dir).Run()
+	}
+}
+
+func (b *bench) pgvaultInstant(pv *pgvaultRepo, r int) {
+	mnt := b.pgDir()
+	scratch := b.rootDir("scratch")
+	defer os.RemoveAll(scratch)
+	dropCaches()
+	prof := b.profFile(StepFirstQuery, r)
+	cmd := rootCmd(context.Background(), pgvaultBin, "mount", mnt, "--backup", "latest", "--to-immediate", "--scratch", scratch)
+	cmd.Env = append(cmd.Env, append(pv.rootEnv, "PGVAULT_CPUPROFILE="+prof)...)
+	b.record("pgvault: instant mount (as root), then pg_ctl start on the mount point", cmd)
+	start := time.Now()
+	b.led.add("mount", mnt)
+	p, err := b.startBG(cmd)
+	if err != nil {
+		b.fail(StepFirstQuery, ToolPgvaultMount, err)
+		return
+	}
+	defer b.unmount(mnt)
+	if err := waitMounted(p, mnt, func() bool { _, err := os.Stat(filepath.Join(mnt, "PG_VERSION")); return err == nil }, 5*time.Minute); err != nil {
+		p.stop(syscall.SIGTERM, 30*time.Second)
+		b.fail(StepFirstQuery, ToolPgvaultMount, err)
+		return
+	}
+	mounted := time.Since(start)
+	srv, took, err := b.startServer(mnt)
+	first := time.Since(start)
+	if err != nil {
+		p.stop(syscall.SIGTERM, 30*time.Second)
+		b.fail(StepFirstQuery, ToolPgvaultMount, err)
+		return
+	}
+	srv.stop()
+	u := p.stop(syscall.SIGTERM, 60*time.Second)
+	s := sampleOf(u, NaN(), NaN())
+	s.Wall = first.Seconds()
+	b.res.Add(StepFirstQuery, ToolPgvaultMount, s)
+	st := NewSample()
+	st.Wall = took.Seconds()
+	b.res.Add(StepStart, ToolPgvaultMount, st)
+	b.logf("pgvault instant mount: mounted in %.2fs, first query after %.2fs", mounted.Seconds(), first.Seconds())
+}
+
+func (b *bench) pgvaultBrowse(pv *pgvaultRepo, r int) {
+	mnt := b.rootDir("mnt")
+	dropCaches()
+	prof := b.profFile(StepMountRead, r)
+	cmd := rootCmd(context.Background(), pgvaultBin, "mount", mnt)
+	cmd.Env = append(cmd.Env, append(pv.rootEnv, "PGVAULT_CPUPROFILE="+prof)...)
+	b.record("pgvault: browse mount (as root), then read every file of snapshots/latest", cmd)
+	b.mountRead(ToolPgvault, cmd, mnt, "", func(u usage) {
+		b.profiles[StepMountRead], b.lastUsage[StepMountRead] = prof, u
+	})
+}
+
+// mountRead starts a mount, waits for snapshots/latest, reads every file
+// under it (below sub) and records both times.
+func (b *bench) mountRead(tool string, cmd *exec.Cmd, mnt, sub string, done func(usage)) {
+	start := time.Now()
+	b.led.add("mount", mnt)
+	p, err := b.startBG(cmd)
+	if err != nil {
+		b.fail(StepMountRead, tool, err)
+		return
+	}
+	defer b.unmount(mnt)
+	latest := filepath.Join(mnt, "snapshots", "latest")
+	var dir string
+	ready := func() bool {
+		d, err := filepath.EvalSymlinks(latest)
+		if err != nil {
+			return false
+		}
+		dir = d
+		return true
+	}
+	if err := waitMounted(p, mnt, ready, 2*time.Minute); err != nil {
+		p.stop(syscall.SIGTERM, 30*time.Second)
+		b.fail(StepMountRead, tool, err)
+		return
+	}
+	seen := time.Since(start)
+	t0 := time.Now()
+	n, err := readTree(filepath.Join(dir, sub))
+	read := time.Since(t0)
+	sig := syscall.SIGTERM
+	if tool == ToolRestic {
+		sig = syscall.SIGINT
+	}
+	u := p.stop(sig, 60*time.Second)
+	if err != nil {
+		b.fail(StepMountRead, tool, err)
+		return
+	}
+	s := NewSample()
+	s.Wall = seen.Seconds()
+	b.res.Add(StepMountSeen, tool, s)
+	s = sampleOf(u, NaN(), float64(n)/1e6)
+	s.Wall = read.Seconds()
+	b.res.Add(StepMountRead, tool, s)
+	if done != nil {
+		done(u)
+	}
+	b.logf("%s mount: visible after %.2fs, read %.0f MB in %.2fs", tool, seen.Seconds(), float64(n)/1e6, read.Seconds())
+}
+
+// ================= pg_basebackup =================
+
+func (b *bench) basebackup() {
+	b.prepare("/bin/true")
+	out := b.rootDir("basebackup")
+	defer os.RemoveAll(out)
+	target := filepath.Join(out, "b")
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := rootCmd(ctx, filepath.Join(pgtest.BinDir, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(b.c.Port()), "-U", "postgres",
+		"-D", target, "-Ft", "-X", "none", "--compress=server-zstd", "--checkpoint=fast")
+	b.record("pg_basebackup (archive_command = /bin/true)", cmd)
+	s0 := serverCPU(b.c.DataDir())
+	u, err := measure(cmd)
+	s1 := serverCPU(b.c.DataDir())
+	if err != nil {
+		b.fail(StepFull, ToolBasebackup, err)
+		return
+	}
+	mb := treeMB(target)
+	b.res.Add(StepFull, ToolBasebackup, sampleOf(u, s1-s0, mb))
+	b.logf("pg_basebackup: %.2fs, %.1f MB", u.Wall.Seconds(), mb)
+}
+
+// ================= pgBackRest =================
+
+type pgbackrest struct {
+	dir, conf, repo string
+	why             string // set when the setup failed
+}
+
+func (pb *pgbackrest) archiveCmd() string {
+	return "pgbackrest --config=" + pb.conf + " --stanza=bench archive-push %p"
+}
+
+func (b *bench) setupPgbackrest() *pgbackrest {
+	dir := filepath.Join(b.work, "pgbackrest")
+	pb := &pgbackrest{dir: dir, conf: filepath.Join(dir, "pgbackrest.conf"), repo: filepath.Join(dir, "repo")}
+	for _, d := range []string{dir, pb.repo, filepath.Join(dir, "log"), filepath.Join(dir, "lock"), filepath.Join(dir, "spool")} {
+		os.MkdirAll(d, 0o750)
+	}
+	conf := fmt.Sprintf(`[global]
+repo1-path=%s
+repo1-retention-full=9999
+log-path=%s
+lock-path=%s
+spool-path=%s
+log-level-console=warn
+log-level-file=off
+compress-type=zst
+process-max=2
+start-fast=y
+
+[bench]
+pg1-path=%s
+pg1-port=%d
+pg1-socket-path=%s
+pg1-user=postgres
+`, pb.repo, filepath.Join(dir, "log"), filepath.Join(dir, "lock"), filepath.Join(dir, "spool"), b.c.DataDir(), b.c.Port(), b.c.SocketDir())
+	if err := os.WriteFile(pb.conf, []byte(conf), 0o640); err != nil {
+		b.t.Fatal(err)
+	}
+	ownByPostgres(b.t, dir)
+	b.configs = append(b.configs, "", "# pgbackrest.conf ("+b.generalize(pb.conf)+")", strings.TrimSpace(b.generalize(conf)))
+	b.setArchive(pb.archiveCmd())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "stanza-create")
+	b.record("pgBackRest: create the stanza (as postgres)", cmd)
+	if _, err := measure(cmd); err != nil {
+		pb.why = "stanza-create failed: " + oneLine(err)
+		b.note("pgBackRest not measured: %s", pb.why)
+		return pb
+	}
+	cmd = pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "check")
+	b.record("pgBackRest: check archiving (as postgres)", cmd)
+	if _, err := measure(cmd); err != nil {
+		pb.why = "pgbackrest check failed: " + oneLine(err)
+		b.note("pgBackRest not measured: %s", pb.why)
+	}
+	return pb
+}
+
+var pgbrLabel = regexp.MustCompile(`^\d{8}-\d{6}F(_\d{8}-\d{6}[ID])?$`)
+
+func (pb *pgbackrest) labels() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir(filepath.Join(pb.repo, "backup", "bench"))
+	for _, e := range ents {
+		if e.IsDir() && pgbrLabel.MatchString(e.Name()) {
+			out[e.Name()] = true
+		}
+	}
+	return out
+}
+
+func (b *bench) pgbackrestBackup(step, typ string) {
+	pb := b.pgbr
+	if pb.why != "" {
+		b.res.Fail(step, ToolPgbackrest, pb.why)
+		return
+	}
+	b.prepare(pb.archiveCmd())
+	before := pb.labels()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "--type="+typ, "backup")
+	b.record("pgBackRest: "+typ+" backup (as postgres; archive_command = pgbackrest archive-push %p)", cmd)
+	s0 := serverCPU(b.c.DataDir())
+	u, err := measure(cmd)
+	s1 := serverCPU(b.c.DataDir())
+	if err != nil {
+		b.fail(step, ToolPgbackrest, err)
+		return
+	}
+	var mb float64
+	for l := range pb.labels() {
+		if !before[l] {
+			mb += treeMB(filepath.Join(pb.repo, "backup", "bench", l))
+		}
+	}
+	b.res.Add(step, ToolPgbackrest, sampleOf(u, s1-s0, mb))
+	b.logf("pgbackrest %s: %.2fs, %.1f MB", step, u.Wall.Seconds(), mb)
+}
+
+func (b *bench) pgbackrestRestore() {
+	pb := b.pgbr
+	if pb.why != "" {
+		b.res.Fail(StepRestore, ToolPgbackrest, pb.why)
+		return
+	}
+	target := filepath.Join(b.pgDir(), "data")
+	os.Mkdir(target, 0o700)
+	ownByPostgres(b.t, target)
+	defer os.RemoveAll(target)
+	dropCaches()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "--pg1-path="+target,
+		"--type=immediate", "--target-action=promote", "restore")
+	b.record("pgBackRest: restore (as postgres)", cmd)
+	u, err := measure(cmd)
+	if err != nil {
+		b.fail(StepRestore, ToolPgbackrest, err)
+		return
+	}
+	mb := treeMB(target)
+	b.res.Add(StepRestore, ToolPgbackrest, sampleOf(u, NaN(), mb))
+	b.startRestored(ToolPgbackrest, target, u.Wall)
+	b.logf("pgbackrest restore: %.2fs, %.0f MB", u.Wall.Seconds(), mb)
+}
+
+// ================= restic =================
+
+type resticRepo struct {
+	dir, repo string
+	env       []string
+}
+
+func (b *bench) newResticRepo() *resticRepo {
+	dir := b.rootDir("restic")
+	rs := &resticRepo{dir: dir, repo: filepath.Join(dir, "repo")}
+	rs.env = []string{"RESTIC_REPOSITORY=" + rs.repo, "RESTIC_PASSWORD=bench secret", "RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache")}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := rootCmd(ctx, "restic", "init")
+	cmd.Env = append(cmd.Env, rs.env...)
+	b.record("restic: create the repository (as root)", cmd)
+	if _, err := measure(cmd); err != nil {
+		b.t.Fatalf("restic init: %v", err)
+	}
+	return rs
+}
+
+func (b *bench) resticBackup(rs *resticRepo, step string) {
+	b.prepare("/bin/true")
+	data := b.c.DataDir()
+	before := treeMB(rs.repo)
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := rootCmd(ctx, "restic", "backup", "--host", "bench", "--exclude", data+"/postmaster.pid", "--exclude", data+"/postmaster.opts", data)
+	cmd.Env = append(cmd.Env, rs.env...)
+	b.record("restic: backup of the checkpointed data directory (as root)", cmd)
+	s0 := serverCPU(data)
+	u, err := measure(cmd)
+	s1 := serverCPU(data)
+	if err != nil {
+		b.fail(step, ToolRestic, err)
+		return
+	}
+	mb := treeMB(rs.repo) - before
+	b.res.Add(step, ToolRestic, sampleOf(u, s1-s0, mb))
+	b.logf("restic %s: %.2fs, %.1f MB", step, u.Wall.Seconds(), mb)
+}
+
+func (b *bench) resticRestore(rs *resticRepo) {
+	target := b.pgDir()
+	defer func() {
+		ents, _ := os.ReadDir(target)
+		for _, e := range ents {
+			os.RemoveAll(filepath.Join(target, e.Name()))
+		}
+	}()
+	dropCaches()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := rootCmd(ctx, "restic", "restore", "latest", "--target", target)
+	cmd.Env = append(cmd.Env, rs.env...)
+	b.record("restic: restore (as root)", cmd)
+	u, err := measure(cmd)
+	if err != nil {
+		b.fail(StepRestore, ToolRestic, err)
+		return
+	}
+	data := filepath.Join(target, b.c.DataDir())
+	mb := treeMB(data)
+	b.res.Add(StepRestore, ToolRestic, sampleOf(u, NaN(), mb))
+	b.startRestored(ToolRestic, data, u.Wall)
+	b.logf("restic restore: %.2fs, %.0f MB", u.Wall.Seconds(), mb)
+}
+
+func (b *bench) resticMount(rs *resticRepo) {
+	mnt := b.rootDir("restic-mnt")
+	dropCaches()
+	cmd := rootCmd(context.Background(), "restic", "mount", mnt)
+	cmd.Env = append(cmd.Env, rs.env...)
+	b.record("restic: mount (as root), then read every file of snapshots/latest", cmd)
+	b.mountRead(ToolRestic, cmd, mnt, b.c.DataDir(), nil)
+}
+
+// ================= barman =================
+
+type barman struct {
+	conf, home, incoming string
+	why                  string
+}
+
+func (bm *barman) archiveCmd() string {
+	return fmt.Sprintf("test ! -f %s/%%f && cp %%p %s/%%f", bm.incoming, bm.incoming)
+}
+
+func (b *bench) setupBarman() *barman {
+	home := filepath.Join(b.work, "barman")
+	bm := &barman{home: home, conf: filepath.Join(home, "barman.conf"), incoming: filepath.Join(home, "bench", "incoming")}
+	os.MkdirAll(bm.incoming, 0o755)
+	os.Chmod(home, 0o755)
+	os.Chmod(filepath.Dir(bm.incoming), 0o755)
+	ownByPostgres(b.t, bm.incoming)
+	conf := fmt.Sprintf(`[barman]
+barman_user = root
+barman_home = %s
+log_file = %s/barman.log
+log_level = INFO
+
+[bench]
+description = "pgvault peer benchmark"
+conninfo = host=127.0.0.1 port=%d user=postgres dbname=postgres
+streaming_conninfo = host=127.0.0.1 port=%d user=postgres
+backup_method = postgres
+archiver = on
+streaming_archiver = off
+backup_compression = zstd
+backup_compression_location = server
+backup_compression_format = tar
+immediate_checkpoint = true
+path_prefix = %s
+`, home, home, b.c.Port(), b.c.Port(), pgtest.BinDir)
+	if err := os.WriteFile(bm.conf, []byte(conf), 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.configs = append(b.configs, "", "# barman.conf ("+b.generalize(bm.conf)+"; barman runs as root)", strings.TrimSpace(b.generalize(conf)))
+
+	// barman check wants one WAL file archived.
+	b.setArchive(bm.archiveCmd())
+	sqlExec(b.c.Port(), time.Minute, "SELECT pg_switch_wal()")
+	sqlExec(b.c.Port(), time.Minute, "CHECKPOINT")
+	sqlExec(b.c.Port(), time.Minute, "SELECT pg_switch_wal()")
+	waitArchiveIdle(b.c.DataDir(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cron := rootCmd(ctx, "barman", "-c", bm.conf, "cron")
+	b.record("barman: move archived WAL (as root; also after every backup)", cron)
+	if _, err := measure(cron); err != nil {
+		b.note("barman cron: %v", oneLine(err))
+	}
+	check := rootCmd(ctx, "barman", "-c", bm.conf, "check", "bench")
+	b.record("barman: check (as root)", check)
+	if u, err := measure(check); err != nil {
+		var failed []string
+		for _, line := range strings.Split(u.Stdout+u.Stderr, "\n") {
+			if strings.Contains(line, "FAILED") || strings.Contains(line, "ERROR") {
+				failed = append(failed, strings.TrimSpace(line))
+			}
+		}
+		bm.why = "`barman check bench` failed: " + strings.Join(failed, "; ")
+		if len(failed) == 0 {
+			bm.why = "`barman check bench` failed: " + oneLine(err)
+		}
+		b.note("barman not measured: %s", bm.why)
+	}
+	b.setArchive("/bin/true")
+	return bm
+}
+
+func (bm *barman) backups() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir(filepath.Join(bm.home, "bench", "base"))
+	for _, e := range ents {
+		if e.IsDir() {
+			out[e.Name()] = true
+		}
+	}
+	return out
+}
+
+func (b *bench) barmanBackup() {
+	bm := b.barman
+	if bm == nil {
+		return
+	}
+	if bm.why != "" {
+		b.res.Fail(StepFull, ToolBarman, bm.why)
+		return
+	}
+	b.prepare(bm.archiveCmd())
+	before := bm.backups()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := rootCmd(ctx, "barman", "-c", bm.conf, "backup", "bench")
+	b.record("barman: backup (as root; postgres method, server-side zstd; archive_command copies into barman's incoming folder)", cmd)
+	s0 := serverCPU(b.c.DataDir())
+	u, err := measure(cmd)
+	s1 := serverCPU(b.c.DataDir())
+	if err != nil {
+		b.fail(StepFull, ToolBarman, err)
+		return
+	}
+	var mb float64
+	var ids []string
+	for id := range bm.backups() {
+		if !before[id] {
+			mb += treeMB(filepath.Join(bm.home, "bench", "base", id))
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	b.res.Add(StepFull, ToolBarman, sampleOf(u, s1-s0, mb))
+	b.logf("barman backup %v: %.2fs, %.1f MB", ids, u.Wall.Seconds(), mb)
+	rootCmd(ctx, "barman", "-c", bm.conf, "cron").Run()
+}
