@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 18m
 # Packages whose tests are pure Go (no servers): run under the race detector.
 RACE_PKGS   := ./chunk/... ./repo/... ./backup/... ./stream/... ./fs/... ./cmd/...
 
-.PHONY: all build test unit deps bench fuzz demo lint clean
+.PHONY: all build test unit deps bench fuzz torture demo lint clean
 
 all: build
 
@@ -35,8 +35,22 @@ test: deps
 bench: deps build
 	.ci/bench
 
+# Every fuzz target in the module, $(FUZZTIME) each (see docs/reliability.md).
 fuzz:
 	FUZZTIME=$(FUZZTIME) .ci/fuzz
+
+# The crash and fault campaigns in full (their short forms run in `make
+# test`): TORTURE_KILLS kill -9s of each of wal stream, backup, prune and
+# the agent at moments drawn from TORTURE_SEED, and FAULT_ROUNDS bit-flip
+# rounds. The whole log goes to bin/torture.log.
+TORTURE_KILLS ?= 20
+TORTURE_SEED  ?= $(shell date +%s)
+FAULT_ROUNDS  ?= 20
+torture: deps
+	@mkdir -p bin
+	TORTURE_KILLS=$(TORTURE_KILLS) TORTURE_SEED=$(TORTURE_SEED) FAULT_ROUNDS=$(FAULT_ROUNDS) \
+		$(GO) test -count=1 -v -timeout 90m -run '^(TestTorture.*|TestFault.*)$$' ./integration/ 2>&1 | \
+		tee bin/torture.log | grep -E '^(=== RUN|\s*--- (PASS|FAIL)|PASS|FAIL|ok)|RESULT|_test.go:'
 
 demo: deps build
 	$(BIN) demo

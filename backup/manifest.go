@@ -16,7 +16,10 @@ import (
 // checksum, so that pg_verifybackup accepts a file pgvault had to change
 // on restore (tablespace_map, when tablespaces move).
 func PatchManifest(manifest []byte, path string, content []byte) ([]byte, error) {
-	entry := regexp.MustCompile(`(?m)^\{ "Path": "` + regexp.QuoteMeta(path) + `", "Size": ([0-9]+),(.*?)"Checksum-Algorithm": "([A-Z0-9]+)", "Checksum": "([0-9a-f]+)" \}`)
+	entry, err := regexp.Compile(`(?m)^\{ "Path": "` + regexp.QuoteMeta(path) + `", "Size": ([0-9]+),(.*?)"Checksum-Algorithm": "([A-Z0-9]+)", "Checksum": "([0-9a-f]+)" \}`)
+	if err != nil { // a path that is not UTF-8 (found by FuzzPatchManifest)
+		return nil, fmt.Errorf("backup_manifest: path %q: %w", path, err)
+	}
 	loc := entry.FindSubmatchIndex(manifest)
 	if loc == nil {
 		return nil, fmt.Errorf("backup_manifest has no entry for %s", path)

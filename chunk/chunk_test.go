@@ -291,3 +291,42 @@ func FuzzCodecOpen(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseID(f *testing.F) {
+	f.Add(ID{1, 2, 3}.String())
+	f.Add("zz")
+	f.Add(strings.Repeat("G", 2*IDSize))
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseID(s)
+		if err != nil {
+			return
+		}
+		if !strings.EqualFold(id.String(), s) {
+			t.Fatalf("ParseID(%q).String() = %q", s, id)
+		}
+		var back ID
+		if err := back.UnmarshalText([]byte(id.String())); err != nil || back != id {
+			t.Fatalf("UnmarshalText: %v", err)
+		}
+	})
+}
+
+// A source that reports io.ErrUnexpectedEOF (a truncated tar entry) makes
+// both splitters fail with ErrTruncated: never a silent short file, never
+// a spinning chunker (found by backup's FuzzReadTar).
+func TestSplittersReportTruncatedSource(t *testing.T) {
+	src := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(make([]byte, 1000)), iotest.ErrReader(io.ErrUnexpectedEOF))
+	}
+	fixed, _ := NewFixed(src(), DefaultFixedSize)
+	cdc := NewCDC(src(), Pol(0x3DA3358B4DC173))
+	for name, s := range map[string]Splitter{"fixed": fixed, "cdc": cdc} {
+		var err error
+		for i := 0; i < 10 && err == nil; i++ {
+			_, err = s.Next(nil)
+		}
+		if !errors.Is(err, ErrTruncated) || errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s: %v, want ErrTruncated", name, err)
+		}
+	}
+}

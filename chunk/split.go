@@ -58,8 +58,35 @@ func NewFixed(r io.Reader, size int) (*Fixed, error) {
 	if size <= 0 || size%PageSize != 0 || size > MaxChunkSize {
 		return nil, fmt.Errorf("fixed chunk size %d: must be a multiple of %d up to %d", size, PageSize, MaxChunkSize)
 	}
-	return &Fixed{r: r, size: size}, nil
+	return &Fixed{r: truncationError{r}, size: size}, nil
 }
+
+// ErrTruncated is returned by the splitters when their source reports
+// io.ErrUnexpectedEOF (archive/tar does, for an archive that ends inside a
+// file): the splitters themselves read io.ErrUnexpectedEOF from
+// io.ReadFull as "the short last chunk", so a source's own report of
+// truncation would otherwise be taken for a normal end (Fixed) or, in
+// restic's chunker, make Next spin forever.
+var ErrTruncated = errors.New("input ended early (unexpected EOF)")
+
+// truncationError turns a source's io.ErrUnexpectedEOF into ErrTruncated.
+type truncationError struct{ r io.Reader }
+
+func (t truncationError) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("%w: %w", ErrTruncated, err)
+		return n, noUnexpectedEOF{err}
+	}
+	return n, err
+}
+
+// noUnexpectedEOF hides io.ErrUnexpectedEOF from errors.Is (and ==)
+// while keeping the message.
+type noUnexpectedEOF struct{ err error }
+
+func (e noUnexpectedEOF) Error() string        { return e.err.Error() }
+func (e noUnexpectedEOF) Is(target error) bool { return target == ErrTruncated }
 
 func (f *Fixed) Next(buf []byte) ([]byte, error) {
 	if f.done {
@@ -93,7 +120,7 @@ var _ Splitter = (*CDC)(nil)
 // NewCDC returns a content-defined splitter with the repository's
 // polynomial and the package's boundaries for small files.
 func NewCDC(r io.Reader, pol Pol) *CDC {
-	c := chunker.NewWithBoundaries(r, pol, CDCMinSize, CDCMaxSize)
+	c := chunker.NewWithBoundaries(truncationError{r}, pol, CDCMinSize, CDCMaxSize)
 	c.SetAverageBits(CDCAverageBits)
 	return &CDC{c: c}
 }

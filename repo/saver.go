@@ -34,9 +34,9 @@ type ownBlob struct {
 type saver struct {
 	r *Repository
 
-	mu        sync.Mutex
-	queued    map[chunk.ID]struct{} // blobs handed to a pack this session, not yet indexed
-	packers   map[pack.BlobType]*pack.Writer
+	mu          sync.Mutex
+	queued      map[chunk.ID]struct{} // blobs handed to a pack this session, not yet indexed
+	packers     map[pack.BlobType]*pack.Writer
 	opened      map[pack.BlobType]time.Time // when each open pack got its first blob
 	lastIndex   time.Time                   // when an index object was last written
 	lastCompact time.Time                   // when our index objects were last compacted

@@ -269,9 +269,16 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 	}
 	bar := newProgress(e.out, e.stderr, "restore")
 	ropts.Progress = func(done, total int64) { bar.update(done, total, "bytes") }
+	fresh := restoreDirs(o.target, plan.Backup.Info, mapping)
 	res, err := backup.Restore(ctx, r, s, ropts)
 	bar.done()
 	if err != nil {
+		if !o.delta {
+			// Like pg_basebackup: a failed restore leaves no half-written
+			// data directory that someone could start by mistake.
+			removePartialRestore(fresh)
+			err = fmt.Errorf("%w (the partial restore was removed from %s)", err, o.target)
+		}
 		return err
 	}
 	rep.Files, rep.Bytes, rep.Seconds, rep.MBPerSecond = res.Files, res.Bytes, res.Duration.Seconds(), mbPerSec(res.Bytes, res.Duration)
@@ -524,4 +531,43 @@ func nonNilStrings(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
+}
+
+// restoreDirs lists the folders a restore into empty folders writes (the
+// target and every tablespace location), each with whether it existed
+// before (empty, as CheckTarget made sure).
+func restoreDirs(target string, info *backup.Info, mapping map[string]string) map[string]bool {
+	dirs := map[string]bool{}
+	add := func(dir string) {
+		if abs, err := filepath.Abs(dir); err == nil {
+			_, err := os.Stat(abs)
+			dirs[abs] = err == nil
+		}
+	}
+	add(target)
+	if info != nil {
+		for _, ts := range info.Tablespaces {
+			loc := filepath.Clean(ts.Location)
+			if m, ok := mapping[loc]; ok {
+				loc = m
+			}
+			add(loc)
+		}
+	}
+	return dirs
+}
+
+// removePartialRestore removes what a failed restore wrote: the folders it
+// created, and the contents of the empty folders it was given.
+func removePartialRestore(dirs map[string]bool) {
+	for dir, existed := range dirs {
+		if !existed {
+			os.RemoveAll(dir)
+			continue
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }

@@ -49,8 +49,10 @@ func walStreamCommand() *cli.Command {
 			}
 			o.nodes = nodes.Value()
 			if len(o.nodes) == 0 {
-				lineage := c.Lineage()
-				o.nodes = []string{lineage[len(lineage)-1].String("pg")}
+				// The global --pg (or PGVAULT_PG): the parent's lookup walks up
+				// to the app's flags. (The outermost context of the lineage
+				// has no flags: it read "" and ignored the global --pg.)
+				o.nodes = []string{c.Lineage()[1].String("pg")}
 			}
 			return runWalStream(c.Context, e, o)
 		},

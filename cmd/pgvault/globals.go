@@ -80,7 +80,7 @@ func (e *env) openBackend(ctx context.Context, create bool) (backend.Backend, er
 	if err != nil {
 		return nil, err
 	}
-	return be, nil
+	return withTestFaults(be) // a no-op unless PGVAULT_TEST_FAULTS is set (tests only)
 }
 
 // cacheDir is --cache-dir or the user's cache folder.

@@ -28,7 +28,9 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := startProfile(os.Getenv("PGVAULT_CPUPROFILE"))
-	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	// A password given on the command line (--pg "... password=...")
+	// is blanked in the process's argument memory: ps shows no secret.
+	code := run(ctx, scrubArgs(os.Args), os.Stdin, os.Stdout, os.Stderr)
 	stopProfile()
 	stop()
 	os.Exit(code)
@@ -71,7 +73,15 @@ func (e problemsError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
+	// urfave/cli returns no error for an unknown command: remember it, so
+	// that `pgvault bogus` exits 2 like any other usage mistake.
+	notFound := false
+	printNotFound := app.CommandNotFound
+	app.CommandNotFound = func(c *cli.Context, name string) { notFound = true; printNotFound(c, name) }
 	err := app.RunContext(ctx, interspersed(app, args))
+	if notFound && err == nil {
+		return exitUsage
+	}
 	return report(err, stderr)
 }
 

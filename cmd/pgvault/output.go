@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -51,6 +53,10 @@ func explain(err error) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "interrupted"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		if !strings.Contains(err.Error(), "disk full") {
+			return "disk full: " + err.Error() + ": free space on that file system, or use another folder, and run the command again"
+		}
 	}
 	return err.Error()
 }

@@ -1,6 +1,8 @@
 package wal
 
 import (
+	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -15,7 +17,13 @@ func ParseMemorySize(v string) (uint64, error) {
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(v, u.suffix); ok {
 			n, err := strconv.ParseUint(num, 10, 64)
-			return n * u.mult, err
+			if err != nil {
+				return 0, err
+			}
+			if n > math.MaxUint64/u.mult {
+				return 0, fmt.Errorf("memory size %q does not fit in 64 bits", v)
+			}
+			return n * u.mult, nil
 		}
 	}
 	return strconv.ParseUint(v, 10, 64)

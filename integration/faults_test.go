@@ -1,0 +1,524 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgvault/pgvault/integration/minio"
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+// The fault campaign: pgvault's commands run on a storage backend that
+// injects faults (PGVAULT_TEST_FAULTS, cmd/pgvault/testfaults.go: the
+// repo/backend/faulty wrapper under the retry wrapper), on a real S3
+// server restarted mid-backup, on full disks, and against a PostgreSQL
+// restarted mid-stream. Transient faults are retried and the command
+// succeeds; a flipped bit is detected and never returned as data; past the
+// retry limit the failure is one line; nothing is ever left half-written.
+// FAULT_ROUNDS (default 3) sets how many seeds the bit-flip rounds try;
+// `make torture` raises it.
+
+// with returns a copy of the vault whose commands get extra environment.
+func (v *vault) with(extra ...string) *vault {
+	w := *v
+	w.env = append(slices.Clone(v.env), extra...)
+	return &w
+}
+
+// faultCounts adds up the JSON lines that PGVAULT_TEST_FAULTS_REPORT
+// collects.
+type faultCounts struct {
+	Errors        int64 `json:"errors"`
+	Latencies     int64 `json:"latencies"`
+	ShortReads    int64 `json:"short_reads"`
+	PartialWrites int64 `json:"partial_writes"`
+	BitFlips      int64 `json:"bit_flips"`
+}
+
+func (f faultCounts) total() int64 {
+	return f.Errors + f.Latencies + f.ShortReads + f.PartialWrites + f.BitFlips
+}
+
+func readFaultReport(t *testing.T, path string) faultCounts {
+	t.Helper()
+	var sum faultCounts
+	data, _ := os.ReadFile(path)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		var c faultCounts
+		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+			t.Fatalf("fault report %s: %v", path, err)
+		}
+		sum.Errors += c.Errors
+		sum.Latencies += c.Latencies
+		sum.ShortReads += c.ShortReads
+		sum.PartialWrites += c.PartialWrites
+		sum.BitFlips += c.BitFlips
+	}
+	return sum
+}
+
+// oneLineFailure checks that r failed with exit code want and one line of
+// stderr that contains every one of subs; it returns the line.
+func oneLineFailure(t *testing.T, what string, r result, want int, subs ...string) string {
+	t.Helper()
+	line := strings.TrimSpace(r.stderr)
+	if r.code != want || line == "" || strings.Contains(line, "\n") {
+		t.Fatalf("%s: exit %d (want %d) and stderr (want one line):\n%s\nstdout:\n%s", what, r.code, want, r.stderr, r.stdout)
+	}
+	for _, s := range subs {
+		if !strings.Contains(line, s) {
+			t.Fatalf("%s: %q does not say %q", what, line, s)
+		}
+	}
+	return line
+}
+
+// tmpfs mounts a tmpfs of the given size (e.g. "20m") on a new folder that
+// postgres may use, unmounted when the test ends.
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := pgtest.TempDir(t)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v\n%s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 50; i++ {
+			if exec.Command("umount", dir).Run() == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		exec.Command("umount", "-l", dir).Run()
+	})
+	return dir
+}
+
+// sameFiles compares every regular file under got with the file of the
+// same path under want; a file of got may instead fail to read with EIO
+// (a detected fault), never differ. It returns how many were identical
+// and how many failed with EIO.
+func sameFiles(t *testing.T, want, got string) (same, eio int) {
+	t.Helper()
+	err := filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		if rel == "backup_manifest" || rel == "tablespace_map" {
+			return nil
+		}
+		w, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		g, err := os.ReadFile(filepath.Join(got, rel))
+		if errors.Is(err, syscall.EIO) {
+			eio++
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		if !bytes.Equal(w, g) {
+			return fmt.Errorf("%s: the mount returned different bytes (%d vs %d bytes) without an error", rel, len(g), len(w))
+		}
+		same++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return same, eio
+}
+
+func TestFaultCampaign(t *testing.T) {
+	rounds := envInt(t, "FAULT_ROUNDS", 3)
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 2)
+	c.CreateMarkers(t)
+	v := newPostgresVault(t)
+	report := filepath.Join(t.TempDir(), "faults.jsonl")
+	faults := func(spec string) *vault {
+		return v.with("PGVAULT_TEST_FAULTS="+spec, "PGVAULT_TEST_FAULTS_REPORT="+report)
+	}
+	const transient = "error=0.05,latency=0.05,latency_ms=5,shortread=0.05,partial=0.05,delay=5ms"
+	var want []int64
+	mark := func(note string) { want = append(want, c.InsertMarker(t, note).ID) }
+	var injected faultCounts
+	tally := func(what string) {
+		got := readFaultReport(t, report)
+		os.Remove(report)
+		t.Logf("%s: faults injected: %+v", what, got)
+		injected.Errors += got.Errors
+		injected.Latencies += got.Latencies
+		injected.ShortReads += got.ShortReads
+		injected.PartialWrites += got.PartialWrites
+		injected.BitFlips += got.BitFlips
+	}
+	check := func(what string) {
+		t.Helper()
+		if r := v.run("repo", "check", "--read-data"); r.code != 0 {
+			t.Fatalf("repo check --read-data after %s: exit %d\n%s%s", what, r.code, r.stdout, r.stderr)
+		}
+	}
+	outcomes := map[string]int{}
+
+	// The streamer runs under transient faults for the whole campaign.
+	s := faults("seed=7,"+transient).startStreamer("--pg", c.ReplicationConnString())
+	waitSlotActive(t, c, "pgvault")
+	ctx, stopLoad := context.WithCancel(context.Background())
+	waitLoad := c.PgbenchBackground(ctx, t, "-c", "2")
+	mark("streaming under faults")
+
+	var backupID string
+	t.Run("backup under transient faults", func(t *testing.T) {
+		var rep backupReport
+		faults("seed=11,"+transient).json(&rep, "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+		backupID = rep.ID
+		tally("backup")
+		mark("after the faulty backup")
+		check("a backup under faults")
+	})
+	if backupID == "" {
+		t.FailNow()
+	}
+
+	var clean string // a restore without faults, to compare with
+	t.Run("restore under transient faults", func(t *testing.T) {
+		clean = v.restore(backupID, "--no-recovery-config")
+		verifyBackup(t, clean)
+		dir := faults("seed=13,"+transient).restore(backupID, "--no-recovery-config")
+		tally("restore")
+		verifyBackup(t, dir)
+		if out, err := exec.Command("diff", "-r", clean, dir).CombinedOutput(); err != nil {
+			t.Fatalf("a restore under transient faults differs from a clean one: %v\n%s", err, out)
+		}
+		os.RemoveAll(dir)
+	})
+
+	t.Run("bit flips on read are detected", func(t *testing.T) {
+		for seed := 1; seed <= rounds; seed++ {
+			target := filepath.Join(pgtest.TempDir(t), "data")
+			// Alternately many flips and few, so that both outcomes occur.
+			p := []string{"0.02", "0.002"}[seed%2]
+			r := faults(fmt.Sprintf("seed=%d,bitflip=%s,types=pack+index+snapshot", 100+seed, p)).run("restore", backupID, "--target", target, "--no-recovery-config")
+			tally(fmt.Sprintf("restore with bit flips, seed %d", seed))
+			if r.code == 0 {
+				verifyBackup(t, target)
+				outcomes["restore with flips: byte-exact"]++
+				continue
+			}
+			line := oneLineFailure(t, "restore with flipped bits", r, 1)
+			if !strings.Contains(line, "pack ") && !strings.Contains(line, "blob ") && !strings.Contains(line, "index ") && !strings.Contains(line, "snapshot ") {
+				t.Fatalf("restore with flipped bits failed without naming the object: %s", line)
+			}
+			outcomes["restore with flips: refused, naming the object"]++
+		}
+		// wal fetch: every read of a pack flips a bit.
+		name := firstSegment(t, v)
+		dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+		r := faults("seed=5,bitflip=1,types=pack").run("wal", "fetch", "--prefetch", "0", name, dest)
+		tally("wal fetch with bit flips")
+		oneLineFailure(t, "wal fetch of a flipped segment", r, 1, name)
+		if _, err := os.Stat(dest); err == nil {
+			t.Fatal("wal fetch wrote a segment it read with a flipped bit")
+		}
+		outcomes["wal fetch with flips: refused"]++
+		// repo check --read-data sees the flips as damage (exit 3), and a
+		// check without faults shows the repository is fine.
+		r = faults("seed=9,bitflip=0.05,types=pack").run("repo", "check", "--read-data")
+		tally("repo check with bit flips")
+		if r.code != 3 && r.code != 1 {
+			t.Fatalf("repo check --read-data with flipped bits: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		check("reads with flipped bits")
+	})
+
+	t.Run("past the retry limit", func(t *testing.T) {
+		r := faults("error=1,types=pack,attempts=3,delay=5ms").run("--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+		tally("backup past the retry limit")
+		oneLineFailure(t, "backup past the retry limit", r, 1, "giving up after 3 attempts", "pack")
+		var list []map[string]any
+		v.json(&list, "list")
+		if len(list) != 1 {
+			t.Fatalf("a failed backup is listed: %v", list)
+		}
+		check("a backup that gave up")
+		v.backup(c)
+		mark("after the retried backup")
+	})
+
+	t.Run("PostgreSQL restarted mid-stream", func(t *testing.T) {
+		stopLoad()
+		waitLoad()
+		mark("before the restart")
+		c.Restart(t)
+		mark("after a clean restart")
+		c.Stop(t, "immediate")
+		c.Start(t)
+		mark("after crash recovery")
+		waitSlotActive(t, c, "pgvault")
+		waitStored(t, c, "pgvault")
+		if r := v.run("wal", "check"); r.code != 0 {
+			t.Fatalf("wal check after PostgreSQL restarts: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	// Failover to a standby and a new timeline mid-stream:
+	// TestStreamFollowsFailoverToNewTimeline (stream_test.go).
+
+	t.Run("restore to latest under faults has every marker", func(t *testing.T) {
+		mark("last")
+		waitStored(t, c, "pgvault")
+		s.stop()
+		tally("wal stream")
+		dir := faults("seed=17,"+transient).restore("latest", "--no-recovery-config")
+		tally("restore latest")
+		// restore_command runs under faults too.
+		v.configureRecovery(t, dir)
+		conf := filepath.Join(dir, "postgresql.auto.conf")
+		b, _ := os.ReadFile(conf)
+		b = bytes.Replace(b, []byte("restore_command = '"), []byte("restore_command = 'PGVAULT_TEST_FAULTS=seed=19,"+transient+" "), 1)
+		os.WriteFile(conf, b, 0o600)
+		postgresOwns(t, dir)
+		r := pgtest.StartOn(t, dir, pgtest.Options{})
+		r.WaitRecoveryDone(t)
+		got := r.MarkerIDs(t)
+		for _, id := range want {
+			if !slices.Contains(got, id) {
+				t.Fatalf("marker %d is missing after a restore under faults (have %d of %d)", id, len(got), len(want))
+			}
+		}
+		r.Stop(t, "fast")
+		if rw := v.run("wal", "check"); rw.code != 0 {
+			t.Fatalf("wal check after streaming under faults: exit %d\n%s%s", rw.code, rw.stdout, rw.stderr)
+		}
+		check("streaming and restoring under faults")
+	})
+
+	t.Run("mount under faults", func(t *testing.T) {
+		postgresOwns(t, v.base)
+		// Transient faults only: every file reads back byte-exact.
+		mnt := pgtest.TempDir(t)
+		m := startMount(t, faults("seed=23,"+transient).env, mnt)
+		snap := filepath.Join(mnt, "snapshots", backupID[:8])
+		same, eio := sameFiles(t, clean, snap)
+		if eio != 0 || same == 0 {
+			t.Fatalf("browse mount under transient faults: %d files identical, %d failed", same, eio)
+		}
+		m.stop()
+		tally("browse mount, transient faults")
+		// Bit flips: a file reads back byte-exact or fails with EIO.
+		mnt = pgtest.TempDir(t)
+		m = startMount(t, faults("seed=29,bitflip=0.01,types=pack").env, mnt)
+		same, eio = sameFiles(t, clean, filepath.Join(mnt, "snapshots", backupID[:8]))
+		m.stop()
+		tally("browse mount, bit flips")
+		outcomes["mount with flips: files byte-exact"] += same
+		outcomes["mount with flips: files failing with EIO"] += eio
+		t.Logf("browse mount with bit flips: %d files byte-exact, %d failed with EIO, none different", same, eio)
+	})
+
+	t.Run("restore target disk full", func(t *testing.T) {
+		small := tmpfs(t, "20m")
+		target := filepath.Join(small, "data")
+		before := repoListing(t, v.repo)
+		r := v.run("restore", backupID, "--target", target, "--no-recovery-config")
+		oneLineFailure(t, "restore onto a full disk", r, 1, "disk full", target)
+		if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("a failed restore left %s behind (%v)", target, err)
+		}
+		if after := repoListing(t, v.repo); !mapsEqual(before, after) {
+			t.Fatal("a failed restore changed the repository")
+		}
+		outcomes["restore onto a full disk: one line"]++
+	})
+
+	t.Run("scratch disk full under an instant mount", func(t *testing.T) {
+		postgresOwns(t, v.base)
+		before := repoListing(t, v.repo)
+		scratch := tmpfs(t, "80m") // room for recovery to the backup's end, little more
+		mnt := pgtest.TempDir(t)
+		m := startMount(t, v.env, mnt, "--backup", backupID, "--scratch", scratch, "--to-immediate")
+		r := pgtest.StartOn(t, mnt, pgtest.Options{Settings: map[string]string{"max_wal_size": "32MB", "min_wal_size": "32MB"}})
+		r.WaitRecoveryDone(t)
+		// Write until the scratch disk is full.
+		var werr error
+		for i := 0; i < 200 && werr == nil; i++ {
+			werr = tryExec(r, fmt.Sprintf("CREATE TABLE fill%d AS SELECT g, md5(g::text) AS v FROM generate_series(1, 100000) g", i))
+		}
+		// PostgreSQL reports it to the client (could not extend file), or,
+		// when it was WAL that did not fit, PANICs and says so in its log.
+		serverLog, _ := os.ReadFile(r.LogFile())
+		if werr == nil || !strings.Contains(werr.Error(), "No space left on device") && !strings.Contains(string(serverLog), "No space left on device") {
+			t.Fatalf("writing onto a full scratch disk: %v (want PostgreSQL to report no space)", werr)
+		}
+		t.Logf("PostgreSQL on a full scratch disk: %v; server log: %s", werr, grepLine(string(serverLog), "No space left"))
+		stopImmediate(mnt)
+		m.stop()
+		if after := repoListing(t, v.repo); !mapsEqual(before, after) {
+			t.Fatal("the instant mount changed the repository")
+		}
+		check("a full scratch disk")
+		outcomes["scratch disk full: PostgreSQL reports it, repository untouched"]++
+	})
+
+	t.Logf("FAULT RESULT injected %+v (%d faults); outcomes %v", injected, injected.total(), outcomes)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// firstSegment is the name of the oldest complete WAL segment stored.
+func firstSegment(t *testing.T, v *vault) string {
+	t.Helper()
+	var names []string
+	filepath.WalkDir(filepath.Join(v.repo, "wal"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && len(d.Name()) == 24 {
+			names = append(names, d.Name())
+		}
+		return nil
+	})
+	if len(names) == 0 {
+		t.Fatal("no WAL segment in the repository")
+	}
+	slices.Sort(names)
+	return names[0]
+}
+
+func TestFaultMinIORestartMidBackup(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 2)
+	srv := minio.Start(t)
+	pw := filepath.Join(t.TempDir(), "password")
+	os.WriteFile(pw, []byte("integration secret\n"), 0o600)
+	url := srv.URL("repo")
+	v := &vault{t: t, repo: url, env: append([]string{
+		"PGVAULT_REPO=" + url, "PGVAULT_PASSWORD_FILE=" + pw, "PGVAULT_CACHE_DIR=" + t.TempDir(),
+	}, srv.Env()...)}
+	v.must("repo", "init")
+	delays := []time.Duration{2 * time.Second}
+	if envInt(t, "FAULT_ROUNDS", 3) > 3 { // make torture: more moments
+		delays = []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second, 4500 * time.Millisecond}
+	}
+	for round, delay := range delays {
+		p := v.start("--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--max-rate", "8192")
+		time.Sleep(delay)
+		srv.Restart()
+		<-p.done
+		out := p.out.String()
+		if p.err != nil {
+			// A clean failure: one line.
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "pgvault: ") {
+				t.Fatalf("round %d: backup failed across the MinIO restart, not in one line: %v\n%s", round, p.err, out)
+			}
+			t.Logf("round %d: backup across the MinIO restart failed cleanly: %s", round, lines[0])
+		} else {
+			t.Logf("round %d: backup across the MinIO restart succeeded through retries", round)
+		}
+		if r := v.run("repo", "check"); r.code != 0 {
+			t.Fatalf("round %d: repo check after the MinIO restart: exit %d\n%s%s", round, r.code, r.stdout, r.stderr)
+		}
+		v.backup(c) // a retry succeeds
+	}
+	if r := v.run("repo", "check", "--read-data"); r.code != 0 {
+		t.Fatalf("repo check --read-data: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	dir := v.restore("latest", "--no-recovery-config")
+	verifyBackup(t, dir)
+}
+
+// tryExec runs one statement in database postgres and returns its error.
+func tryExec(c *pgtest.Cluster, sql string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// stopImmediate stops the server on dataDir if it still runs (it may
+// have stopped itself after a PANIC).
+func stopImmediate(dataDir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_ = pgtest.RunAsPostgres(ctx, "pg_ctl", "stop", "-D", dataDir, "-m", "immediate", "-w").Run()
+}
+
+// TestFaultAgentUploadRetriesAlert: the agent streams into a real S3
+// server that then dies; its uploads fail and are retried, and the
+// upload_retries_warning alert file appears. Once the server is back, the
+// streamer catches up and the archive has no gap.
+func TestFaultAgentUploadRetriesAlert(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.CreateMarkers(t)
+	srv := minio.Start(t)
+	srv.SetEnv(t) // the agent's environment: filteredEnv keeps AWS_*
+	base := pgtest.TempDir(t)
+	pw := filepath.Join(base, "password")
+	os.WriteFile(pw, []byte("integration secret\n"), 0o600)
+	url := srv.URL("agent")
+	v := &vault{t: t, repo: url, base: base, pwFile: pw, env: append([]string{
+		"PGVAULT_REPO=" + url, "PGVAULT_PASSWORD_FILE=" + pw, "PGVAULT_CACHE_DIR=" + t.TempDir(),
+	}, srv.Env()...)}
+	v.must("repo", "init")
+	setup := agentSetupIn(base, url, pw)
+	setup.write(t, c.ConnString("postgres"), `    upload_retries_warning_limit: 1
+    basebackup:
+      interval: 1h
+      fast_checkpoint: true`)
+	a := setup.start(t)
+	waitSlotActive(t, c, "pgvault")
+	c.InsertMarker(t, "before the S3 server dies")
+	waitStored(t, c, "pgvault")
+
+	srv.Kill()
+	c.InsertMarker(t, "while the S3 server is down")
+	c.SwitchWAL(t)
+	al := waitAlert(t, setup.alerts, "upload_retries_warning", true, 60*time.Second)
+	t.Logf("alert %s: %s", al.Alert, al.Message)
+	if !strings.Contains(al.Message, "failed") {
+		t.Fatalf("alert message %q", al.Message)
+	}
+	srv.Restart()
+	c.InsertMarker(t, "after the S3 server is back")
+	waitStored(t, c, "pgvault")
+	if code, _ := a.stop(); code != 0 {
+		t.Fatalf("agent exited %d", code)
+	}
+	if r := v.run("wal", "check"); r.code != 0 {
+		t.Fatalf("wal check after the S3 outage: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := v.run("repo", "check"); r.code != 0 {
+		t.Fatalf("repo check after the S3 outage: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
