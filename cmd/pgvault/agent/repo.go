@@ -84,29 +84,29 @@ func (s *site) openRepo(ctx context.Context, concurrent bool) (*repo.Repository,
 
 // retryOptions feed the retry wrapper's callbacks into the upload
 // metrics and the upload_retries_warning alert (pghoard's
-// upload_retries_warning_limit): it starts when one upload has failed
-// that many times, or when an upload fails for good.
+// upload_retries_warning_limit): it starts when one call to the storage
+// has failed that many times, or failed for good. Reads count too: the
+// streamer reads the WAL catalogue before it stores a segment, so an
+// unreachable store shows first as failing reads.
 func (s *site) retryOptions() retry.Options {
 	limit := s.config().UploadRetriesWarningLimit
 	return retry.Options{
 		OnRetry: func(op string, h backend.Handle, attempt int, err error) {
-			if op != "save" {
-				return
+			if op == "save" {
+				s.a.metrics.uploadRetries.WithLabelValues(s.name).Inc()
+				s.update(func(st *SiteState) { st.Uploads.Retries++; st.Uploads.Last = err.Error() })
 			}
-			s.a.metrics.uploadRetries.WithLabelValues(s.name).Inc()
-			s.update(func(st *SiteState) { st.Uploads.Retries++; st.Uploads.Last = err.Error() })
 			if attempt >= limit {
 				s.a.alerts.Raise(s.name, AlertUploadRetries, "backend",
-					fmt.Sprintf("upload of %s failed %d times (upload_retries_warning_limit %d), still retrying: %v", h, attempt, limit, err))
+					fmt.Sprintf("%s of %s failed %d times (upload_retries_warning_limit %d), still retrying: %v", op, h, attempt, limit, err))
 			}
 		},
 		OnGiveUp: func(op string, h backend.Handle, err error) {
-			if op != "save" {
-				return
+			if op == "save" {
+				s.a.metrics.uploadErrors.WithLabelValues(s.name).Inc()
+				s.update(func(st *SiteState) { st.Uploads.Errors++; st.Uploads.Last = err.Error() })
 			}
-			s.a.metrics.uploadErrors.WithLabelValues(s.name).Inc()
-			s.update(func(st *SiteState) { st.Uploads.Errors++; st.Uploads.Last = err.Error() })
-			s.a.alerts.Raise(s.name, AlertUploadRetries, "backend", fmt.Sprintf("upload of %s failed: %v", h, err))
+			s.a.alerts.Raise(s.name, AlertUploadRetries, "backend", fmt.Sprintf("%s of %s failed: %v", op, h, err))
 		},
 	}
 }
