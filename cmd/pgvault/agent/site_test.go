@@ -75,7 +75,7 @@ func TestUploadRetriesWarning(t *testing.T) {
 		}
 		if st.alert {
 			al := s.a.alerts.Active("main")[0]
-			if !strings.Contains(al.Message, "upload of") || !al.Since.Equal(t0) { // since the first failure
+			if !strings.Contains(al.Message, "save of pack") || !al.Since.Equal(t0) { // since the first failure
 				t.Fatalf("%s: alert %+v", st.name, al)
 			}
 		}
