@@ -84,7 +84,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	info := &Info{SystemIdentifier: sys.SystemID, ServerVersion: version, Label: label, StartTime: started.UTC(),
 		Standalone: opts.Standalone, WALSegmentSize: segSize}
 
-	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts}
+	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts, t0: time.Now()}
 	// With a WAL streamer writing into this repository, PostgreSQL's wait
 	// for archive_command (which it polls once a second) is the wrong
 	// wait: the backup waits instead until the streamer has stored WAL up
@@ -109,6 +109,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
+	r.Logger().Debug("base backup stream ended", "stop_lsn", res.StopLSN.String(), "seconds", time.Since(in.t0).Seconds(), "bytes", in.w.Stats().Bytes)
 	if streaming {
 		if err := waitForStreamedWAL(ctx, r, res.StopTimeline, res.StopLSN, segSize, opts.StreamWait); err != nil {
 			info.Warnings = append(info.Warnings, err.Error())
@@ -130,6 +131,8 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		in.w.Abort()
 		return nil, err
 	}
+	commitStart := time.Now()
+	defer func() { r.Logger().Debug("base backup committed", "commit_seconds", time.Since(commitStart).Seconds()) }()
 	snap, err := in.w.Commit(ctx, repo.SnapshotInfo{
 		Kind: SnapshotKind, Label: label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta,
 	})
@@ -180,9 +183,11 @@ type ingest struct {
 	chunks chan []byte // current archive's data
 	tarErr chan error  // the tar goroutine's result
 	owner  repo.NodeMeta
+	t0     time.Time // when BASE_BACKUP was sent, for the phase timings in debug logs
 }
 
 func (in *ingest) started(start pglogrepl.LSN, tli uint32, tablespaces []Tablespace, total int64) error {
+	in.r.Logger().Debug("base backup started: checkpoint done", "start_lsn", start.String(), "seconds", time.Since(in.t0).Seconds())
 	in.info.StartLSN, in.info.Timeline, in.info.Tablespaces, in.total = start, tli, tablespaces, total
 	if in.info.Tablespaces == nil {
 		in.info.Tablespaces = []Tablespace{}
