@@ -80,6 +80,13 @@ func (v *vault) runCtx(ctx context.Context, args ...string) result {
 	v.t.Helper()
 	cmd := exec.CommandContext(ctx, pgvaultBin, args...)
 	cmd.Env = append(filteredEnv(), v.env...)
+	return runCmd(v.t, cmd, args)
+}
+
+// runCmd runs a prepared pgvault command and returns its exit code and
+// output; failing to run it at all fails the test.
+func runCmd(t testing.TB, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -88,9 +95,26 @@ func (v *vault) runCtx(ctx context.Context, args ...string) result {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		v.t.Fatalf("run pgvault %v: %v", args, err)
+		t.Fatalf("run pgvault %v: %v", args, err)
 	}
 	return result{code, out.String(), errb.String()}
+}
+
+// succeeded fails the test unless r is a success, and returns its stdout.
+func succeeded(t testing.TB, r result, args []string) string {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("pgvault %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// decodeJSON decodes a command's --output json document.
+func decodeJSON(t testing.TB, out string, into any, args []string) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), into); err != nil {
+		t.Fatalf("pgvault %v: bad JSON: %v\n%s", args, err, out)
+	}
 }
 
 // filteredEnv drops PGVAULT_* and PG* variables of the caller, so tests
@@ -109,20 +133,13 @@ func filteredEnv() []string {
 // must runs pgvault and fails the test unless it exits 0.
 func (v *vault) must(args ...string) string {
 	v.t.Helper()
-	r := v.run(args...)
-	if r.code != 0 {
-		v.t.Fatalf("pgvault %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
+	return succeeded(v.t, v.run(args...), args)
 }
 
 // json runs pgvault with --output json and decodes the document into v.
 func (v *vault) json(into any, args ...string) {
 	v.t.Helper()
-	out := v.must(append([]string{"--output", "json"}, args...)...)
-	if err := json.Unmarshal([]byte(out), into); err != nil {
-		v.t.Fatalf("pgvault %v: bad JSON: %v\n%s", args, err, out)
-	}
+	decodeJSON(v.t, v.must(append([]string{"--output", "json"}, args...)...), into, args)
 }
 
 type backupReport struct {

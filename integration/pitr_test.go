@@ -1,10 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -75,34 +72,17 @@ func (v *pitrVault) run(args ...string) result {
 	defer cancel()
 	cmd := pgtest.RunAsPostgres(ctx, pgvaultBin, args...)
 	cmd.Env = append(cmd.Env, v.env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		v.t.Fatalf("run pgvault %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
+	return runCmd(v.t, cmd, args)
 }
 
 func (v *pitrVault) must(args ...string) string {
 	v.t.Helper()
-	r := v.run(args...)
-	if r.code != 0 {
-		v.t.Fatalf("pgvault %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
+	return succeeded(v.t, v.run(args...), args)
 }
 
 func (v *pitrVault) json(into any, args ...string) {
 	v.t.Helper()
-	out := v.must(append([]string{"--output", "json"}, args...)...)
-	if err := json.Unmarshal([]byte(out), into); err != nil {
-		v.t.Fatalf("pgvault %v: bad JSON: %v\n%s", args, err, out)
-	}
+	decodeJSON(v.t, v.must(append([]string{"--output", "json"}, args...)...), into, args)
 }
 
 func (v *pitrVault) backup(c *pgtest.Cluster) backupReport {

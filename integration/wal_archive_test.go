@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -48,7 +47,7 @@ func newArchiveVault(t *testing.T) *archiveVault {
 	if err := os.WriteFile(a.pwFile, []byte(archivePassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	chownToPostgres(t, a.pwFile)
+	postgresOwns(t, a.pwFile)
 	a.must("repo", "init")
 	// Prefetchers started by wal fetch outlive it: let them finish before
 	// the folders are removed.
@@ -79,34 +78,17 @@ func (a *archiveVault) runEnv(extra []string, args ...string) result {
 	defer cancel()
 	cmd := pgtest.RunAsPostgres(ctx, pgvaultBin, args...)
 	cmd.Env = append(append(cmd.Env, a.env()...), extra...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		a.t.Fatalf("run pgvault %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
+	return runCmd(a.t, cmd, args)
 }
 
 func (a *archiveVault) must(args ...string) string {
 	a.t.Helper()
-	r := a.run(args...)
-	if r.code != 0 {
-		a.t.Fatalf("pgvault %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
+	return succeeded(a.t, a.run(args...), args)
 }
 
 func (a *archiveVault) json(into any, args ...string) {
 	a.t.Helper()
-	out := a.must(append([]string{"--output", "json"}, args...)...)
-	if err := json.Unmarshal([]byte(out), into); err != nil {
-		a.t.Fatalf("pgvault %v: bad JSON: %v\n%s", args, err, out)
-	}
+	decodeJSON(a.t, a.must(append([]string{"--output", "json"}, args...)...), into, args)
 }
 
 // fetch writes WAL file name from the repository into the vault's folder
@@ -174,24 +156,6 @@ func (a *archiveVault) openRepo() *repo.Repository {
 		a.t.Fatal(err)
 	}
 	return r
-}
-
-func chownToPostgres(t *testing.T, paths ...string) {
-	t.Helper()
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	for _, p := range paths {
-		filepath.Walk(p, func(path string, _ os.FileInfo, err error) error {
-			if err == nil {
-				os.Lchown(path, uid, gid)
-			}
-			return nil
-		})
-	}
 }
 
 // switchWAL completes the current segment and returns its name.
@@ -289,7 +253,7 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 	t.Run("push again is fine", func(t *testing.T) {
 		p := filepath.Join(tmp, first)
 		os.WriteFile(p, firstData, 0o600)
-		chownToPostgres(t, p)
+		postgresOwns(t, p)
 		if out := a.must("wal", "push", p); !strings.Contains(out, "already archived") {
 			t.Fatalf("second push: %s", out)
 		}
@@ -298,7 +262,7 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 		name := next(last, 100)
 		p := filepath.Join(tmp, name)
 		os.WriteFile(p, firstData, 0o600)
-		chownToPostgres(t, p)
+		postgresOwns(t, p)
 		r := a.run("wal", "push", p)
 		if r.code != 1 || !strings.Contains(r.stderr, "refusing to archive "+name) || !strings.Contains(r.stderr, "nothing was stored") {
 			t.Fatalf("push under the wrong name: exit %d: %s", r.code, r.stderr)
@@ -311,7 +275,7 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 		sys := c.SystemIdentifier(t)
 		p := filepath.Join(pgtest.TempDir(t), first)
 		os.WriteFile(p, wal.FakeSegment(1, wal.SegmentOf(1, startLSN, segSize).Start(segSize), segSize, sys), 0o600)
-		chownToPostgres(t, p)
+		postgresOwns(t, p)
 		r := a.run("wal", "push", p)
 		if r.code != 1 || !strings.Contains(r.stderr, "This is serious") {
 			t.Fatalf("conflicting push: exit %d: %s", r.code, r.stderr)
@@ -327,7 +291,7 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.Close()
-		chownToPostgres(t, a.repo)
+		postgresOwns(t, a.repo)
 		dest := filepath.Join(tmp, "RECOVERYXLOG")
 		res := a.run("wal", "fetch", "--prefetch", "0", name, dest)
 		if res.code != 1 || !strings.Contains(res.stderr, name) || !strings.Contains(res.stderr, "damaged") {
@@ -396,7 +360,7 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 			os.WriteFile(p, a.fetch(n), 0o600)
 			names = append(names, p)
 		}
-		chownToPostgres(t, filepath.Join(tmp, "timing"))
+		postgresOwns(t, filepath.Join(tmp, "timing"))
 		var fresh, again []float64
 		for _, p := range names {
 			var rep struct {

@@ -119,6 +119,21 @@ type bench struct {
 
 	pgbr   *pgbackrest
 	barman *barman
+
+	// firstQuery is what a started restore or instant mount must answer
+	// (wantFirst) before it counts as up; empty: SELECT 1 (TestPeers).
+	firstQuery, wantFirst string
+	// mountDetail also records when the instant mount's data directory
+	// became visible (StepMountReady; TestMountScales).
+	mountDetail bool
+}
+
+// query returns the first query to wait for after a start, and its answer.
+func (b *bench) query() (sql, want string) {
+	if b.firstQuery == "" {
+		return "SELECT 1", "1"
+	}
+	return b.firstQuery, b.wantFirst
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -144,6 +159,12 @@ func (b *bench) record(what string, cmd *exec.Cmd) {
 	if len(envs) > 0 {
 		line = strings.Join(envs, " ") + " " + line
 	}
+	b.recordLine(what, line)
+}
+
+// recordLine remembers a command line (or a description of a step) for
+// the report, once per what.
+func (b *bench) recordLine(what, line string) {
 	line = b.generalize(line)
 	if b.seen[what] {
 		return

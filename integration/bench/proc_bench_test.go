@@ -504,8 +504,9 @@ type server struct {
 }
 
 // startServer starts PostgreSQL on dir (owned by postgres, mode 0700,
-// without a live postmaster.pid) with archiving off and waits until
-// SELECT 1 answers. It returns the time from pg_ctl start to the answer.
+// without a live postmaster.pid) with archiving off and waits until the
+// first query (b.query: SELECT 1 unless set) answers. It returns the time
+// from pg_ctl start to the answer. A wrong answer is an error at once.
 func (b *bench) startServer(dir string) (*server, time.Duration, error) {
 	port, err := freePort()
 	if err != nil {
@@ -521,6 +522,9 @@ func (b *bench) startServer(dir string) (*server, time.Duration, error) {
 	defer cancel()
 	start := time.Now()
 	cmd := pgCmd(ctx, "pg_ctl", "start", "-D", dir, "-l", logFile, "-w", "-t", "600", "-o", o)
+	query, want := b.query()
+	b.recordLine("start PostgreSQL on the restored copy or the mount point (as postgres), then poll `"+query+"` every 20 ms (pgx, a new connection each time) until it answers",
+		strings.ReplaceAll(strings.Join(quoteArgs(cmd.Args), " "), fmt.Sprintf("-p %d ", port), "-p $PORT "))
 	if _, err := measure(cmd); err != nil {
 		log, _ := os.ReadFile(logFile)
 		var fatal []string
@@ -535,15 +539,21 @@ func (b *bench) startServer(dir string) (*server, time.Duration, error) {
 		if len(fatal) == 0 {
 			fatal = []string{firstLine(err)}
 		}
+		s.stop() // pg_ctl -w may give up on a server that is still starting
 		return nil, 0, fmt.Errorf("pg_ctl start failed: %s", strings.Join(fatal, "; "))
 	}
 	for {
-		v, err := sqlString(port, "SELECT 1")
-		if err == nil && v == "1" {
+		v, err := sqlString(port, query)
+		if err == nil {
+			if v != want {
+				s.stop()
+				return nil, 0, fmt.Errorf("%s on %s answered %q, want %q", query, dir, v, want)
+			}
 			break
 		}
 		if time.Since(start) > 10*time.Minute {
-			return nil, 0, fmt.Errorf("SELECT 1 on %s: %v", dir, err)
+			s.stop()
+			return nil, 0, fmt.Errorf("%s on %s: %v", query, dir, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -51,12 +51,13 @@ type Sample struct {
 	ServerCPU float64 // seconds of PostgreSQL's processes during the step
 	RSSMB     float64 // peak resident set of the tool's processes, MB
 	MB        float64 // stored, added, restored or read, MB (10^6 bytes)
+	TPS       float64 // transactions per second (pgbench runs)
 }
 
 // NewSample returns a sample with every field NaN.
 func NewSample() Sample {
 	n := math.NaN()
-	return Sample{n, n, n, n, n}
+	return Sample{Wall: n, CPU: n, ServerCPU: n, RSSMB: n, MB: n, TPS: n}
 }
 
 // Row is every run of one tool in one step.
@@ -181,6 +182,7 @@ var (
 	ServerCPU Field = func(s Sample) float64 { return s.ServerCPU }
 	RSS       Field = func(s Sample) float64 { return s.RSSMB }
 	MB        Field = func(s Sample) float64 { return s.MB }
+	TPS       Field = func(s Sample) float64 { return s.TPS }
 )
 
 // Stat summarizes one field of the row (a nil row gives an empty Stat).
