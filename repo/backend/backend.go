@@ -217,3 +217,16 @@ func IsPermanent(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, fs.ErrPermission)
 }
+
+// ListConfig lists the single config object through stat, for backends'
+// List of ConfigFile: the config has no folder of its own to list.
+func ListConfig(ctx context.Context, stat func(context.Context, Handle) (FileInfo, error), fn func(FileInfo) error) error {
+	fi, err := stat(ctx, Handle{Type: ConfigFile})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fn(fi)
+}

@@ -184,14 +184,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		return err
 	}
 	if t == backend.ConfigFile {
-		fi, err := b.Stat(ctx, backend.Handle{Type: t})
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return fn(fi)
+		return backend.ListConfig(ctx, b.Stat, fn)
 	}
 	root := filepath.Join(b.root, backend.Dir(t))
 	// Packs live one folder down (packs/ab/abcd...); WAL entries may sit one

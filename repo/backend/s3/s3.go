@@ -358,14 +358,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		return err
 	}
 	if t == backend.ConfigFile {
-		fi, err := b.Stat(ctx, backend.Handle{Type: t})
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return fn(fi)
+		return backend.ListConfig(ctx, b.Stat, fn)
 	}
 	dir := b.prefix + backend.Dir(t) + "/"
 	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{

@@ -706,14 +706,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		return err
 	}
 	if t == backend.ConfigFile {
-		fi, err := b.Stat(ctx, backend.Handle{Type: t})
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return fn(fi)
+		return backend.ListConfig(ctx, b.Stat, fn)
 	}
 	// Read the listing first, then call fn outside the connection's
 	// goroutine, so fn may call the backend and its errors stop the walk.
