@@ -90,7 +90,14 @@ func testSnapshotOn(t testing.TB, tree *testTree) (*repo.Repository, *repo.Snaps
 // openTestOverlay opens an overlay of s in scratch.
 func openTestOverlay(t testing.TB, r *repo.Repository, s *repo.Snapshot, scratch string) *Overlay {
 	t.Helper()
-	ov, err := OpenOverlay(context.Background(), r, s, OverlayOptions{Scratch: scratch, Owner: Owner{UID: 1000, GID: 1001}})
+	return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch})
+}
+
+// openTestOverlayWith opens an overlay with opts (owner 1000:1001).
+func openTestOverlayWith(t testing.TB, r *repo.Repository, s *repo.Snapshot, opts OverlayOptions) *Overlay {
+	t.Helper()
+	opts.Owner = Owner{UID: 1000, GID: 1001}
+	ov, err := OpenOverlay(context.Background(), r, s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +108,7 @@ func openTestOverlay(t testing.TB, r *repo.Repository, s *repo.Snapshot, scratch
 // compaction; only what was written to files survives (the page cache
 // keeps it).
 func (ov *Overlay) crash() {
+	ov.stopCopyOnRead()
 	for _, n := range ov.fileNodes() {
 		if n.file.upper != nil {
 			n.file.upper.Close()

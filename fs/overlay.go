@@ -58,6 +58,9 @@ type OverlayOptions struct {
 	// Prefetcher, if set, reads ahead of sequential readers of snapshot
 	// content.
 	Prefetcher *Prefetcher
+	// CopyOnRead caps the bytes of snapshot content that reads copy into
+	// the scratch folder (see copyonread.go); 0 turns it off.
+	CopyOnRead int64
 	// Logger receives warnings and read errors; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -99,7 +102,8 @@ type Overlay struct {
 	nextIno uint64
 	doomed  []*onode // removed files whose upper file goes at the next journal sync
 
-	j *journal
+	j   *journal
+	cor *copyOnRead
 
 	baseRead    atomic.Int64 // bytes read from the snapshot
 	upperRead   atomic.Int64
@@ -164,7 +168,7 @@ func OpenOverlay(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, o
 	ov := &Overlay{
 		r: r, snap: snap, dir: dir, upperDir: filepath.Join(dir, scratchUpper), owner: opts.Owner,
 		pf: opts.Prefetcher, log: opts.Logger, now: opts.Now, lock: lock,
-		nodes: map[uint64]*onode{}, nextIno: overlayInoBase,
+		nodes: map[uint64]*onode{}, nextIno: overlayInoBase, cor: newCopyOnRead(opts.CopyOnRead),
 	}
 	if ov.log == nil {
 		ov.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -1003,6 +1007,7 @@ type Stats struct {
 	BytesWritten   int64  `json:"bytes_written"`
 	ReadErrors     int64  `json:"read_errors"`
 	FirstReadError string `json:"first_read_error,omitempty"`
+	CopiedOnRead   int64  `json:"copied_on_read"` // snapshot bytes reads copied into the scratch folder
 	JournalRecords int64  `json:"journal_records"`
 	JournalBytes   int64  `json:"journal_bytes"`
 	Compactions    int64  `json:"compactions"`
@@ -1017,7 +1022,7 @@ func (ov *Overlay) Stats() Stats {
 	recs, size := ov.j.records, ov.j.size
 	ov.j.mu.Unlock()
 	return Stats{BaseBytesRead: ov.baseRead.Load(), UpperBytesRead: ov.upperRead.Load(), BytesWritten: ov.written.Load(),
-		ReadErrors: ov.readErrors.Load(), FirstReadError: first, JournalRecords: recs, JournalBytes: size,
+		CopiedOnRead: ov.cor.filled.Load(), ReadErrors: ov.readErrors.Load(), FirstReadError: first, JournalRecords: recs, JournalBytes: size,
 		Compactions: ov.compactions.Load()}
 }
 
@@ -1105,6 +1110,7 @@ func (ov *Overlay) Compact(ctx context.Context) error {
 func (ov *Overlay) Close(ctx context.Context) error {
 	var err error
 	ov.closeOnce.Do(func() {
+		ov.stopCopyOnRead()
 		err = ov.Sync(ctx)
 		if err == nil {
 			err = ov.Compact(ctx)

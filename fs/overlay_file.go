@@ -147,8 +147,9 @@ func (ov *Overlay) baseFile(ctx context.Context, n *onode) (*repo.File, error) {
 	return bf, nil
 }
 
-// readBaseRange reads snapshot bytes [off, off+len(dst)) of n.
-func (ov *Overlay) readBaseRange(ctx context.Context, n *onode, dst []byte, off int64, ra *readahead) error {
+// readBaseRange reads snapshot bytes [off, off+len(dst)) of n, and adds
+// the chunks it read to fr (if not nil).
+func (ov *Overlay) readBaseRange(ctx context.Context, n *onode, dst []byte, off int64, ra *readahead, fr *fetchedRange) error {
 	if len(dst) == 0 {
 		return nil
 	}
@@ -164,6 +165,9 @@ func (ov *Overlay) readBaseRange(ctx context.Context, n *onode, dst []byte, off 
 			ov.log.Error("read from the repository failed", "file", n.basePath, "offset", off, "length", len(dst), "err", err)
 		}
 		return err
+	}
+	if fr != nil {
+		fr.add(bf, off, off+int64(len(dst)))
 	}
 	return nil
 }
@@ -214,7 +218,36 @@ func preadFull(u *os.File, dst []byte, off int64) error {
 }
 
 // read reads up to len(dst) bytes at off; it returns 0 at or past the end.
+// Snapshot chunks it fetched are then copied into the overlay
+// (copy-on-read).
 func (ov *Overlay) read(ctx context.Context, n *onode, dst []byte, off int64, ra *readahead) (int, error) {
+	var fr fetchedRange
+	got, err := ov.readLocked(ctx, n, dst, off, ra, &fr)
+	if err == nil && fr.bf != nil {
+		ov.fetched(n, fr.bf, fr.first, fr.last)
+	}
+	return got, err
+}
+
+// fetchedRange is the span of snapshot chunks a read served.
+type fetchedRange struct {
+	bf          *repo.File
+	first, last int
+}
+
+func (fr *fetchedRange) add(bf *repo.File, off, end int64) {
+	if end <= off {
+		return
+	}
+	first, last := bf.ChunkAt(off), bf.ChunkAt(end-1)
+	if fr.bf == nil {
+		fr.bf, fr.first, fr.last = bf, first, last
+		return
+	}
+	fr.first, fr.last = min(fr.first, first), max(fr.last, last)
+}
+
+func (ov *Overlay) readLocked(ctx context.Context, n *onode, dst []byte, off int64, ra *readahead, fr *fetchedRange) (int, error) {
 	f := n.file
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -250,7 +283,7 @@ func (ov *Overlay) read(ctx context.Context, n *onode, dst []byte, off int64, ra
 			ov.upperRead.Add(int64(len(seg)))
 		} else {
 			baseEnd := max(pos, min(runEnd, f.baseLimit))
-			if err := ov.readBaseRange(ctx, n, seg[:baseEnd-pos], pos, ra); err != nil {
+			if err := ov.readBaseRange(ctx, n, seg[:baseEnd-pos], pos, ra, fr); err != nil {
 				return 0, err
 			}
 			clear(seg[baseEnd-pos:])
@@ -268,7 +301,7 @@ func (ov *Overlay) blockImageLocked(ctx context.Context, n *onode, b int64) ([]b
 	start := b * ov.bs
 	if start < f.baseLimit {
 		upto := min(start+ov.bs, f.baseLimit)
-		if err := ov.readBaseRange(ctx, n, img[:upto-start], start, nil); err != nil {
+		if err := ov.readBaseRange(ctx, n, img[:upto-start], start, nil, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -539,25 +572,9 @@ func (ov *Overlay) hydrateRun(ctx context.Context, n *onode, limit int64) (int64
 	if f.local {
 		return 0, true, nil
 	}
-	if err := ov.openUpperLocked(n); err != nil {
-		return 0, false, err
+	copied, err := ov.storeBaseLocked(n, first, buf)
+	if err != nil {
+		return copied, false, fmt.Errorf("write overlay upper file: %w", err)
 	}
-	var copied int64
-	nb = ceilDiv(f.size, bs)
-	for b := first; b <= last && b < nb; b++ {
-		if f.present.has(b) {
-			continue // written meanwhile
-		}
-		img := buf[(b-first)*bs : (b-first+1)*bs]
-		if lim := f.baseLimit - b*bs; lim < bs {
-			clear(img[max(lim, 0):]) // truncated meanwhile
-		}
-		if _, err := f.upper.WriteAt(img, b*bs); err != nil {
-			return copied, false, fmt.Errorf("write overlay upper file: %w", err)
-		}
-		f.present.set(b)
-		f.dirty.set(b)
-		copied += bs
-	}
-	return copied, f.present.allBelow(nb), nil
+	return copied, f.present.allBelow(ceilDiv(f.size, bs)), nil
 }

@@ -428,11 +428,26 @@ func TestPrepare(t *testing.T) {
 // in-memory model of the tree, remounting (cleanly or after a crash
 // following a full sync) now and then; the two must always agree.
 func TestOverlayModel(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		copyOnRead int64
+	}{{"plain", 0}, {"copy-on-read", 1 << 30}} {
+		t.Run(tc.name, func(t *testing.T) { testOverlayModel(t, tc.copyOnRead) })
+	}
+}
+
+// testOverlayModel applies random operations to an overlay and to a model
+// of its files and compares them. With copy-on-read, fills run in the
+// background between (and during) the writes, truncations and remounts.
+func testOverlayModel(t *testing.T, copyOnRead int64) {
 	tree := sampleTree()
 	r, s := testSnapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
-	ov := openTestOverlay(t, r, s, scratch)
+	open := func() *Overlay {
+		return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch, CopyOnRead: copyOnRead})
+	}
+	ov := open()
 	defer func() { ov.Close(ctx) }()
 	model := map[string][]byte{}
 	for p, b := range tree.files {
@@ -508,13 +523,25 @@ func TestOverlayModel(t *testing.T) {
 			} else if err := ov.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			ov = openTestOverlay(t, r, s, scratch)
-		case op == 9: // hydrate one file a little
+			ov = open()
+		case op == 9 && rng.Intn(2) == 0: // hydrate one file a little
 			n := mustNode(t, ov, p)
 			if n.base != nil {
 				if _, _, err := ov.hydrateRun(ctx, n, 16384); err != nil {
 					t.Fatal(err)
 				}
+			}
+		case op == 9: // read a range (with copy-on-read, this fills)
+			n := mustNode(t, ov, p)
+			size := int64(len(model[p]))
+			off := rng.Int63n(size + 1)
+			buf := make([]byte, rng.Int63n(size-off+1))
+			got, err := ov.read(ctx, n, buf, off, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf[:got], model[p][off:off+int64(got)]) || got != len(buf) {
+				t.Fatalf("step %d: read of %s at %d differs from the model", step, p, off)
 			}
 		}
 		if step%25 == 0 || step == 599 {
@@ -525,6 +552,77 @@ func TestOverlayModel(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestCopyOnRead(t *testing.T) {
+	tree := sampleTree()
+	r, s := testSnapshot(t, tree)
+	ctx := context.Background()
+	const p = "base/1/16384" // 300 KiB + 100: three fixed chunks
+	want := append([]byte(nil), tree.files[p]...)
+	copy(want[20000:], "mine")
+
+	t.Run("fills, completes and survives a remount", func(t *testing.T) {
+		scratch := t.TempDir()
+		ov := openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch, CopyOnRead: 1 << 30})
+		n := mustNode(t, ov, p)
+		if _, err := ov.write(ctx, n, []byte("mine"), 20000); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
+			t.Fatal("first read")
+		}
+		ov.cor.wg.Wait()
+		st := ov.Stats()
+		if st.CopiedOnRead < int64(len(want))-8192 {
+			t.Fatalf("copied %d bytes on read, want about %d", st.CopiedOnRead, len(want))
+		}
+		if !n.file.local {
+			t.Fatal("a file read whole did not become local")
+		}
+		if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
+			t.Fatal("copy-on-read overwrote a write")
+		}
+		if ov.Stats().BaseBytesRead != st.BaseBytesRead {
+			t.Fatal("a re-read went to the repository")
+		}
+		if err := ov.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ov = openTestOverlay(t, r, s, scratch)
+		defer ov.Close(ctx)
+		if !mustNode(t, ov, p).file.local {
+			t.Fatal("local state lost across remount")
+		}
+		if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
+			t.Fatal("content after remount")
+		}
+	})
+
+	t.Run("stops at the limit", func(t *testing.T) {
+		ov := openTestOverlayWith(t, r, s, OverlayOptions{Scratch: t.TempDir(), CopyOnRead: 1})
+		defer ov.Close(ctx)
+		mustRead(t, ov, p)
+		ov.cor.wg.Wait()
+		mustRead(t, ov, p)
+		ov.cor.wg.Wait()
+		if got := ov.Stats().CopiedOnRead; got == 0 || got > 128<<10 {
+			t.Fatalf("copied %d bytes with a 1-byte limit: want one chunk at most", got)
+		}
+		if mustNode(t, ov, p).file.local {
+			t.Fatal("file became local past the limit")
+		}
+	})
+
+	t.Run("off", func(t *testing.T) {
+		ov := openTestOverlay(t, r, s, t.TempDir())
+		defer ov.Close(ctx)
+		mustRead(t, ov, p)
+		ov.cor.wg.Wait()
+		if got := ov.Stats().CopiedOnRead; got != 0 {
+			t.Fatalf("copied %d bytes with copy-on-read off", got)
+		}
+	})
 }
 
 func TestHydrate(t *testing.T) {

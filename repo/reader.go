@@ -156,6 +156,20 @@ func (f *File) ChunkAt(off int64) int {
 // ChunkOffset is where chunk i starts.
 func (f *File) ChunkOffset(i int) int64 { return f.offsets[i] }
 
+// CachedChunk returns chunk i's content if the blob cache holds it (and
+// it has the size the chunk list says), without loading anything. The
+// slice is shared with the cache: do not modify it.
+func (f *File) CachedChunk(i int) ([]byte, bool) {
+	if i < 0 || i >= len(f.chunks) {
+		return nil, false
+	}
+	data, ok := f.r.CachedBlob(f.chunks[i].ID)
+	if !ok || len(data) != int(f.chunks[i].Size) {
+		return nil, false
+	}
+	return data, true
+}
+
 // ReadAtContext reads len(p) bytes at off, as io.ReaderAt does.
 func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {

@@ -302,6 +302,12 @@ func (r *Repository) LoadBlob(ctx context.Context, id chunk.ID) ([]byte, error) 
 	return r.cache.get(ctx, id, func() ([]byte, error) { return r.loadBlob(ctx, id, nil) })
 }
 
+// CachedBlob returns a blob's plaintext if the cache holds it, without
+// loading anything. The slice is shared with the cache: do not modify it.
+func (r *Repository) CachedBlob(id chunk.ID) ([]byte, bool) {
+	return r.cache.peek(id)
+}
+
 // ReadBlob returns a blob's plaintext in dst (reused when large enough)
 // without adding it to the cache: for reads that touch every chunk once
 // (restore, verify), which would only evict what interactive readers need.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +30,7 @@ type mountOptions struct {
 	scratch      string
 	owner        string
 	cacheSize    string
+	copyOnRead   string
 	hydrate      bool
 	hydrateRate  string
 	passthrough  bool
@@ -64,7 +66,9 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "timeline", Destination: &o.target.timeline, Value: "latest", Usage: "timeline to recover along: `latest`, current or an ID"},
 			&cli.BoolFlag{Name: "no-recovery-config", Destination: &o.noRecovery, Usage: "instant mode: write no recovery.signal or restore_command"},
 			&cli.BoolFlag{Name: "keep-archive-mode", Destination: &o.keepArchive, Usage: "instant mode: keep the backup's archive_mode (by default it is turned off so the copy never archives into the original's archive)"},
-			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "512MiB", Usage: "`SIZE` of the in-memory chunk cache"},
+			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "128MiB", Usage: "`SIZE` of the in-memory chunk cache"},
+			&cli.StringFlag{Name: "copy-on-read", Destination: &o.copyOnRead, Value: "16GiB",
+				Usage: "instant mode: keep up to `SIZE` of what reads fetch from the repository in --scratch, so a re-read is local (0: off; stops early while the scratch file system has less than 10% or 1 GiB free)"},
 			&cli.IntFlag{Name: "prefetch", Destination: &o.prefetch, Value: 16, Usage: "`N` chunks read ahead of a sequential reader (0: off)"},
 			&cli.IntFlag{Name: "readahead", Destination: &o.readahead, Value: 1024, Usage: "kernel readahead in `KiB` (read_ahead_kb of the mount)"},
 			&cli.BoolFlag{Name: "hydrate", Destination: &o.hydrate, Usage: "instant mode: copy the whole backup into the overlay in the background, so it converges to local-disk speed"},
@@ -108,9 +112,20 @@ func parseByteSize(s string) (int64, error) {
 }
 
 // openRepoCache opens the repository with a chunk cache of the given size.
+// The cache is most of such a process's live memory, and Go's collector
+// lets the heap grow to twice what is live: a soft memory limit of the
+// cache plus cacheHeadroom keeps the process near its --cache-size
+// instead (GOMEMLIMIT, when set, wins).
 func (e *env) openRepoCache(ctx context.Context, cacheSize int64) (*repo.Repository, error) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cacheSize + cacheHeadroom)
+	}
 	return e.openWith(ctx, repo.Options{CacheSize: cacheSize})
 }
+
+// cacheHeadroom is the memory a mount or verify needs besides its chunk
+// cache: FUSE request buffers, decoders, the index and the tree.
+const cacheHeadroom = 128 << 20
 
 type mountReport struct {
 	Mountpoint  string              `json:"mountpoint"`
@@ -134,6 +149,10 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	cacheSize, err := parseByteSize(o.cacheSize)
 	if err != nil {
 		return usagef("--cache-size: %v", err)
+	}
+	copyOnRead, err := parseByteSize(o.copyOnRead)
+	if err != nil {
+		return usagef("--copy-on-read: %v", err)
 	}
 	var hydrateRate int64
 	if o.hydrateRate != "" {
@@ -236,7 +255,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 		rc.RestoreCommand = pgfs.WALRestoreCommand(mnt)
 		prepare.Recovery = &rc
 	}
-	ov, err := pgfs.OpenOverlay(ctx, r, s, pgfs.OverlayOptions{Scratch: o.scratch, Owner: prepare.Owner, Prefetcher: pf, Logger: e.log})
+	ov, err := pgfs.OpenOverlay(ctx, r, s, pgfs.OverlayOptions{Scratch: o.scratch, Owner: prepare.Owner, Prefetcher: pf, CopyOnRead: copyOnRead, Logger: e.log})
 	if err != nil {
 		return err
 	}
@@ -290,7 +309,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 		err = cerr
 	}
 	st := ov.Stats()
-	e.log.Info("unmounted", "mountpoint", mnt, "base_bytes_read", st.BaseBytesRead, "bytes_written", st.BytesWritten, "read_errors", st.ReadErrors)
+	e.log.Info("unmounted", "mountpoint", mnt, "base_bytes_read", st.BaseBytesRead, "copied_on_read", st.CopiedOnRead, "bytes_written", st.BytesWritten, "read_errors", st.ReadErrors)
 	return err
 }
 

@@ -50,7 +50,7 @@ func verifyCommand() *cli.Command {
 			&cli.StringFlag{Name: "db-user", Destination: &o.dbUser, Usage: "database `ROLE` to connect as (default: --owner)"},
 			&cli.StringFlag{Name: "amcheck", Destination: &o.amcheck, Value: "on", Usage: "pg_amcheck `MODE`: on (heap and B-tree structure), full (also --heapallindexed) or off"},
 			&cli.DurationFlag{Name: "timeout", Destination: &o.timeout, Value: 10 * time.Minute, Usage: "give up if PostgreSQL has not recovered after this `LONG`"},
-			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "256MiB", Usage: "`SIZE` of the in-memory chunk cache"},
+			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "128MiB", Usage: "`SIZE` of the in-memory chunk cache"},
 			&cli.BoolFlag{Name: "keep", Destination: &o.keep, Usage: "with --boot: keep the temporary folders (overlay, server log)"},
 			&cli.StringSliceFlag{Name: "pg-setting", Destination: &settings, Usage: "with --boot: extra server `NAME=VALUE` (e.g. shared_buffers=128MB), repeatable"},
 			&cli.StringFlag{Name: "to", Destination: &o.target.toTime, Usage: "verify recovery to `TIME`"},
