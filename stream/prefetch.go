@@ -166,6 +166,7 @@ func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []st
 var errSpoolWrite = errors.New("cannot write the spool")
 
 func prefetchOne(ctx context.Context, r *repo.Repository, s *Spool, name string) (int64, error) {
+	defer s.startFetching(name)()
 	data, _, err := r.LoadWAL(ctx, timelineOf(name), name)
 	if err != nil {
 		return 0, err

@@ -121,6 +121,45 @@ func (s *Spool) Has(name string) bool {
 	return err == nil
 }
 
+// fetchingName is the marker a prefetcher keeps while it downloads
+// segment name; like a temporary file, Clean removes one left behind.
+func fetchingName(name string) string { return "." + name + ".tmp-fetching" }
+
+// startFetching marks segment name as being downloaded by the prefetcher;
+// the returned func removes the mark.
+func (s *Spool) startFetching(name string) func() {
+	p := s.path(fetchingName(name))
+	if f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	return func() { os.Remove(p) }
+}
+
+// Fetching reports whether the prefetcher is downloading segment name.
+func (s *Spool) Fetching(name string) bool {
+	_, err := os.Lstat(s.path(fetchingName(name)))
+	return err == nil
+}
+
+// Await waits, up to limit, for a segment the running prefetcher is
+// downloading: it reports whether the segment is spooled by then. It
+// returns at once when the prefetcher is not downloading it, and stops
+// waiting as soon as it no longer is (done, failed or gone), so recovery
+// never waits for a download that will not come and never downloads a
+// segment twice.
+func (s *Spool) Await(name string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if s.Has(name) {
+			return true
+		}
+		if !s.Fetching(name) || !s.PrefetchRunning() || time.Now().After(deadline) {
+			return s.Has(name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Put spools segment name (already verified by the caller).
 func (s *Spool) Put(name string, data []byte) error {
 	if wal.Classify(name) != wal.KindSegment {

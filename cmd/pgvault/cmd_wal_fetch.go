@@ -20,6 +20,10 @@ import (
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
+// prefetchAwait bounds the wait for a segment the prefetcher is
+// downloading; past it, wal fetch downloads the segment itself.
+const prefetchAwait = 10 * time.Second
+
 // spoolMaxAge is how long a prefetched segment may wait in the spool.
 const spoolMaxAge = 30 * time.Minute
 
@@ -87,6 +91,9 @@ func runWALFetch(ctx context.Context, e *env, name, dest string, o walFetchOptio
 		spool = e.walSpool(id)
 	}
 	if spool != nil {
+		// A segment the prefetcher is downloading right now comes sooner
+		// from there than from a second download beside it.
+		spool.Await(name, prefetchAwait)
 		res, ok, err := spool.Take(name, dest)
 		if err != nil {
 			be.Close()
