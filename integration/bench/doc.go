@@ -20,6 +20,24 @@
 //	BENCH_BARMAN=0         leave barman out
 //	BENCH_NOTE             a remark about this run, printed at the top of the section
 //
+// TestMountScales, in the same package, is the instant-restore
+// benchmark: at every pgbench scale of MOUNT_SCALES it measures the time
+// to first query (`SELECT count(*) FROM pgbench_branches`) from an
+// instant mount against `pgbackrest restore` and `pgvault restore` plus
+// start, a cold read of the whole backup through the browse mount against
+// restore throughput and `restic mount`, and `pgbench -S` on the instant
+// mount against the original cluster. It writes the section "mount-bench"
+// of docs/benchmarks.md; .ci/bench runs it after TestPeers:
+//
+//	MOUNT_SCALES="10 30" COUNT=1 go test -tags bench -run TestMountScales -timeout 4h -v ./integration/bench/
+//
+//	MOUNT_SCALES           pgbench scales (default "100 300"; "10 30" for a quick run)
+//	COUNT                  rounds per scale (default 3)
+//	MOUNT_PGBENCH_SECONDS  pgbench -S -c 2 -T of the measured run (default 20)
+//	MOUNT_WARMUP_SECONDS   pgbench -S -c 2 -T of the warm-up run before it (default 20)
+//	BENCH_DOC, BENCH_NOTE  as above
+//	BENCH_MOUNT=0          (.ci/bench) skip it
+//
 // Each round creates new repositories for every tool and runs the tools
 // in a rotated order, so machine drift (other work on the host, cache
 // state) hits all of them alike. Every process the benchmark starts in

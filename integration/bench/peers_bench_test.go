@@ -153,7 +153,8 @@ func (b *bench) record(what string, cmd *exec.Cmd) {
 	var envs []string
 	for _, kv := range cmd.Env {
 		if strings.HasPrefix(kv, "PGVAULT_") || strings.HasPrefix(kv, "RESTIC_") {
-			envs = append(envs, kv)
+			k, v, _ := strings.Cut(kv, "=")
+			envs = append(envs, k+"="+quoteArgs([]string{v})[0])
 		}
 	}
 	if len(envs) > 0 {

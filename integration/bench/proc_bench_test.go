@@ -30,7 +30,7 @@ import (
 
 // ledgerDir holds one file per running benchmark process (named by its
 // pid), one line per resource: "server DATADIR", "pgid PID COMM",
-// "mount DIR".
+// "mount DIR", "dir DIR" (a temporary folder to remove).
 func ledgerDir() string { return filepath.Join(os.TempDir(), "pgvault-bench-ledger") }
 
 type ledger struct {
@@ -71,7 +71,7 @@ func reapLedgers() []string {
 			continue
 		}
 		data, _ := os.ReadFile(file)
-		var servers, groups, mounts []string
+		var servers, groups, mounts, dirs []string
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			kind, value, _ := strings.Cut(sc.Text(), " ")
@@ -82,6 +82,8 @@ func reapLedgers() []string {
 				groups = append(groups, value)
 			case "mount":
 				mounts = append(mounts, value)
+			case "dir":
+				dirs = append(dirs, value)
 			}
 		}
 		for _, dir := range servers {
@@ -119,6 +121,15 @@ func reapLedgers() []string {
 			if isMounted(m) {
 				exec.Command("umount", "-l", m).Run()
 				did = append(did, "unmounted "+m)
+			}
+		}
+		for _, d := range dirs {
+			// Only the temporary folders we made (never a mount point).
+			if !strings.HasPrefix(d, os.TempDir()+"/") || isMounted(d) {
+				continue
+			}
+			if _, err := os.Stat(d); err == nil && os.RemoveAll(d) == nil {
+				did = append(did, "removed "+d)
 			}
 		}
 		os.Remove(file)
@@ -421,7 +432,7 @@ func treeMB(dir string) float64 {
 }
 
 // readTree reads every regular file below dir sequentially, as cat would,
-// and returns the bytes read.
+// with 1 MiB read calls, and returns the bytes read.
 func readTree(dir string) (int64, error) {
 	buf := make([]byte, 1<<20)
 	var n int64
@@ -437,12 +448,19 @@ func readTree(dir string) (int64, error) {
 			return err
 		}
 		defer f.Close()
-		m, err := io.CopyBuffer(io.Discard, f, buf)
-		n += m
-		if err != nil {
-			return fmt.Errorf("read %s: %w", p, err)
+		// A plain read loop: io.CopyBuffer into io.Discard would ignore
+		// buf (*os.File has WriteTo, io.Discard ReadFrom) and read 8 KiB
+		// at a time.
+		for {
+			m, err := f.Read(buf)
+			n += int64(m)
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", p, err)
+			}
 		}
-		return nil
 	})
 	return n, err
 }

@@ -17,12 +17,13 @@ const (
 	StepMountSeen  = "mount: snapshot visible"
 	StepMountRead  = "mount: cold read of all files"
 	StepWALPush    = "WAL: archive one segment"
+	StepWALFetch   = "WAL: fetch one segment in a row of them"
 	StepWALStream  = "WAL: stream under pgbench"
 )
 
 // StepOrder is the order of steps in the table and the chart.
 var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepRestore, StepStart,
-	StepFirstQuery, StepMountSeen, StepMountRead, StepWALPush, StepWALStream}
+	StepFirstQuery, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream}
 
 // Tool names.
 const (
@@ -32,14 +33,17 @@ const (
 	// archive_command = /bin/true, as pg_basebackup runs (the backup then
 	// does not wait for its last WAL segment to be pushed).
 	ToolPgvaultNoArchive = "pgvault, no archive wait"
-	ToolBasebackup       = "pg_basebackup"
-	ToolPgbackrest       = "pgbackrest"
-	ToolRestic           = "restic"
-	ToolBarman           = "barman"
+	// ToolPgvaultNoPrefetch is pgvault's wal fetch with its prefetching
+	// spool off (--prefetch 0).
+	ToolPgvaultNoPrefetch = "pgvault, no prefetch"
+	ToolBasebackup        = "pg_basebackup"
+	ToolPgbackrest        = "pgbackrest"
+	ToolRestic            = "restic"
+	ToolBarman            = "barman"
 )
 
 // ToolOrder is the order of tools within a step.
-var ToolOrder = []string{ToolPgvault, ToolPgvaultNoArchive, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
+var ToolOrder = []string{ToolPgvault, ToolPgvaultNoArchive, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
 
 // IsPgvault reports whether tool is one of pgvault's ways of doing a step.
 func IsPgvault(tool string) bool { return strings.HasPrefix(tool, "pgvault") }

@@ -35,9 +35,12 @@ func (b *bench) fail(step, tool string, err error) {
 	b.res.Fail(step, tool, oneLine(err))
 }
 
-// rootDir makes a new root-only folder, removed at the end.
+// rootDir makes a new root-only folder, removed at the end (or by the
+// next run's reapLedgers if this one is killed).
 func (b *bench) rootDir(name string) string {
-	dir, err := os.MkdirTemp(b.t.TempDir(), name+"-")
+	parent := b.t.TempDir()
+	b.led.add("dir", filepath.Dir(parent)) // the test's whole TempDir root
+	dir, err := os.MkdirTemp(parent, name+"-")
 	if err != nil {
 		b.t.Fatal(err)
 	}

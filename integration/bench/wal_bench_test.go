@@ -106,6 +106,65 @@ func (b *bench) walPush() {
 		st := b.res.Get(StepWALPush, tool).Stat(Wall)
 		b.logf("WAL push %s: median %.3fs per segment", tool, st.Median)
 	}
+	b.walFetch(pv, segs)
+}
+
+// walFetch fetches the pushed segments one after another, as recovery's
+// restore_command does, with pgvault's prefetching spool, without it, and
+// with pgbackrest archive-get; each run starts with an empty cache. The
+// figure is the run's wall time divided by the number of segments.
+func (b *bench) walFetch(pv *pgvaultRepo, segs []string) {
+	dest := filepath.Join(b.work, "walfetch")
+	for round := range b.cfg.count {
+		for _, tool := range rotate([]string{ToolPgvault, ToolPgvaultNoPrefetch, ToolPgbackrest}, round) {
+			if tool == ToolPgbackrest && b.pgbr.why != "" {
+				b.fail(StepWALFetch, tool, fmt.Errorf("%s", b.pgbr.why))
+				continue
+			}
+			os.RemoveAll(dest)
+			os.Mkdir(dest, 0o700)
+			ownByPostgres(b.t, dest)
+			cache := filepath.Join(dest, "cache")
+			var total usage
+			var err error
+			for _, seg := range segs {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				var cmd = pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+b.pgbr.conf, "--stanza=bench", "archive-get", seg, filepath.Join(dest, seg))
+				if tool != ToolPgbackrest {
+					prefetch := "8"
+					if tool == ToolPgvaultNoPrefetch {
+						prefetch = "0"
+					}
+					cmd = pgCmd(ctx, pgvaultBin, "wal", "fetch", "--prefetch", prefetch, seg, filepath.Join(dest, seg))
+					cmd.Env = append(cmd.Env, "PGVAULT_REPO="+pv.repo, "PGVAULT_PASSWORD_FILE="+pv.pw, "PGVAULT_CACHE_DIR="+cache)
+				}
+				if round == 0 && seg == segs[0] {
+					b.record(tool+": fetch one segment (as postgres, as restore_command runs it)", cmd)
+				}
+				var u usage
+				u, err = measure(cmd)
+				cancel()
+				if err != nil {
+					break
+				}
+				total.Wall += u.Wall
+				total.User += u.User
+				total.Sys += u.Sys
+				total.MaxRSSMB = max(total.MaxRSSMB, u.MaxRSSMB)
+			}
+			if err != nil {
+				b.fail(StepWALFetch, tool, err)
+				continue
+			}
+			n := time.Duration(len(segs))
+			total.Wall, total.User, total.Sys = total.Wall/n, total.User/n, total.Sys/n
+			b.res.Add(StepWALFetch, tool, sampleOf(total, NaN(), 16.777216))
+		}
+	}
+	os.RemoveAll(dest)
+	for _, tool := range []string{ToolPgvault, ToolPgvaultNoPrefetch, ToolPgbackrest} {
+		b.logf("WAL fetch %s: median %.3fs per segment", tool, b.res.Get(StepWALFetch, tool).Stat(Wall).Median)
+	}
 }
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+)`)
