@@ -120,11 +120,21 @@ func ParseKeyFile(data []byte) (*keyFile, error) {
 	return &kf, nil
 }
 
-// unwrap returns the master key, or ErrWrongPassword.
-func (kf *keyFile) unwrap(password []byte) (*masterKey, error) {
+// kek derives the key-encryption key from password (nil for a key file
+// without KDF).
+func (kf *keyFile) kek(password []byte) []byte {
+	if kf.KDF != "argon2id" {
+		return nil
+	}
+	return deriveKey(password, kf.Salt, kf.Params)
+}
+
+// open returns the master key using kek, the key derived from the
+// password (nil for a key file without KDF), or ErrWrongPassword.
+func (kf *keyFile) open(kek []byte) (*masterKey, error) {
 	plain := kf.Data
 	if kf.KDF == "argon2id" {
-		aead, err := keyAEAD(deriveKey(password, kf.Salt, kf.Params))
+		aead, err := keyAEAD(kek)
 		if err != nil {
 			return nil, err
 		}
@@ -163,7 +173,9 @@ func saveKey(ctx context.Context, be backend.Backend, kf *keyFile) (string, erro
 
 // findKey tries every key file with password. Key files are few (one per
 // password), so they are tried one by one; the KDF dominates.
-func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted bool) (*masterKey, error) {
+// A cached key-encryption key (kc, for repository repoID) is tried before
+// the KDF runs, and a derived one that opened a key file is cached.
+func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted bool, repoID string, kc KeyCache) (*masterKey, error) {
 	var names []string
 	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
@@ -192,8 +204,19 @@ func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted
 		if (kf.KDF == "none") == encrypted {
 			continue
 		}
-		m, err := kf.unwrap(password)
+		if kc != nil && kf.KDF == "argon2id" {
+			if kek, ok := kc.Get(repoID, name); ok {
+				if m, err := kf.open(kek); err == nil {
+					return m, nil
+				}
+			}
+		}
+		kek := kf.kek(password)
+		m, err := kf.open(kek)
 		if err == nil {
+			if kc != nil && kek != nil {
+				kc.Put(repoID, name, kek)
+			}
 			return m, nil
 		}
 		if !errors.Is(err, ErrWrongPassword) {

@@ -45,6 +45,9 @@ type Options struct {
 	// reuses only blobs this process stored within ReuseWindow, never
 	// other blobs of the repository, which prune may be deleting.
 	ConcurrentWriter bool
+	// KeyCache, if set, keeps the key derived from the password (see
+	// KeyCache); nil runs the KDF at every open.
+	KeyCache KeyCache
 	// ReuseWindow bounds how old an own blob a concurrent writer reuses;
 	// 0 means DefaultReuseWindow. It must stay well below prune's grace.
 	ReuseWindow time.Duration
@@ -189,7 +192,7 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("repository at %s: %w", be.Location(), err)
 	}
-	master, err := findKey(ctx, be, password, cfg.Encrypted())
+	master, err := findKey(ctx, be, password, cfg.Encrypted(), cfg.ID, opts.KeyCache)
 	if err != nil {
 		return nil, err
 	}

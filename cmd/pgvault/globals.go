@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -30,6 +31,8 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"PGVAULT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"PGVAULT_CACHE_DIR"},
 			Usage: "local cache `DIR` (index tables); default $XDG_CACHE_HOME/pgvault"},
+		&cli.BoolFlag{Name: "no-key-cache", EnvVars: []string{"PGVAULT_NO_KEY_CACHE"},
+			Usage: "do not keep the key derived from --password-file in the cache folder (every command then runs the KDF, ~40 ms or more)"},
 		&cli.IntFlag{Name: "compression-level", Value: chunk.DefaultLevel, Usage: "zstd `LEVEL` for new data (1 fastest .. 19 smallest)"},
 		&cli.StringFlag{Name: "pg", EnvVars: []string{"PGVAULT_PG"},
 			Usage: "PostgreSQL `CONNINFO` (\"host=... port=... user=...\" or a postgres:// URL); PG* environment variables fill in the rest"},
@@ -129,6 +132,7 @@ func (e *env) openWith(ctx context.Context, opts repo.Options) (*repo.Repository
 	opts.CacheDir = e.cacheDir()
 	opts.CompressionLevel = e.c.Int("compression-level")
 	opts.Logger = e.log
+	opts.KeyCache = e.keyCache()
 	r, err := repo.Open(ctx, be, pw, opts)
 	if errors.Is(err, repo.ErrNoPassword) && pwErr != nil {
 		err = pwErr
@@ -138,6 +142,40 @@ func (e *env) openWith(ctx context.Context, opts repo.Options) (*repo.Repository
 		return nil, err
 	}
 	return r, nil
+}
+
+// keyCache returns the cache of the key derived from the password when
+// the password comes from --password-file (the way archive_command and
+// restore_command run, over and over): the entries live in the private
+// cache folder of the user who can read that file, and are tagged with
+// the file's identity (path, inode, size, modification time), so editing
+// or replacing the file makes them void. A password from the environment
+// or a prompt is never cached.
+func (e *env) keyCache() repo.KeyCache {
+	if e.c.Bool("no-key-cache") {
+		return nil
+	}
+	if pw, ok := os.LookupEnv("PGVAULT_PASSWORD"); ok && pw != "" {
+		return nil
+	}
+	name := e.c.String("password-file")
+	if name == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return nil
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	tag := fmt.Sprintf("%s dev=%d ino=%d size=%d mtime=%d", abs, st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+	return repo.DirKeyCache{Dir: e.cacheDir(), Tag: tag}
 }
 
 // password reads the repository password: PGVAULT_PASSWORD, then
