@@ -32,9 +32,9 @@ type Options struct {
 	MaxRateKB int
 	// Progress, if set, is called as data arrives.
 	Progress func(Progress)
-	// StreamWait bounds how long a backup waits, when a WAL streamer is
-	// writing into the repository, for it to store the WAL up to the
-	// backup's stop position (0: 5 minutes).
+	// StreamWait bounds how long a backup waits, when a WAL streamer or
+	// archive_command is writing into the repository, for it to store the
+	// WAL up to the backup's stop position (0: 5 minutes).
 	StreamWait time.Duration
 }
 
@@ -85,12 +85,16 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		Standalone: opts.Standalone, WALSegmentSize: segSize}
 
 	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, opts: opts, t0: time.Now()}
-	// With a WAL streamer writing into this repository, PostgreSQL's wait
-	// for archive_command (which it polls once a second) is the wrong
-	// wait: the backup waits instead until the streamer has stored WAL up
-	// to its stop position, which is what makes it restorable.
-	streaming := !opts.Standalone && streamerActive(ctx, r)
-	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, NoWait: streaming, MaxRateKB: opts.MaxRateKB}
+	// With a WAL streamer writing into this repository, or archive_command
+	// pushing into it, PostgreSQL's wait for archive_command (which it
+	// polls once a second, so at least a second) is the wrong wait: the
+	// backup waits instead until this repository holds WAL up to its stop
+	// position, which is what makes it restorable.
+	ownWait := !opts.Standalone && (streamerActive(ctx, r) || pushingHere(ctx, conn, r, sys, segSize))
+	if ownWait {
+		r.Logger().Debug("the backup waits for its WAL in this repository, not for PostgreSQL's archive wait")
+	}
+	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, NoWait: ownWait, MaxRateKB: opts.MaxRateKB}
 	res, err := runBaseBackup(ctx, conn, popts, protocolHandler{
 		started:  in.started,
 		archive:  in.archive,
@@ -110,7 +114,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	}
 	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
 	r.Logger().Debug("base backup stream ended", "stop_lsn", res.StopLSN.String(), "seconds", time.Since(in.t0).Seconds(), "bytes", in.w.Stats().Bytes)
-	if streaming {
+	if ownWait {
 		if err := waitForStreamedWAL(ctx, r, res.StopTimeline, res.StopLSN, segSize, opts.StreamWait); err != nil {
 			info.Warnings = append(info.Warnings, err.Error())
 		}
@@ -142,18 +146,15 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	return &Result{Snapshot: snap, Info: info, Duration: time.Since(started)}, nil
 }
 
-// walSegmentSize asks the server (SHOW works on a replication connection).
+// walSegmentSize asks the server.
 func walSegmentSize(ctx context.Context, conn *pgconn.PgConn) (uint64, error) {
-	rows, err := conn.Exec(ctx, "SHOW wal_segment_size").ReadAll()
+	v, err := showSetting(ctx, conn, "wal_segment_size")
 	if err != nil {
-		return 0, fmt.Errorf("SHOW wal_segment_size: %w", err)
+		return 0, err
 	}
-	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
-		return 0, errors.New("SHOW wal_segment_size: unexpected result")
-	}
-	size, err := wal.ParseMemorySize(string(rows[0].Rows[0][0]))
+	size, err := wal.ParseMemorySize(v)
 	if err != nil || !wal.ValidSegmentSize(size) {
-		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", rows[0].Rows[0][0])
+		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", v)
 	}
 	return size, nil
 }
@@ -378,8 +379,44 @@ func streamerActive(ctx context.Context, r *repo.Repository) bool {
 	return false
 }
 
+// pushingHere reports whether the server's archive_command is pgvault's
+// wal push into this repository: archiving is on, the command runs
+// `pgvault ... wal push`, and one of the last few completed segments
+// before the server's current position is already in this repository
+// (so a command pushing into another repository, or an archiver far
+// behind, leaves the wait to PostgreSQL).
+func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, sys pglogrepl.IdentifySystemResult, segSize uint64) bool {
+	mode, err1 := showSetting(ctx, conn, "archive_mode")
+	cmd, err2 := showSetting(ctx, conn, "archive_command")
+	if err1 != nil || err2 != nil || (mode != "on" && mode != "always") ||
+		!strings.Contains(cmd, "pgvault") || !strings.Contains(cmd, "wal push") {
+		return false
+	}
+	cur := wal.SegmentOf(uint32(sys.Timeline), sys.XLogPos, segSize)
+	for i := 0; i < 4 && cur.No > 0; i++ {
+		cur.No--
+		if _, err := r.LoadWALFile(ctx, uint32(sys.Timeline), cur.Name(segSize)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// showSetting runs SHOW name (which works on a replication connection).
+func showSetting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {
+	rows, err := conn.Exec(ctx, "SHOW "+name).ReadAll()
+	if err != nil {
+		return "", fmt.Errorf("SHOW %s: %w", name, err)
+	}
+	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
+		return "", fmt.Errorf("SHOW %s: unexpected result", name)
+	}
+	return string(rows[0].Rows[0][0]), nil
+}
+
 // waitForStreamedWAL waits until the WAL catalogue holds the segment with
-// stop (complete, or a .partial that reaches past it). A timeout is not
+// stop (complete, or a .partial that reaches past it), stored by a
+// streamer or by archive_command. A timeout is not
 // fatal: the backup's files are complete, but it can only be restored
 // once the WAL arrives, which the returned warning says.
 func waitForStreamedWAL(ctx context.Context, r *repo.Repository, tli uint32, stop pglogrepl.LSN, segSize uint64, limit time.Duration) error {

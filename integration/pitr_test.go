@@ -142,6 +142,29 @@ func pitrNotes(t *testing.T, c *pgtest.Cluster) string {
 
 // pitrSwitchAndWait ends the current WAL segment and waits until
 // PostgreSQL has archived it.
+// TestBackupWaitsForPushedWAL: with archive_command pushing into the
+// repository, the backup asks PostgreSQL not to wait for archiving (it
+// polls once a second) and waits for its stop segment in the repository
+// itself; the backup then restores to consistency.
+func TestBackupWaitsForPushedWAL(t *testing.T) {
+	v := newPITRVault(t)
+	c := pgtest.Start(t, pgtest.Options{Settings: v.archiveSettings()})
+	c.PgbenchInit(t, 1)
+	pitrSwitchAndWait(t, c)
+	res := v.run("--log-level", "debug", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+	succeeded(t, res, []string{"backup"})
+	if !strings.Contains(res.stderr, "waits for its WAL in this repository") {
+		t.Fatalf("the backup left the WAL wait to PostgreSQL:\n%s", res.stderr)
+	}
+	c.Stop(t, "fast")
+	dir, _ := v.restore(t, "", "latest", "--to-immediate", "--target-action", "promote")
+	r := startRestored(t, dir, nil)
+	waitPromoted(t, r)
+	if n := r.QueryInt(t, "SELECT count(*) FROM pgbench_accounts"); n != 100000 {
+		t.Fatalf("restored pgbench_accounts has %d rows", n)
+	}
+}
+
 func pitrSwitchAndWait(t *testing.T, c *pgtest.Cluster) {
 	t.Helper()
 	seg := c.QueryString(t, "SELECT pg_walfile_name(pg_switch_wal())")
