@@ -24,6 +24,14 @@ import (
 // content equals the snapshot's, so the file does not count as modified
 // (the kernel keeps its page cache).
 
+// A file copy-on-read has filled at least half of (and that has at least
+// completeMinBlocks blocks) is completed in the background, one file at a
+// time: random readers such as PostgreSQL's index and heap lookups touch
+// most chunks of a hot relation anyway, and once the file is whole it is
+// local and opened by kernel passthrough, without a round trip through
+// pgvault per page that misses the page cache.
+const completeMinBlocks = 128
+
 // copyOnReadReserve is the free space of the scratch file system below
 // which copy-on-read stops, so that it never takes the room PostgreSQL's
 // own writes need: at least 10% and at least 1 GiB stay free.
@@ -38,6 +46,7 @@ const (
 type copyOnRead struct {
 	limit     int64 // bytes; 0: off
 	sem       chan struct{}
+	complete  chan struct{} // one file completed at a time
 	filled    atomic.Int64
 	nextCheck atomic.Int64
 	stopped   atomic.Bool
@@ -48,7 +57,25 @@ type copyOnRead struct {
 }
 
 func newCopyOnRead(limit int64) *copyOnRead {
-	return &copyOnRead{limit: limit, sem: make(chan struct{}, copyOnReadParallel)}
+	return &copyOnRead{limit: limit, sem: make(chan struct{}, copyOnReadParallel), complete: make(chan struct{}, 1)}
+}
+
+// begin counts a background job in, unless copy-on-read has stopped; the
+// job calls c.wg.Done when it ends.
+func (c *copyOnRead) begin() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+func (c *copyOnRead) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // on reports whether more may be filled.
@@ -69,14 +96,10 @@ func (ov *Overlay) fetched(n *onode, bf *repo.File, first, last int) {
 	default:
 		return
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.begin() {
 		<-c.sem
 		return
 	}
-	c.wg.Add(1)
-	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-c.sem }()
@@ -114,7 +137,12 @@ func (ov *Overlay) fillChunk(n *onode, bf *repo.File, i int) {
 		return
 	}
 	copied, err := ov.storeBaseLocked(n, fb, img)
-	whole := err == nil && copied > 0 && f.present.allBelow(ceilDiv(f.size, bs))
+	nb := ceilDiv(f.size, bs)
+	whole := err == nil && copied > 0 && f.present.allBelow(nb)
+	complete := err == nil && copied > 0 && !whole && !f.completing && nb >= completeMinBlocks && f.present.count()*2 >= nb
+	if complete {
+		f.completing = true
+	}
 	upper := f.upper
 	f.mu.Unlock()
 	if err != nil {
@@ -125,11 +153,66 @@ func (ov *Overlay) fillChunk(n *onode, bf *repo.File, i int) {
 	if whole {
 		ov.makeLocal(n, upper)
 	}
+	ov.countFilled(copied)
+	if complete {
+		ov.completeFile(n)
+	}
+}
+
+// countFilled adds to the bytes copied and checks the scratch file
+// system's free space every copyOnReadCheckEvery bytes.
+func (ov *Overlay) countFilled(copied int64) {
 	total := ov.cor.filled.Add(copied)
 	if total >= ov.cor.nextCheck.Load() {
 		ov.cor.nextCheck.Store(total + copyOnReadCheckEvery)
 		ov.checkScratchSpace()
 	}
+}
+
+// completeFile copies the rest of n's snapshot content into the overlay
+// in the background, then makes the file local. When another file is
+// being completed, it gives up (a later fill asks again).
+func (ov *Overlay) completeFile(n *onode) {
+	c := ov.cor
+	f := n.file
+	done := func() {
+		f.mu.Lock()
+		f.completing = false
+		f.mu.Unlock()
+	}
+	select {
+	case c.complete <- struct{}{}:
+	default:
+		done()
+		return
+	}
+	if !c.begin() {
+		<-c.complete
+		done()
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.complete }()
+		defer done()
+		for c.on() && !c.isClosed() {
+			copied, whole, err := ov.hydrateRun(context.Background(), n, hydrateStep)
+			ov.countFilled(copied)
+			if err != nil {
+				ov.log.Warn("copy-on-read: completing a file failed", "file", n.basePath, "err", err)
+				return
+			}
+			if whole {
+				f.mu.RLock()
+				upper := f.upper
+				f.mu.RUnlock()
+				if upper != nil {
+					ov.makeLocal(n, upper)
+				}
+				return
+			}
+		}
+	}()
 }
 
 // makeLocal persists a file that copy-on-read completed, which makes it

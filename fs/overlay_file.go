@@ -36,6 +36,9 @@ type fileState struct {
 	present   bitmap
 	dirty     bitmap // present blocks not yet in the journal
 	metaDirty bool   // size changed since the last data record
+	// completing is set while copy-on-read completes the file in the
+	// background (copyonread.go).
+	completing bool
 	// modified is set once the file changes during this mount: until
 	// then the kernel may keep its pages across opens (a new mount
 	// starts with an empty page cache, so earlier sessions' changes

@@ -625,6 +625,46 @@ func TestCopyOnRead(t *testing.T) {
 	})
 }
 
+// TestCopyOnReadCompletesHotFiles: once reads have filled half of a file,
+// the rest is copied in the background and the file becomes local.
+func TestCopyOnReadCompletesHotFiles(t *testing.T) {
+	tree := sampleTree()
+	const p = "base/1/big"
+	tree.files[p] = randBytes(9, 2<<20) // 16 fixed chunks, 256 blocks
+	r, s := testSnapshot(t, tree)
+	ctx := context.Background()
+	ov := openTestOverlayWith(t, r, s, OverlayOptions{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
+	defer ov.Close(ctx)
+	n := mustNode(t, ov, p)
+	buf := make([]byte, 1<<20+1)
+	if _, err := ov.read(ctx, n, buf, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	ov.cor.wg.Wait()
+	if !n.file.local {
+		t.Fatalf("a file read past half did not become local (copied %d bytes)", ov.Stats().CopiedOnRead)
+	}
+	before := ov.Stats().BaseBytesRead
+	if got := mustRead(t, ov, p); !bytes.Equal(got, tree.files[p]) {
+		t.Fatal("content after completion")
+	}
+	if ov.Stats().BaseBytesRead != before {
+		t.Fatal("reads after completion still go to the repository")
+	}
+
+	// Under half: no completion.
+	ov2 := openTestOverlayWith(t, r, s, OverlayOptions{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
+	defer ov2.Close(ctx)
+	n2 := mustNode(t, ov2, p)
+	if _, err := ov2.read(ctx, n2, make([]byte, 512<<10), 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	ov2.cor.wg.Wait()
+	if n2.file.local || ov2.Stats().CopiedOnRead > 640<<10 {
+		t.Fatalf("a file read to a quarter was completed (copied %d bytes)", ov2.Stats().CopiedOnRead)
+	}
+}
+
 func TestHydrate(t *testing.T) {
 	tree := sampleTree()
 	r, s := testSnapshot(t, tree)

@@ -54,8 +54,14 @@ type proc struct {
 
 func (v *vault) start(args ...string) *proc {
 	v.t.Helper()
+	return v.startWith(nil, args...)
+}
+
+// startWith is start with extra environment variables.
+func (v *vault) startWith(env []string, args ...string) *proc {
+	v.t.Helper()
 	cmd := exec.Command(pgvaultBin, args...)
-	cmd.Env = append(filteredEnv(), v.env...)
+	cmd.Env = append(append(filteredEnv(), v.env...), env...)
 	p := &proc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
@@ -201,7 +207,12 @@ func TestTorture(t *testing.T) {
 			ageBefore(t, v.repo, streamerStart)
 			landed := false
 			for try := 0; try < 4 && !landed; try++ {
-				p := v.start("prune", "--keep-last", "2", "--apply")
+				// Prune takes a fraction of a second (no KDF with the key
+				// cache): 15 ms of injected latency per storage call (the
+				// fault campaign's latency fault) stretches it, as
+				// --max-rate does the backup, so that kills land between
+				// its reads and deletes.
+				p := v.startWith([]string{"PGVAULT_TEST_FAULTS=latency=1,latency_ms=15"}, "prune", "--keep-last", "2", "--apply")
 				markFor(randDur(800), what)
 				if landed = p.kill(); landed {
 					st.kills["prune"]++
