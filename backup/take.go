@@ -388,7 +388,9 @@ func streamerActive(ctx context.Context, r *repo.Repository) bool {
 func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, sys pglogrepl.IdentifySystemResult, segSize uint64) bool {
 	mode, err1 := showSetting(ctx, conn, "archive_mode")
 	cmd, err2 := showSetting(ctx, conn, "archive_command")
-	if err1 != nil || err2 != nil || (mode != "on" && mode != "always") ||
+	// An archive_library, when set, archives instead of the command.
+	lib, err3 := showSetting(ctx, conn, "archive_library")
+	if err1 != nil || err2 != nil || err3 != nil || lib != "" || (mode != "on" && mode != "always") ||
 		!strings.Contains(cmd, "pgvault") || !strings.Contains(cmd, "wal push") {
 		return false
 	}
