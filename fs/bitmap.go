@@ -60,6 +60,26 @@ func (b bitmap) count() int64 {
 	return int64(n)
 }
 
+// firstClear returns the lowest block < n that is not set, or -1. It skips
+// full words, so hydration's scan of a 1 GiB file (131072 blocks of 8
+// KiB) costs 2048 word tests, not a test per block.
+func (b bitmap) firstClear(n int64) int64 {
+	for w := int64(0); w<<6 < n; w++ {
+		var word uint64
+		if w < int64(len(b)) {
+			word = b[w]
+		}
+		if word == ^uint64(0) {
+			continue
+		}
+		if i := w<<6 + int64(bits.TrailingZeros64(^word)); i < n {
+			return i
+		}
+		return -1
+	}
+	return -1
+}
+
 // allBelow reports whether every block < n is set.
 func (b bitmap) allBelow(n int64) bool {
 	full := n >> 6

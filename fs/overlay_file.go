@@ -545,13 +545,7 @@ func (ov *Overlay) hydrateRun(ctx context.Context, n *onode, limit int64) (int64
 		return 0, true, nil
 	}
 	nb := ceilDiv(f.size, bs)
-	first := int64(-1)
-	for b := int64(0); b < nb; b++ {
-		if !f.present.has(b) {
-			first = b
-			break
-		}
-	}
+	first := f.present.firstClear(nb)
 	if first < 0 {
 		f.mu.RUnlock()
 		return 0, true, nil

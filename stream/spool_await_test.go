@@ -36,6 +36,8 @@ func TestSpoolAwait(t *testing.T) {
 			if tc.marker {
 				done := s.startFetching(name)
 				go func() {
+					// The fake prefetcher's download takes 100 ms: the
+					// duration under test, not a wait for a condition.
 					time.Sleep(100 * time.Millisecond)
 					if tc.spoolAfter > 0 {
 						s.Put(name, []byte("segment"))

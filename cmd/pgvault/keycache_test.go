@@ -42,8 +42,16 @@ func TestKeyCacheSources(t *testing.T) {
 
 	// A new password in the file (same length, so only the time tells):
 	// the cached key is not trusted, and the wrong password is refused.
-	time.Sleep(10 * time.Millisecond)
+	old, err := os.Stat(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(pwFile, []byte("s3cres\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A distinct modification time without waiting for the clock.
+	later := old.ModTime().Add(time.Second)
+	if err := os.Chtimes(pwFile, later, later); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, _ := pgv(t, nil, append(args, "list")...); code == 0 {
