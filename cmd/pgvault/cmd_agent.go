@@ -13,6 +13,13 @@ import (
 	"github.com/pgvault/pgvault/cmd/pgvault/agent"
 )
 
+// agentConfigFlag is --config, the agent's configuration file, which
+// agent, status and doctor read.
+func agentConfigFlag(dest *string) cli.Flag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: dest,
+		Usage: "the agent's YAML configuration `FILE`"}
+}
+
 type agentOptions struct {
 	config string
 }
@@ -25,8 +32,7 @@ func agentCommand() *cli.Command {
 		Description: "Reads a YAML configuration (docs/reference/config.md) naming one or more sites. SIGHUP reloads it;\n" +
 			"SIGTERM stops after the streamers have stored the WAL they received. See docs/how-to/run-the-agent.md.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: &o.config,
-				Usage: "the agent's YAML configuration `FILE`"},
+			agentConfigFlag(&o.config),
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)

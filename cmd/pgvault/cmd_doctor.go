@@ -36,8 +36,7 @@ func doctorCommand() *cli.Command {
 		Description: "With --config, every site of the agent's configuration; without, the global --pg and --repo.\n" +
 			"One line per finding, with the fix for anything that is not ok.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: &o.config,
-				Usage: "the agent's YAML configuration `FILE`"},
+			agentConfigFlag(&o.config),
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)

@@ -26,8 +26,7 @@ func statusCommand() *cli.Command {
 		Description: "Reads the repositories, the agent's state file and its alert files, so it works whether or not the agent runs.\n" +
 			"Live figures (WAL lag, streamer, next backup) come from the state file when the agent runs.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: &o.config,
-				Usage: "the agent's YAML configuration `FILE`"},
+			agentConfigFlag(&o.config),
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)
