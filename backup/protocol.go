@@ -1,11 +1,13 @@
 package backup
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -95,6 +97,19 @@ func validArchiveName(name string) error {
 func ArchiveOID(name string) uint32 {
 	oid, _ := strconv.ParseUint(strings.TrimSuffix(name, ".tar"), 10, 32)
 	return uint32(oid)
+}
+
+// ReadBuffered makes connections opened with cfg read the socket through a
+// 1 MiB buffer. pgx reads just the message it needs next, so a base
+// backup (CopyData messages of about 32 KiB) cost two read(2) calls per
+// message and, with them, goroutine wake-ups: a scale-100 backup made
+// 98,309 reads and 39,486 futex calls, and 1,663 and 1,227 with the
+// buffer. bufio fills with one read of whatever has arrived, so a small
+// message is not held back waiting for more.
+func ReadBuffered(cfg *pgconn.Config) {
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 1<<20), w)
+	}
 }
 
 // protocolOptions are BASE_BACKUP's options as pgvault uses them.
