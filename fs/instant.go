@@ -244,9 +244,19 @@ func (in *instNode) Create(ctx context.Context, name string, flags uint32, mode 
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	in.ov.opened(c, false)
 	fillAttr(in.ov.attr(c), &out.Attr)
-	return in.child(ctx, c), &instHandle{}, 0, 0
+	child := in.child(ctx, c)
+	// A new file is held whole in the overlay from the start, so it can be
+	// served by passthrough at once: PostgreSQL writes new WAL segments
+	// 8 KiB at a time (16 MiB as recovery ends and at every segment
+	// switch), and through the daemon each write is a round trip.
+	if cn, ok := child.Operations().(*instNode); ok && in.opts.Passthrough {
+		if h := cn.passthroughHandle(); h != nil {
+			return child, h, 0, 0
+		}
+	}
+	in.ov.opened(c, false)
+	return child, &instHandle{}, 0, 0
 }
 
 // Read reads file content.
@@ -279,8 +289,14 @@ func (in *instNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) 
 	return toErrno(in.ov.fsync(ctx, in.n))
 }
 
-// Flush is called on every close; durability is Fsync's job.
-func (in *instNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno { return 0 }
+// Flush is called on every close; durability is Fsync's job, so there is
+// nothing to do. ENOSYS tells the kernel so once for the whole mount
+// (it stops sending FLUSH), which takes one of three round trips off
+// every open and close: PostgreSQL opens and fsyncs every file of the
+// data directory before crash recovery, about 1,000 files at scale 100.
+func (in *instNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
 
 // Release closes a handle.
 func (in *instNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {

@@ -17,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+	"golang.org/x/sys/unix"
+
 	"github.com/pgvault/pgvault/integration/pgtest"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Mounts run as root (only root may mount FUSE here); PostgreSQL, and
@@ -454,6 +458,40 @@ func TestInstantMount(t *testing.T) {
 		}
 	}
 
+	// restore_command's cp copies from the served WAL into pg_wal with
+	// copy_file_range, which the mount answers in one request; the same
+	// segment asked for again (PostgreSQL does as recovery ends) comes
+	// from the mount's last-segment cache. Both must be the archived
+	// bytes, and a file the copy created must show its size at once.
+	t.Run("WAL copied into the mount", func(t *testing.T) {
+		lsn, err := pglogrepl.ParseLSN(b.StartLSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const segSize = 16 << 20
+		name := wal.SegmentOf(1, lsn, segSize).Name(segSize)
+		fetched := filepath.Join(pgtest.TempDir(t), name)
+		v.must("wal", "fetch", name, fetched)
+		want, err := os.ReadFile(fetched)
+		if err != nil || len(want) != segSize {
+			t.Fatalf("wal fetch %s: %d bytes, %v", name, len(want), err)
+		}
+		for i := range 2 {
+			dst := filepath.Join(latestDir, "pg_wal", fmt.Sprintf("copytest%d", i))
+			copyFileRange(t, filepath.Join(latestDir, ".pgvault-wal", name), dst, 5<<20)
+			if fi, err := os.Stat(dst); err != nil || fi.Size() != segSize {
+				t.Fatalf("copy %d: stat %v, %v", i, fi, err)
+			}
+			got, err := os.ReadFile(dst)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("copy %d of %s through the mount differs from wal fetch (%d bytes, %v)", i, name, len(got), err)
+			}
+			if err := os.Remove(dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	start := time.Now()
 	r1 := pgtest.StartOn(t, latestDir, pgtest.Options{})
 	r1.WaitRecoveryDone(t)
@@ -554,6 +592,31 @@ func TestInstantMount(t *testing.T) {
 	}
 	if res := v.run("repo", "check", "--read-data"); res.code != 0 {
 		t.Fatalf("repo check --read-data: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+// copyFileRange copies src to a new file dst with copy_file_range(2),
+// first bytes at a time, then the rest, as cp does in one call.
+func copyFileRange(t *testing.T, src, dst string, first int) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	for n := first; ; n = 1 << 30 {
+		c, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, n, 0)
+		if err != nil {
+			t.Fatalf("copy_file_range %s -> %s: %v", src, dst, err)
+		}
+		if c == 0 {
+			return
+		}
 	}
 }
 
