@@ -158,13 +158,15 @@ func (rep *Report) Render() string {
 
 	if a, d, p := rep.Results.Get(StepFull, ToolPgvault).Stat(Wall), rep.Results.Get(StepFull, ToolPgvaultNoArchive).Stat(Wall),
 		rep.Results.Get(StepFull, ToolBasebackup).Stat(Wall); a.OK() && d.OK() {
-		w("The diagnostic row: pgvault's full backup takes %s s (median) when the backup waits for `pgvault wal push` to archive its last WAL segment and the backup history file "+
-			"(BASE_BACKUP waits for both when archive_mode is on), and %s s with archive_command = /bin/true", Num(a.Median), Num(d.Median))
+		w("The diagnostic row: pgvault's full backup takes %s s (median) with archive_command = `pgvault wal push` into the same repository, "+
+			"where the backup asks PostgreSQL not to wait for archiving (WAIT false) and itself waits until its last WAL segment is in the repository, "+
+			"and %s s with archive_command = /bin/true", Num(a.Median), Num(d.Median))
 		if p.OK() {
 			w(", as pg_basebackup ran here (%s s)", Num(p.Median))
 		}
-		w(": the difference, %s s, is two `pgvault wal push` runs (the segment and the history file, one after the other) "+
-			"plus PostgreSQL's wait loop, which looks at the archive status once a second (pgBackRest instead asks for no wait and checks its own archive).\n\n", Num(a.Median-d.Median))
+		w(", where PostgreSQL waits for its archiver (it re-checks the archive status once a second). "+
+			"The difference, %s s, is how long `pgvault wal push` took to store the segment after the backup's end, "+
+			"behind whatever the archiver still had queued.\n\n", Num(a.Median-d.Median))
 	}
 
 	if len(rep.Stream) > 0 {
