@@ -68,28 +68,29 @@ func deriveKey(password []byte, salt []byte, p KDFParams) []byte {
 }
 
 // wrapKey seals master under a key derived from password.
-func wrapKey(master *masterKey, password []byte, encrypted bool, p KDFParams) (*keyFile, error) {
+func wrapKey(master *masterKey, password []byte, encrypted bool, p KDFParams) (*keyFile, []byte, error) {
 	plain, err := json.Marshal(master)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	host, _ := os.Hostname()
 	kf := &keyFile{Created: time.Now().UTC(), Hostname: host}
 	if !encrypted {
 		kf.KDF, kf.Data = "none", plain
-		return kf, nil
+		return kf, nil, nil
 	}
 	kf.KDF, kf.Params = "argon2id", p
 	kf.Salt = make([]byte, 16)
 	rand.Read(kf.Salt)
-	aead, err := keyAEAD(deriveKey(password, kf.Salt, p))
+	kek := deriveKey(password, kf.Salt, p)
+	aead, err := keyAEAD(kek)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
 	kf.Data = aead.Seal(nonce, nonce, plain, []byte("pgvault key"))
-	return kf, nil
+	return kf, kek, nil
 }
 
 func keyAEAD(key []byte) (cipher.AEAD, error) {

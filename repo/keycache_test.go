@@ -91,3 +91,34 @@ func TestKeyCache(t *testing.T) {
 		t.Fatalf("open through a folder others can read: %v, want the KDF to refuse the wrong password", err)
 	}
 }
+
+// TestInitSeedsKeyCache: init caches the key it derived, so the first open
+// after it uses the cache; an unencrypted repository caches nothing.
+func TestInitSeedsKeyCache(t *testing.T) {
+	dir := t.TempDir()
+	be := mem.New()
+	seed := &countingCache{DirKeyCache: DirKeyCache{Dir: dir, Tag: "file A"}}
+	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: TestKDF(), KeyCache: seed}); err != nil {
+		t.Fatal(err)
+	}
+	if seed.puts != 1 {
+		t.Fatalf("init stored %d cache entries, want 1", seed.puts)
+	}
+	c := &countingCache{DirKeyCache: DirKeyCache{Dir: dir, Tag: "file A"}}
+	r, err := Open(ctx, be, []byte("pw"), Options{KeyCache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if c.hits != 1 || c.puts != 0 {
+		t.Fatalf("first open after init: %d hits, %d puts: want the key init cached", c.hits, c.puts)
+	}
+
+	plain := &countingCache{DirKeyCache: DirKeyCache{Dir: t.TempDir(), Tag: "file A"}}
+	if _, err := Init(ctx, mem.New(), InitOptions{NoEncryption: true, KeyCache: plain}); err != nil {
+		t.Fatal(err)
+	}
+	if plain.puts != 0 {
+		t.Fatalf("an unencrypted init stored %d cache entries", plain.puts)
+	}
+}

@@ -93,6 +93,10 @@ type InitOptions struct {
 	// ChunkSize is the fixed chunk size for page files; 0 means
 	// chunk.DefaultFixedSize.
 	ChunkSize int
+	// KeyCache, if set, receives the key derived from the password, as
+	// an Open would cache it: the first command after init then skips
+	// the KDF (a wal push right after setup, a first backup).
+	KeyCache KeyCache
 }
 
 // Repository is an open repository. Its methods are safe for concurrent
@@ -155,17 +159,21 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (Config, er
 	if err != nil {
 		return Config{}, err
 	}
-	kf, err := wrapKey(master, opts.Password, !opts.NoEncryption, kdf)
+	kf, kek, err := wrapKey(master, opts.Password, !opts.NoEncryption, kdf)
 	if err != nil {
 		return Config{}, err
 	}
 	// The key goes first: a config without a key would be a repository no
 	// one can open, while a key without a config is simply not a repository.
-	if _, err := saveKey(ctx, be, kf); err != nil {
+	keyName, err := saveKey(ctx, be, kf)
+	if err != nil {
 		return Config{}, err
 	}
 	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, mustJSON(cfg)); err != nil {
 		return Config{}, fmt.Errorf("save config: %w", err)
+	}
+	if opts.KeyCache != nil && kek != nil {
+		opts.KeyCache.Put(cfg.ID, keyName, kek)
 	}
 	return cfg, nil
 }

@@ -55,7 +55,7 @@ func runRepoInit(ctx context.Context, e *env, o repoInitOptions) error {
 			return err
 		}
 	}
-	cfg, err := repo.Init(ctx, be, repo.InitOptions{Password: pw, NoEncryption: o.noEncryption, ChunkSize: o.chunkSize})
+	cfg, err := repo.Init(ctx, be, repo.InitOptions{Password: pw, NoEncryption: o.noEncryption, ChunkSize: o.chunkSize, KeyCache: e.keyCache()})
 	if err != nil {
 		return err
 	}
