@@ -436,10 +436,13 @@ func streamerActive(ctx context.Context, r *repo.Repository) bool {
 
 // pushingHere reports whether the server's archive_command is pgvault's
 // wal push into this repository: archiving is on, the command runs
-// `pgvault ... wal push`, and one of the last few completed segments
-// before the server's current position is already in this repository
-// (so a command pushing into another repository, or an archiver far
-// behind, leaves the wait to PostgreSQL).
+// `pgvault ... wal push`, and either it names this repository's location
+// or one of the last few completed segments before the server's current
+// position is already in this repository (so a command pushing into
+// another repository, or an archiver far behind, leaves the wait to
+// PostgreSQL). The location check covers a new repository, which holds
+// no segment yet: the first backups after setup would otherwise wait
+// for PostgreSQL's once-a-second look at the archive status.
 func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, sys pglogrepl.IdentifySystemResult, segSize uint64) bool {
 	mode, err1 := showSetting(ctx, conn, "archive_mode")
 	cmd, err2 := showSetting(ctx, conn, "archive_command")
@@ -448,6 +451,9 @@ func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, s
 	if err1 != nil || err2 != nil || err3 != nil || lib != "" || (mode != "on" && mode != "always") ||
 		!strings.Contains(cmd, "pgvault") || !strings.Contains(cmd, "wal push") {
 		return false
+	}
+	if namesRepository(cmd, r.Backend().Location()) {
+		return true
 	}
 	cur := wal.SegmentOf(uint32(sys.Timeline), sys.XLogPos, segSize)
 	for i := 0; i < 4 && cur.No > 0; i++ {
@@ -458,6 +464,44 @@ func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, s
 	}
 	return false
 }
+
+// namesRepository reports whether a command names the repository at
+// location (a backend's Location: file://PATH, s3://BUCKET/PREFIX with
+// an endpoint note, sftp://...) as a whole word: file repositories also
+// by their bare path, and /srv/repo never matches /srv/repo2 or
+// /old/srv/repo.
+func namesRepository(cmd, location string) bool {
+	loc, _, _ := strings.Cut(location, " (")
+	names := []string{loc}
+	if p, ok := strings.CutPrefix(loc, "file://"); ok {
+		names = append(names, p)
+	}
+	for _, name := range names {
+		if len(name) < 2 {
+			continue
+		}
+		for from := 0; ; {
+			i := strings.Index(cmd[from:], name)
+			if i < 0 {
+				break
+			}
+			start, end := from+i, from+i+len(name)
+			if (start == 0 || !pathByte(cmd[start-1])) && (end == len(cmd) || !nameByte(cmd[end])) {
+				return true
+			}
+			from = start + 1
+		}
+	}
+	return false
+}
+
+// nameByte reports whether b can continue a file or host name; pathByte
+// also accepts the separator.
+func nameByte(b byte) bool {
+	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || strings.IndexByte("._-~@:+", b) >= 0
+}
+
+func pathByte(b byte) bool { return nameByte(b) || b == '/' }
 
 // showSetting runs SHOW name (which works on a replication connection).
 func showSetting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {

@@ -49,3 +49,29 @@ func TestStreamedWALWait(t *testing.T) {
 		t.Fatalf("wait with the WAL stored: %v", err)
 	}
 }
+
+func TestNamesRepository(t *testing.T) {
+	for _, tc := range []struct {
+		cmd, location string
+		want          bool
+	}{
+		{"PGVAULT_REPO=/srv/repo pgvault wal push %p", "file:///srv/repo", true},
+		{"pgvault --repo '/srv/repo' wal push %p", "file:///srv/repo", true},
+		{"pgvault --repo file:///srv/repo wal push %p", "file:///srv/repo", true},
+		{"pgvault --repo /srv/repo/ wal push %p", "file:///srv/repo", true},
+		{"PGVAULT_REPO=/srv/repo2 pgvault wal push %p", "file:///srv/repo", false},
+		{"PGVAULT_REPO=/srv/repo.old pgvault wal push %p", "file:///srv/repo", false},
+		{"PGVAULT_REPO=/old/srv/repo pgvault wal push %p", "file:///srv/repo", false},
+		{"PGVAULT_REPO=/srv/repo2 X=/srv/repo pgvault wal push %p", "file:///srv/repo", true},
+		{"pgvault --config /etc/pgvault.yaml wal push %p", "file:///srv/repo", false},
+		{"PGVAULT_REPO='s3://bkt/db1?endpoint=http://127.0.0.1:9000' pgvault wal push %p", "s3://bkt/db1 (http://127.0.0.1:9000)", true},
+		{"PGVAULT_REPO='s3://bkt/db10?endpoint=x' pgvault wal push %p", "s3://bkt/db1 (x)", false},
+		{"pgvault --repo sftp://u@h:22/b wal push %p", "sftp://u@h:22/b", true},
+		{"pgvault wal push %p", "mem:", false},
+		{"pgvault wal push %p /", "file:///", false},
+	} {
+		if got := namesRepository(tc.cmd, tc.location); got != tc.want {
+			t.Errorf("namesRepository(%q, %q) = %v, want %v", tc.cmd, tc.location, got, tc.want)
+		}
+	}
+}

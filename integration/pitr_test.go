@@ -149,12 +149,19 @@ func pitrNotes(t *testing.T, c *pgtest.Cluster) string {
 func TestBackupWaitsForPushedWAL(t *testing.T) {
 	v := newPITRVault(t)
 	c := pgtest.Start(t, pgtest.Options{Settings: v.archiveSettings()})
-	c.PgbenchInit(t, 1)
-	pitrSwitchAndWait(t, c)
-	res := v.run("--log-level", "debug", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
-	succeeded(t, res, []string{"backup"})
-	if !strings.Contains(res.stderr, "waits for its WAL in this repository") {
-		t.Fatalf("the backup left the WAL wait to PostgreSQL:\n%s", res.stderr)
+	// First a new repository, into which nothing was archived yet (a new
+	// cluster archives nothing before its first segment switch): the
+	// archive_command names the repository, which is enough.
+	for _, step := range []string{"new repository", "segments archived"} {
+		if step == "segments archived" {
+			c.PgbenchInit(t, 1)
+			pitrSwitchAndWait(t, c)
+		}
+		res := v.run("--log-level", "debug", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+		succeeded(t, res, []string{"backup"})
+		if !strings.Contains(res.stderr, "waits for its WAL in this repository") {
+			t.Fatalf("%s: the backup left the WAL wait to PostgreSQL:\n%s", step, res.stderr)
+		}
 	}
 	c.Stop(t, "fast")
 	dir, _ := v.restore(t, "", "latest", "--to-immediate", "--target-action", "promote")
