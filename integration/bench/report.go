@@ -169,6 +169,16 @@ func (rep *Report) Render() string {
 			"behind whatever the archiver still had queued.\n\n", Num(a.Median-d.Median))
 	}
 
+	if f, c := rep.Results.Get(StepFull, ToolPgvault).Stat(MB), rep.Results.Get(StepIncrChange, ToolPgvault).Stat(MB); f.OK() && c.OK() && f.Median > 0 {
+		w("Deduplication: pgvault's second backup, after the 5%% UPDATE, stored %s MB, %.1f%% of what its full backup stored (%s MB; medians)",
+			Num(c.Median), 100*c.Median/f.Median, Num(f.Median))
+		if b := rep.Results.Get(StepIncrBench, ToolPgvault).Stat(MB); b.OK() {
+			w("; the third, after `pgbench -T %d`, stored %s MB, %.0f%%: pgbench's UPDATEs land on random rows, so they change nearly every 128 KiB chunk of pgbench_accounts",
+				rep.PgbenchSec, Num(b.Median), 100*b.Median/f.Median)
+		}
+		w(".\n\n")
+	}
+
 	if len(rep.Stream) > 0 {
 		w("### WAL streaming lag under load\n\n")
 		w("`pgvault wal stream` on a new physical slot (after a CHECKPOINT); once the streamer has sent its first flush report " +

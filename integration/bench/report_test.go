@@ -70,7 +70,7 @@ func TestRenderAndReplace(t *testing.T) {
 		Goals: EvaluateGoals(r, 10), Chart: "benchmarks.png", Reproduce: "make bench",
 		Stream: []StreamRun{{Seconds: 30, Samples: 300, LagP50: 2 << 20, LagP99: 9 << 20, LagMax: 10 << 20, WALMBps: 12, TPS: 900}}}
 	md := rep.Render()
-	for _, want := range []string{"| full backup | pgvault | 3.00 |", "1.03x time (pg_basebackup)", "0 (1 failed)", "barman check failed", "quick run at scale 10", "2.00 MiB"} {
+	for _, want := range []string{"| full backup | pgvault | 3.00 |", "1.03x time (pg_basebackup)", "0 (1 failed)", "barman check failed", "quick run at scale 10", "2.00 MiB", "stored 5.00 MB, 6.2% of what its full backup stored (80.0 MB"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
