@@ -23,6 +23,12 @@ type InstantOptions struct {
 	// segment size (0: 16 MiB).
 	ServeWAL    bool
 	SegmentSize uint64
+	// FirstSegment, with ServeWAL, is the first WAL segment recovery will
+	// fetch (the backup's start segment). The mount loads it in the
+	// background as it starts, so that the fetch is a copy from memory.
+	FirstSegment string
+
+	served *servedSegments
 }
 
 // instNode is a node of an instant mount: a thin FUSE face over an overlay
@@ -36,7 +42,20 @@ type instNode struct {
 
 // NewInstantRoot returns the root node of an instant mount of ov.
 func NewInstantRoot(ov *Overlay, opts InstantOptions) gofs.InodeEmbedder {
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = wal.DefaultSegmentSize
+	}
+	opts.served = &servedSegments{}
 	return &instNode{ov: ov, n: ov.root, opts: &opts}
+}
+
+// OnAdd starts loading the first WAL segment when the root is mounted.
+func (in *instNode) OnAdd(ctx context.Context) {
+	if in.n != in.ov.root || !in.opts.ServeWAL || in.opts.FirstSegment == "" {
+		return
+	}
+	d := &walServeDir{ov: in.ov, segSize: in.opts.SegmentSize, served: in.opts.served}
+	in.opts.served.warm(context.WithoutCancel(ctx), d, in.opts.FirstSegment)
 }
 
 var (
@@ -62,6 +81,7 @@ var (
 	_ gofs.NodeAllocater  = (*instNode)(nil)
 	_ gofs.NodeStatfser   = (*instNode)(nil)
 	_ gofs.NodeLseeker    = (*instNode)(nil)
+	_ gofs.NodeOnAdder    = (*instNode)(nil)
 )
 
 // instHandle is an open file of an instant mount.
@@ -117,12 +137,8 @@ func caller(ctx context.Context) Owner {
 // Lookup finds a directory entry.
 func (in *instNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if name == WALDirName && in.opts.ServeWAL && in.n == in.ov.root {
-		seg := in.opts.SegmentSize
-		if seg == 0 {
-			seg = wal.DefaultSegmentSize
-		}
 		dirAttr(&out.Attr, 0o500, in.ov.owner, in.ov.now())
-		return in.NewInode(ctx, &walServeDir{ov: in.ov, segSize: seg}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("serve-wal")}), 0
+		return in.NewInode(ctx, &walServeDir{ov: in.ov, segSize: in.opts.SegmentSize, served: in.opts.served}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("serve-wal")}), 0
 	}
 	c, err := in.ov.lookup(ctx, in.n, name)
 	if err != nil {

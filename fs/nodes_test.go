@@ -15,6 +15,7 @@ import (
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // FUSE nodes are tested by calling their methods on a node tree that
@@ -354,3 +355,85 @@ func TestToErrno(t *testing.T) {
 }
 
 func wrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+// TestInstantServesWarmSegment: the instant mount loads recovery's first
+// segment as it is mounted and serves it from memory (here: after its
+// stored chunk was damaged); a fetch that arrives while that load runs
+// waits for it instead of loading again; a damaged segment nobody loaded
+// is EIO.
+func TestInstantServesWarmSegment(t *testing.T) {
+	tree := sampleTree()
+	r, s, be := testSnapshotOn(t, tree)
+	ctx := context.Background()
+	const first, second = "000000010000000000000002", "000000010000000000000003"
+	segs := map[string][]byte{first: wal.FakeSegment(1, 0x2000000, 16<<20, 7), second: wal.FakeSegment(1, 0x3000000, 16<<20, 7)}
+	for name, b := range segs {
+		if _, err := r.SaveWAL(ctx, 1, name, b, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func() (*Overlay, *servedSegments, gofs.InodeEmbedder) {
+		fresh, err := repo.Open(ctx, be, []byte(repo.TestPassword), repo.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fresh.Close() })
+		ov, err := OpenOverlay(ctx, fresh, s, OverlayOptions{Scratch: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ov.Close(ctx) })
+		root := NewInstantRoot(ov, InstantOptions{ServeWAL: true, FirstSegment: first})
+		return ov, root.(*instNode).opts.served, root
+	}
+	fetch := func(root gofs.InodeEmbedder, name string) ([]byte, syscall.Errno) {
+		dir, _ := lookup(t, root, WALDirName)
+		f, _ := lookup(t, dir.Operations(), name)
+		fh, _, errno := f.Operations().(gofs.NodeOpener).Open(ctx, syscall.O_RDONLY)
+		if errno != 0 {
+			return nil, errno
+		}
+		return readAll(t, f.Operations(), fh, 16<<20), 0
+	}
+
+	// Mounting (OnAdd) loads it before anyone asks; the fetch gets it.
+	_, served, root := open()
+	gofs.NewNodeFS(root, &gofs.Options{})
+	if !bytes.Equal(served.get(ctx, first), segs[first]) {
+		t.Fatal("the first segment was not loaded at mount")
+	}
+	if got, errno := fetch(root, first); errno != 0 || !bytes.Equal(got, segs[first]) {
+		t.Fatalf("first segment: %v", errno)
+	}
+
+	for name := range segs {
+		wf, err := r.LoadWALFile(ctx, 1, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		damageBlob(t, be, r, wf.Chunks[0].ID)
+	}
+
+	// A fetch during a load waits for it: were it to load by itself, it
+	// would read the damaged chunk.
+	_, served, root = open()
+	served.warming, served.warmed = first, make(chan struct{})
+	gofs.NewNodeFS(root, &gofs.Options{}) // its own load sees this one and stays out
+	done := make(chan []byte)
+	go func() {
+		got, _ := fetch(root, first)
+		done <- got
+	}()
+	served.mu.Lock()
+	served.name, served.data = first, segs[first]
+	close(served.warmed)
+	served.warming = ""
+	served.mu.Unlock()
+	if got := <-done; !bytes.Equal(got, segs[first]) {
+		t.Fatal("the fetch did not wait for the load in progress")
+	}
+	// Never loaded: its damaged chunk is EIO, not bytes.
+	if got, errno := fetch(root, second); errno != syscall.EIO {
+		t.Fatalf("damaged second segment: %d bytes, %v; want EIO", len(got), errno)
+	}
+}

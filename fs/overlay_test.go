@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -384,6 +385,11 @@ func TestOverlayScratchChecks(t *testing.T) {
 
 func TestPrepare(t *testing.T) {
 	tree := sampleTree()
+	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree.files[wal.ControlFilePath] = control
 	r, s := testSnapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
@@ -416,11 +422,61 @@ func TestPrepare(t *testing.T) {
 	if a := ov.attr(mustNode(t, ov, "recovery.signal")); a.UID != 1000 || a.Mode != 0o600 {
 		t.Fatalf("recovery.signal attr %+v", a)
 	}
+	if res.ControlState != "in production -> shut down in recovery" {
+		t.Fatalf("control state change %q", res.ControlState)
+	}
 	ov.crash() // Prepare synced everything
 	ov = openTestOverlay(t, r, s, scratch)
 	defer ov.Close(ctx)
 	if got := string(mustRead(t, ov, "postgresql.auto.conf")); got != conf {
 		t.Fatal("prepared configuration lost")
+	}
+	cf, err := wal.ParseControlFile(mustRead(t, ov, wal.ControlFilePath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.State() != wal.DBShutdownedInRecovery || cf.SystemID() != 7710659777962280324 {
+		t.Fatalf("pg_control after Prepare: state %v, system id %d", cf.State(), cf.SystemID())
+	}
+	if a, b := ov.attr(mustNode(t, ov, wal.ControlFilePath)), ov.attr(mustNode(t, ov, "PG_VERSION")); a.Mode != b.Mode || a.UID != b.UID || a.GID != b.GID {
+		t.Fatalf("pg_control attr %+v, want mode and owner as an unchanged file's (%+v)", a, b)
+	}
+}
+
+// TestPrepareKeepsControlFile: without backup_label PostgreSQL decides
+// from pg_control whether to recover at all, and an unreadable pg_control
+// is PostgreSQL's to judge; Prepare leaves both alone.
+func TestPrepareKeepsControlFile(t *testing.T) {
+	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		control []byte
+		label   bool
+	}{
+		{"no backup_label", control, false},
+		{"unreadable pg_control", append(append([]byte(nil), control[:16]...), make([]byte, 8192-16)...), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := sampleTree()
+			tree.files[wal.ControlFilePath] = tc.control
+			if !tc.label {
+				delete(tree.files, "backup_label")
+			}
+			r, s := testSnapshot(t, tree)
+			ctx := context.Background()
+			ov := openTestOverlay(t, r, s, t.TempDir())
+			defer ov.Close(ctx)
+			res, err := ov.Prepare(ctx, PrepareOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ControlState != "" || !bytes.Equal(mustRead(t, ov, wal.ControlFilePath), tc.control) {
+				t.Fatalf("pg_control changed (%q)", res.ControlState)
+			}
+		})
 	}
 }
 

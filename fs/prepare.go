@@ -32,6 +32,9 @@ type PrepareResult struct {
 	// InPlaceTablespaces is set when tablespaces are shown as folders in
 	// pg_tblspc (allow_in_place_tablespaces = on).
 	InPlaceTablespaces bool `json:"in_place_tablespaces"`
+	// ControlState is pg_control's cluster state before and after, when
+	// Prepare changed it ("in production -> shut down in recovery").
+	ControlState string `json:"control_state,omitempty"`
 }
 
 // Prepare makes the overlay's data directory ready to start, once, on a
@@ -46,7 +49,9 @@ type PrepareResult struct {
 //     them with links to the original server's locations;
 //   - with Recovery, standby.signal is removed, recovery.signal created and
 //     the recovery settings written to postgresql.auto.conf (earlier
-//     recovery settings there are commented out).
+//     recovery settings there are commented out);
+//   - in a base backup (with backup_label), pg_control's state becomes
+//     "shut down in recovery" (see markDurable).
 //
 // Everything is synced before Prepare returns.
 func (ov *Overlay) Prepare(ctx context.Context, opts PrepareOptions) (*PrepareResult, error) {
@@ -117,10 +122,52 @@ func (ov *Overlay) Prepare(ctx context.Context, opts PrepareOptions) (*PrepareRe
 			return nil, err
 		}
 	}
+	if err := ov.markDurable(ctx, res); err != nil {
+		return nil, err
+	}
 	if err := ov.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("prepare data directory: %w", err)
 	}
 	return res, nil
+}
+
+// markDurable sets pg_control's state to "shut down in recovery" when it
+// says the server was running (a backup of a primary, or of a standby),
+// so that PostgreSQL's first start on the view skips its fsync of every
+// file of the data directory. That walk (SyncDataDirectory) exists to
+// make durable what a crashed server wrote but never synced; in a fresh
+// view nothing was written by a server, the snapshot's content is the
+// repository's and Prepare syncs its own changes before it returns.
+// Through FUSE the walk costs three round trips per file (open, fsync,
+// open again): 0.15-0.23 s of a 0.35 s start at pgbench scale 100.
+// PostgreSQL writes its own state into pg_control as soon as recovery
+// begins, so a later start after a crash walks the directory as always.
+// The state changes nothing else with a backup_label present: recovery
+// starts from the label's checkpoint either way, and a standby's backup
+// needs one of the two recovery states, which this is.
+func (ov *Overlay) markDurable(ctx context.Context, res *PrepareResult) error {
+	if !ov.Exists(ctx, "backup_label") || !ov.Exists(ctx, wal.ControlFilePath) {
+		return nil
+	}
+	raw, err := ov.ReadFile(ctx, wal.ControlFilePath)
+	if err != nil {
+		return err
+	}
+	cf, err := wal.ParseControlFile(raw)
+	if err != nil {
+		// Leave a file this version cannot read as it is; PostgreSQL
+		// judges it, and at worst walks the directory.
+		return nil
+	}
+	old := cf.State()
+	if old != wal.DBInProduction && old != wal.DBInArchiveRecovery {
+		return nil
+	}
+	if err := ov.WriteFile(ctx, wal.ControlFilePath, cf.WithState(wal.DBShutdownedInRecovery), 0o600, Owner{}); err != nil {
+		return err
+	}
+	res.ControlState = old.String() + " -> " + wal.DBShutdownedInRecovery.String()
+	return nil
 }
 
 // tablespaceDirs lists the tablespace folders of the view

@@ -40,29 +40,72 @@ type walServeDir struct {
 	gofs.Inode
 	ov      *Overlay
 	segSize uint64
-
-	// last is the last complete segment served. PostgreSQL asks for the
-	// segment it stopped in a second time when it ends recovery, and a
-	// segment costs 16 MiB of fetching, allocation and copying (about
-	// 25 ms of CPU). Served bytes are never written to, so handles share it.
-	lastMu   sync.Mutex
-	lastName string
-	lastData []byte
+	served  *servedSegments
 }
 
-func (d *walServeDir) cached(name string) []byte {
-	d.lastMu.Lock()
-	defer d.lastMu.Unlock()
-	if d.lastName == name {
-		return d.lastData
+// servedSegments keeps the last complete segment served, for every
+// inode of a mount's WALDirName folder (the kernel may forget the folder
+// between two fetches). PostgreSQL asks for the segment it stopped in a
+// second time when it ends recovery, and a segment costs 16 MiB of
+// fetching, allocation and copying (about 25 ms of CPU). Served bytes are
+// never written to, so handles share it. The mount also loads recovery's
+// first segment into it before PostgreSQL asks (warm).
+type servedSegments struct {
+	mu      sync.Mutex
+	name    string
+	data    []byte
+	warming string        // the segment warm is loading
+	warmed  chan struct{} // closed when that load ends
+}
+
+// get returns the kept segment called name, or nil. If warm is loading
+// that very segment, it waits for it rather than loading it twice.
+func (c *servedSegments) get(ctx context.Context, name string) []byte {
+	c.mu.Lock()
+	if c.warming == name {
+		ch := c.warmed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+		c.mu.Lock()
+	}
+	defer c.mu.Unlock()
+	if c.name == name {
+		return c.data
 	}
 	return nil
 }
 
-func (d *walServeDir) keep(name string, data []byte) {
-	d.lastMu.Lock()
-	defer d.lastMu.Unlock()
-	d.lastName, d.lastData = name, data
+func (c *servedSegments) keep(name string, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.name, c.data = name, data
+}
+
+// warm loads the complete segment called name in the background and
+// keeps it, unless a fetch kept another one meanwhile; until it is done,
+// get of that name waits for it. Failures are left for the fetch to
+// report.
+func (c *servedSegments) warm(ctx context.Context, d *walServeDir, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warming != "" || c.name != "" {
+		return
+	}
+	c.warming, c.warmed = name, make(chan struct{})
+	go func() {
+		data, src, err := d.load(ctx, name)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err == nil && src.segment && !src.partial && c.name == "" {
+			c.name, c.data = name, data
+		}
+		close(c.warmed)
+		c.warming = ""
+	}()
 }
 
 var (
@@ -191,38 +234,49 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
-	ov := f.dir.ov
-	if data := f.dir.cached(f.name); data != nil {
+	if data := f.dir.served.get(ctx, f.name); data != nil {
 		return &walServeHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	src, wf, err := f.dir.resolve(ctx, f.name)
-	if errors.Is(err, repo.ErrWALNotFound) {
-		return nil, 0, syscall.ENOENT
-	}
+	data, src, err := f.dir.load(ctx, f.name)
 	if err != nil {
-		ov.log.Error("WAL read failed", "file", f.name, "err", err)
 		return nil, 0, toErrno(err)
-	}
-	data, err := readWAL(ctx, ov.r, wf)
-	if err == nil && src.partial {
-		data = append(data, make([]byte, int64(f.dir.segSize)-int64(len(data)))...)
-	}
-	if err == nil && src.segment {
-		_, err = wal.ValidateSegment(f.name, data, f.dir.segSize)
-	}
-	if err != nil {
-		// Never hand PostgreSQL bytes that are not what was archived.
-		ov.log.Error("WAL file from the repository is damaged; not serving it", "file", f.name, "stored", src.stored, "err", err)
-		return nil, 0, syscall.EIO
 	}
 	if src.segment {
 		if !src.partial {
 			// A .partial is never kept: the streamer may add to it.
-			f.dir.keep(f.name, data)
+			f.dir.served.keep(f.name, data)
 		}
 		go f.dir.prefetchNext(context.WithoutCancel(ctx), f.name)
 	}
 	return &walServeHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// load reads the WAL file called name from the repository: a .partial
+// padded to a whole segment, and segments validated. A missing file is
+// ENOENT; damaged bytes are logged and EIO, never served.
+func (d *walServeDir) load(ctx context.Context, name string) ([]byte, walSource, error) {
+	ov := d.ov
+	src, wf, err := d.resolve(ctx, name)
+	if errors.Is(err, repo.ErrWALNotFound) {
+		return nil, src, syscall.ENOENT
+	}
+	if err != nil {
+		ov.log.Error("WAL read failed", "file", name, "err", err)
+		return nil, src, err
+	}
+	data, err := readWAL(ctx, ov.r, wf)
+	if err == nil && src.partial {
+		data = append(data, make([]byte, int64(d.segSize)-int64(len(data)))...)
+	}
+	if err == nil && src.segment {
+		_, err = wal.ValidateSegment(name, data, d.segSize)
+	}
+	if err != nil {
+		// Never hand PostgreSQL bytes that are not what was archived.
+		ov.log.Error("WAL file from the repository is damaged; not serving it", "file", name, "stored", src.stored, "err", err)
+		return nil, src, syscall.EIO
+	}
+	return data, src, nil
 }
 
 func (f *walServeFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -496,6 +496,9 @@ func TestInstantMount(t *testing.T) {
 	r1 := pgtest.StartOn(t, latestDir, pgtest.Options{})
 	r1.WaitRecoveryDone(t)
 	t.Logf("instant mount at latest: PostgreSQL started and promoted in %.1fs", time.Since(start).Seconds())
+	// The prepared pg_control (state and CRC rewritten) is accepted, and
+	// the first start skips the fsync of every file.
+	wantLog(t, r1, "database system was shut down in recovery", "database system was interrupted")
 	r2 := pgtest.StartOn(t, pitrDir, pgtest.Options{})
 	r2.WaitRecoveryDone(t)
 	if r1.Port() == r2.Port() {
@@ -557,6 +560,9 @@ func TestInstantMount(t *testing.T) {
 		startMount(t, env, pitrDir, "--scratch", pitrScratch, "--backup", b.ID, "--to", m2.CommittedAt.Format(time.RFC3339Nano))
 		r3 := pgtest.StartOn(t, pitrDir, pgtest.Options{})
 		r3.WaitReady(t)
+		// PostgreSQL's own state is in pg_control now: after its crash
+		// it syncs the data directory before recovery, as anywhere.
+		wantLog(t, r3, "database system was interrupted", "database system was shut down in recovery")
 		wantNotes(t, r3, "m1", "m2", "committed before the kill")
 		if n := r3.QueryInt(t, "SELECT count(*) FROM after_mount"); n != 5000 {
 			t.Fatalf("after_mount has %d rows", n)
@@ -592,6 +598,18 @@ func TestInstantMount(t *testing.T) {
 	}
 	if res := v.run("repo", "check", "--read-data"); res.code != 0 {
 		t.Fatalf("repo check --read-data: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+// wantLog fails unless the server's log holds want and not unwanted.
+func wantLog(t *testing.T, c *pgtest.Cluster, want, unwanted string) {
+	t.Helper()
+	log, err := os.ReadFile(c.LogFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), want) || strings.Contains(string(log), unwanted) {
+		t.Fatalf("server log %s: want %q and not %q:\n%s", c.LogFile(), want, unwanted, log)
 	}
 }
 

@@ -266,7 +266,12 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 			return err
 		}
 	}
-	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: o.passthrough, ServeWAL: true, SegmentSize: plan.SegmentSize}), mopts)
+	instOpts := pgfs.InstantOptions{Passthrough: o.passthrough, ServeWAL: true, SegmentSize: plan.SegmentSize}
+	if !o.noRecovery && !rep.Reused {
+		// A reused overlay's server resumes from its own checkpoint.
+		instOpts.FirstSegment = plan.FirstSegment()
+	}
+	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, instOpts), mopts)
 	if err != nil {
 		ov.Close(ctx)
 		return err
@@ -279,6 +284,9 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 		} else if rep.Prepared != nil {
 			for _, st := range rep.Prepared.Settings {
 				fmt.Fprintf(w, "  %s\n", st)
+			}
+			if rep.Prepared.ControlState != "" {
+				fmt.Fprintf(w, "  pg_control: %s (nothing in the view needs syncing)\n", rep.Prepared.ControlState)
 			}
 		}
 		fmt.Fprintf(w, "backup %s mounted at %s in %.2fs, writes go to %s; start it: pg_ctl -D %s start (as %s)\n",

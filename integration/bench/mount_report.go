@@ -245,13 +245,13 @@ func (rep *MountReport) Render() string {
 	}
 	row("**pgvault instant mount**: mount + start + query", wall(StepFirstQuery, ToolPgvaultMount))
 	row("&nbsp;&nbsp;mount until the data directory is visible", wall(StepMountReady, ToolPgvaultMount))
-	row("&nbsp;&nbsp;`pg_ctl start -w` + first query", wall(StepStart, ToolPgvaultMount))
+	row("&nbsp;&nbsp;`pg_ctl start` + first query", wall(StepStart, ToolPgvaultMount))
 	row("**pgvault restore** + start + query", wall(StepFirstQuery, ToolPgvault))
 	row("&nbsp;&nbsp;`pgvault restore`", wall(StepRestore, ToolPgvault))
-	row("&nbsp;&nbsp;`pg_ctl start -w` + first query", wall(StepStart, ToolPgvault))
+	row("&nbsp;&nbsp;`pg_ctl start` + first query", wall(StepStart, ToolPgvault))
 	row("**pgBackRest restore** + start + query", wall(StepFirstQuery, ToolPgbackrest))
 	row("&nbsp;&nbsp;`pgbackrest restore`", wall(StepRestore, ToolPgbackrest))
-	row("&nbsp;&nbsp;`pg_ctl start -w` + first query", wall(StepStart, ToolPgbackrest))
+	row("&nbsp;&nbsp;`pg_ctl start` + first query", wall(StepStart, ToolPgbackrest))
 	row("instant mount: promoted (from the mount's start; the pgbench -S runs' mounts)", wall(StepPromoted, ToolPgvaultMount))
 	ratioRow := func(label string, peer string) {
 		w("| %s |", label)

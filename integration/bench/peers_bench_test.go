@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 type config struct {
 	scale, count  int
 	pgbenchSec    int
+	shortSec      int // pgbench -T of the pgvault-only 4th backup
 	streamSec     int
 	walSegments   int
 	doc, chart    string
@@ -78,6 +79,7 @@ func loadConfig(t *testing.T) config {
 		scale:       envInt(t, "SCALE", 100),
 		count:       envInt(t, "COUNT", 3),
 		pgbenchSec:  envInt(t, "BENCH_PGBENCH_SECONDS", 60),
+		shortSec:    envInt(t, "BENCH_SHORT_PGBENCH_SECONDS", 30),
 		streamSec:   envInt(t, "BENCH_STREAM_SECONDS", 30),
 		walSegments: envInt(t, "BENCH_WAL_SEGMENTS", 16),
 		doc:         os.Getenv("BENCH_DOC"),
@@ -227,7 +229,7 @@ func TestPeers(t *testing.T) {
 	t.Cleanup(led.remove)
 	b := &bench{t: t, cfg: cfg, led: led, res: &Results{}, seen: map[string]bool{}, profiles: map[string]string{}, lastUsage: map[string]usage{}}
 	rep := &Report{Date: time.Now(), Machine: machine(), LoadStart: loadAvg(), Scale: cfg.scale, Count: cfg.count,
-		Reproduce: cfg.reproduce, Chart: cfg.chartRel, PgbenchSec: cfg.pgbenchSec, Headline: os.Getenv("BENCH_NOTE")}
+		Reproduce: cfg.reproduce, Chart: cfg.chartRel, PgbenchSec: cfg.pgbenchSec, ShortSec: cfg.shortSec, Headline: os.Getenv("BENCH_NOTE")}
 	b.logf("scale %d, %d round(s); load average %s", cfg.scale, cfg.count, rep.LoadStart)
 	if err := dropCaches(); err != nil {
 		b.note("could not drop the page cache (%v): cold reads may be warm", err)
@@ -300,8 +302,8 @@ func standingNotes(cfg config) []string {
 		"WAL archiving: archive_command is switched (ALTER SYSTEM + pg_reload_conf) to the tool being measured — `pgvault wal push`, `pgbackrest archive-push`, or a copy into barman's incoming folder — and to /bin/true for pg_basebackup, restic and the changes between backups; before every switch the benchmark waits until no segment is waiting to be archived. So each backup that waits for its last WAL segment (all but restic's) waits for its own archiver.",
 		"Before every measured step: CHECKPOINT, then sync and `echo 3 > /proc/sys/vm/drop_caches`, so every tool reads cold. Every backup asks for a fast checkpoint.",
 		"restic backs up the data directory of the running cluster right after a CHECKPOINT (as the field notes measured): the copy is crash-consistent at best, and its restore starts with crash recovery. postmaster.pid and postmaster.opts are excluded.",
-		"Restores recover only to consistency (pgvault `--to-immediate`, pgBackRest `--type=immediate`, both promote); `start + SELECT 1` is pg_ctl start -w on the restored directory with archive_mode=off, until SELECT 1 answers. `restore to first query` is the sum, per run; for the instant mount it is mount + start + SELECT 1.",
-		fmt.Sprintf("pgbench between the second and third backup: `pgbench -T %d` (1 client). The 5%% change: `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5%% of the rows` (contiguous), then CHECKPOINT.", cfg.pgbenchSec),
+		"Restores recover only to consistency (pgvault `--to-immediate`, pgBackRest `--type=immediate`, both promote); `start + SELECT 1` is `pg_ctl start --no-wait` on the restored directory with archive_mode=off, then SELECT 1 tried every 10 ms until it answers (pg_ctl's own wait looks only every 100 ms, which would round every start up to a tenth of a second). `restore to first query` is the sum, per run; for the instant mount it is mount + start + SELECT 1.",
+		fmt.Sprintf("pgbench between the second and third backup: `pgbench -T %d` (1 client). The 5%% change: `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5%% of the rows` (contiguous), then CHECKPOINT. After the restores and mount reads, pgvault alone takes a fourth backup after a further `pgbench -T %d` (the second dedup figure in the text).", cfg.pgbenchSec, cfg.shortSec),
 		"CPU time of pg_basebackup and pgvault backup is the client's; the server's walsender reads (and for pg_basebackup compresses) the files: that is in `server CPU`. pgBackRest and restic read the files themselves. `server CPU` also includes the checkpointer and the archiver (and so the archive_command's pushes) during the step.",
 		"restic's copy of the live data directory holds pg_wal (current and recycled segments), which pgvault's and pgBackRest's restores leave out (recovery fetches the WAL it needs): so restores and mount reads are compared in MB/s, not seconds.",
 		"WAL push: the segments are real WAL of this cluster (UPDATEs of 20,000 pgbench_accounts rows at a time, a CHECKPOINT every 10, so they carry full-page images), copied aside by archive_command; each is then pushed once by each tool, as postgres, alternating which goes first. pgBackRest pushes into the stanza's archive (zst), pgvault into a new repository.",
@@ -457,6 +459,16 @@ func (b *bench) round(r int) {
 			b.resticMount(rs)
 		}
 	}
+	// (c) A shorter pgbench run, pgvault only: what a backup adds after
+	// it. Last, so that the restores above restore the third backups.
+	b.setArchive("/bin/true")
+	b.logf("pgbench -T %d", b.cfg.shortSec)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Duration(b.cfg.shortSec+300)*time.Second)
+	b.c.Pgbench(ctx, b.t, "-T", strconv.Itoa(b.cfg.shortSec))
+	cancel()
+	sqlExec(b.c.Port(), 10*time.Minute, "CHECKPOINT")
+	b.pgvaultBackup(pv, StepIncrShort, r)
+
 	os.RemoveAll(pv.dir)
 	os.RemoveAll(rs.dir)
 }

@@ -62,6 +62,7 @@ type Report struct {
 	Chart      string // path of the chart relative to the document
 	Reproduce  string
 	PgbenchSec int
+	ShortSec   int    // pgbench -T before the 4th backup
 	Headline   string // BENCH_NOTE: a remark about this run, shown at the top
 }
 
@@ -173,8 +174,11 @@ func (rep *Report) Render() string {
 		w("Deduplication: pgvault's second backup, after the 5%% UPDATE, stored %s MB, %.1f%% of what its full backup stored (%s MB; medians)",
 			Num(c.Median), 100*c.Median/f.Median, Num(f.Median))
 		if b := rep.Results.Get(StepIncrBench, ToolPgvault).Stat(MB); b.OK() {
-			w("; the third, after `pgbench -T %d`, stored %s MB, %.0f%%: pgbench's UPDATEs land on random rows, so they change nearly every 128 KiB chunk of pgbench_accounts",
-				rep.PgbenchSec, Num(b.Median), 100*b.Median/f.Median)
+			w("; the third, after `pgbench -T %d`, stored %s MB, %.0f%%", rep.PgbenchSec, Num(b.Median), 100*b.Median/f.Median)
+			if s := rep.Results.Get(StepIncrShort, ToolPgvault).Stat(MB); s.OK() {
+				w(", and the fourth, after a further `pgbench -T %d`, %s MB, %.0f%%", rep.ShortSec, Num(s.Median), 100*s.Median/f.Median)
+			}
+			w(": pgbench's UPDATEs land on random rows, so they change nearly every 128 KiB chunk of pgbench_accounts")
 		}
 		w(".\n\n")
 	}
@@ -257,7 +261,7 @@ func (rep *Report) ratioCell(row *Row) string {
 		}
 	}
 	switch row.Step {
-	case StepFull, StepIncrChange, StepIncrBench:
+	case StepFull, StepIncrChange, StepIncrBench, StepIncrShort:
 		if st := row.Stat(MB); st.OK() {
 			if peer, m, ok := rep.Results.BestPeer(row.Step, MB); ok && m > 0 {
 				parts = append(parts, fmt.Sprintf("%.2fx MB (%s)", st.Median/m, peer))

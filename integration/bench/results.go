@@ -11,6 +11,10 @@ const (
 	StepFull       = "full backup"
 	StepIncrChange = "2nd backup after 5% UPDATE"
 	StepIncrBench  = "3rd backup after pgbench"
+	// StepIncrShort is pgvault's backup after a further, shorter pgbench
+	// run (BENCH_SHORT_PGBENCH_SECONDS, 30 s by default): the second
+	// dedup figure base backups are judged by.
+	StepIncrShort  = "4th backup after a shorter pgbench"
 	StepRestore    = "restore (copy out)"
 	StepStart      = "start + SELECT 1"
 	StepFirstQuery = "restore to first query"
@@ -22,7 +26,7 @@ const (
 )
 
 // StepOrder is the order of steps in the table and the chart.
-var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepRestore, StepStart,
+var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort, StepRestore, StepStart,
 	StepFirstQuery, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream}
 
 // Tool names.

@@ -64,6 +64,7 @@ timeline3() {
 	local w=$1
 	cluster "$w" 16
 	run "$BIN/pg_basebackup" -h "$w/sock" -D "$w/bb" -X none
+	cp "$w/bb/global/pg_control" "$w/pg_control.basebackup"
 	run "$BIN/pgbench" -h "$w/sock" -i -s 5 postgres >/dev/null 2>&1
 	local y
 	y=$(sql "$w" -c "select pg_current_wal_lsn()")
@@ -87,7 +88,7 @@ CONF
 W=$(mktemp -d /tmp/mkfixtures.XXXXXX)
 chown postgres "$W"
 trap 'rm -rf "$W"' EXIT
-mkdir -p "$OUT/pg15-1mib" "$OUT/pg15-16mib" "$OUT/pg15-timeline3"
+mkdir -p "$OUT/pg15-1mib" "$OUT/pg15-16mib" "$OUT/pg15-timeline3" "$OUT/pg15-basebackup"
 
 switches "$W/a" 1
 A=$W/a/arch
@@ -103,4 +104,5 @@ cp "$B"/*.backup "$OUT/pg15-16mib/"
 
 timeline3 "$W/c"
 cp "$W"/c/arch/*.history "$OUT/pg15-timeline3/"
+cp "$W/c/pg_control.basebackup" "$OUT/pg15-basebackup/pg_control"
 ls -lR "$OUT"
