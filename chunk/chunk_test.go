@@ -2,6 +2,7 @@ package chunk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -328,5 +329,34 @@ func TestSplittersReportTruncatedSource(t *testing.T) {
 		if !errors.Is(err, ErrTruncated) || errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("%s: %v, want ErrTruncated", name, err)
 		}
+	}
+}
+
+// TestFastestLevelOneBlockPerChunk: at the default (fastest) level a 128
+// KiB chunk is compressed as a single zstd block, not two of 64 KiB (see
+// NewCodec).
+func TestFastestLevelOneBlockPerChunk(t *testing.T) {
+	c := newCodec(t, false, 0)
+	frame := c.enc.EncodeAll(TestPages(16, 1), nil)
+	if len(frame) < 6 || binary.LittleEndian.Uint32(frame) != 0xFD2FB528 {
+		t.Fatalf("not a zstd frame: % x", frame[:min(len(frame), 8)])
+	}
+	fhd := frame[4]
+	at := 5
+	single := fhd&0x20 != 0
+	if !single {
+		at++ // window descriptor
+	}
+	at += []int{0, 1, 2, 4}[fhd&3] // dictionary ID
+	fcs := []int{0, 2, 4, 8}[fhd>>6]
+	if fcs == 0 && single {
+		fcs = 1
+	}
+	at += fcs
+	if len(frame) < at+3 {
+		t.Fatalf("frame of %d bytes ends in its header", len(frame))
+	}
+	if last := frame[at]&1 == 1; !last {
+		t.Fatal("the first block of a 128 KiB chunk is not its last: the chunk was cut into several blocks")
 	}
 }
