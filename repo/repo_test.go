@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -401,3 +403,60 @@ func TestNodeModesKeepOnlyPermissions(t *testing.T) {
 }
 
 var _ = chunk.ID{}
+
+// TestPackBuffersReused: buffers of uploaded packs carry the next packs,
+// and every pack still holds what it was written with.
+func TestPackBuffersReused(t *testing.T) {
+	be := &packArrays{Backend: mem.New(), seen: map[*byte]int{}}
+	r := TestRepositoryOn(t, be, Options{PackSize: 64 << 10})
+	files := map[string][]byte{}
+	for i := range 8 {
+		files[fmt.Sprintf("base/1/%d", i)] = randBytes(uint64(10+i), 512<<10)
+	}
+	s := writeSnapshot(t, r, files)
+	be.mu.Lock()
+	packs, reused := be.packs, be.reused
+	be.mu.Unlock()
+	if packs < 20 || reused == 0 {
+		t.Fatalf("%d packs, %d of them in a buffer used before", packs, reused)
+	}
+	fresh, err := Open(ctx, be, []byte(TestPassword), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	res, err := fresh.Check(ctx, CheckOptions{ReadData: true})
+	if err != nil || len(res.Errors) > 0 {
+		t.Fatalf("check: %v %+v", err, res)
+	}
+	s, err = fresh.LoadSnapshot(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range files {
+		if !bytes.Equal(readAll(t, fresh, s, p), want) {
+			t.Fatalf("%s differs", p)
+		}
+	}
+}
+
+// packArrays counts pack saves and how many came in an array an earlier
+// pack was saved from.
+type packArrays struct {
+	backend.Backend
+	mu            sync.Mutex
+	seen          map[*byte]int
+	packs, reused int
+}
+
+func (p *packArrays) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if h.Type == backend.PackFile && len(data) > 0 {
+		p.mu.Lock()
+		p.packs++
+		if p.seen[&data[0]]++; p.seen[&data[0]] > 1 {
+			p.reused++
+		}
+		p.mu.Unlock()
+	}
+	return p.Backend.Save(ctx, h, data)
+}

@@ -46,6 +46,10 @@ type saver struct {
 	ownOrder []ownBlob
 
 	uploads  chan *pack.Writer
+	// packBufs holds buffers of uploaded packs for the next ones: a new
+	// 18 MiB buffer costs its page faults as the pack fills (in a
+	// scale-100 backup's profile, 0.15 s of memmove in pack.Writer.Add).
+	packBufs chan []byte
 	inFlight sync.WaitGroup // packs handed to uploads and not yet done
 	workers  sync.WaitGroup
 
@@ -66,6 +70,7 @@ func newSaver(r *Repository) *saver {
 		own:     map[chunk.ID]time.Time{},
 		uploads: make(chan *pack.Writer, 1),
 	}
+	s.packBufs = make(chan []byte, r.opts.Uploaders+1)
 	s.lastIndex = r.opts.Now()
 	s.lastCompact = r.opts.Now()
 	for range r.opts.Uploaders {
@@ -109,7 +114,12 @@ func (s *saver) save(ctx context.Context, t pack.BlobType, plain []byte, id chun
 	w := s.packers[t]
 	now := s.r.opts.Now()
 	if w == nil {
-		w = pack.NewWriter(s.r.opts.PackSize + s.r.opts.PackSize/8)
+		select {
+		case buf := <-s.packBufs:
+			w = pack.NewWriterOn(buf)
+		default:
+			w = pack.NewWriter(s.r.opts.PackSize + s.r.opts.PackSize/8)
+		}
 		s.packers[t] = w
 		s.opened[t] = now
 	}
@@ -183,6 +193,10 @@ func (s *saver) upload(w *pack.Writer) {
 		typ = blobs[0].Type
 	}
 	s.r.idx.addPack(index.PackInfo{ID: id, Size: uint32(len(data)), Type: typ}, blobs)
+	select { // only after a successful Save: a failed one may still be sending it
+	case s.packBufs <- data:
+	default:
+	}
 	s.mu.Lock()
 	for _, b := range blobs {
 		delete(s.queued, b.ID)

@@ -158,7 +158,8 @@ type FileInfo struct {
 //     returns nil the object is durable (fsynced, or acknowledged by the
 //     object store). Save replaces an existing object of the same handle;
 //     callers only do that for objects whose content is a function of
-//     their name, or for locks and WAL partials that they own.
+//     their name, or for locks and WAL partials that they own. Once Save
+//     returns nil, it no longer uses data: the caller may reuse it.
 //   - Load returns exactly length bytes starting at offset; length 0 means
 //     "to the end". A short object is an error, never a short slice. A
 //     missing object is an error matching ErrNotFound.

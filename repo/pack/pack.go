@@ -79,6 +79,11 @@ type Writer struct {
 // NewWriter returns an empty pack writer with room for sizeHint bytes.
 func NewWriter(sizeHint int) *Writer { return &Writer{buf: make([]byte, 0, sizeHint)} }
 
+// NewWriterOn returns an empty pack writer that writes into buf's array
+// (a buffer of a finished pack, to spare the allocation and the page
+// faults of a new one).
+func NewWriterOn(buf []byte) *Writer { return &Writer{buf: buf[:0]} }
+
 // Add appends a sealed blob.
 func (w *Writer) Add(t BlobType, id chunk.ID, sealed []byte, plainLen int) {
 	w.blobs = append(w.blobs, Blob{Type: t, ID: id, Offset: uint32(len(w.buf)), Length: uint32(len(sealed)), PlainLen: uint32(plainLen)})
