@@ -45,7 +45,7 @@ type saver struct {
 	own      map[chunk.ID]time.Time
 	ownOrder []ownBlob
 
-	uploads  chan *pack.Writer
+	uploads chan *pack.Writer
 	// packBufs holds buffers of uploaded packs for the next ones: a new
 	// 18 MiB buffer costs its page faults as the pack fills (in a
 	// scale-100 backup's profile, 0.15 s of memmove in pack.Writer.Add).
