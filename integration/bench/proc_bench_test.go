@@ -379,13 +379,8 @@ func procTimes() (map[int]int, map[int]int64) {
 // serverCPU returns the CPU seconds used so far by the postmaster of
 // dataDir and all its descendants, live or reaped.
 func serverCPU(dataDir string) float64 {
-	data, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	root, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
+	root := postmasterPID(dataDir)
+	if root == 0 {
 		return 0
 	}
 	parent, ticks := procTimes()
@@ -571,7 +566,9 @@ func (b *bench) startServer(dir string) (*server, time.Duration, error) {
 		return nil, 0, failed(err)
 	}
 	postmaster := 0
-	for {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		v, err := sqlString(port, query)
 		if err == nil {
 			if v != want {
@@ -592,7 +589,6 @@ func (b *bench) startServer(dir string) (*server, time.Duration, error) {
 		case waited > 10*time.Minute:
 			return nil, 0, failed(err)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	return s, time.Since(start), nil
 }
