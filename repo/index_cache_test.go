@@ -2,9 +2,14 @@ package repo
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,5 +132,101 @@ func TestWritersCompactTheirIndex(t *testing.T) {
 	writeSnapshot(t, r, map[string][]byte{"base/1/1": randBytes(99, 5<<20)}) // 20 packs of 256 KiB
 	if after := len(listNames(t, be, backend.IndexFile)); after > before+1 {
 		t.Fatalf("a backup left %d index objects", after-before)
+	}
+}
+
+// gatedBackend holds every key file load until an index object is being
+// loaded, and counts how many index loads run at once.
+type gatedBackend struct {
+	backend.Backend
+	indexStarted chan struct{}
+	once         sync.Once
+	running, max atomic.Int32
+}
+
+func (g *gatedBackend) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
+	switch h.Type {
+	case backend.KeyFile:
+		select {
+		case <-g.indexStarted:
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("the key file was loaded, but no index object in the meantime")
+		}
+	case backend.IndexFile:
+		g.once.Do(func() { close(g.indexStarted) })
+		cur := g.running.Add(1)
+		defer g.running.Add(-1)
+		for {
+			m := g.max.Load()
+			if cur <= m || g.max.CompareAndSwap(m, cur) {
+				break
+			}
+		}
+		// Long enough for the other loads to start alongside.
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Backend.Load(ctx, h, off, n)
+}
+
+// TestOpenFetchesIndexAlongsideKey: a first open (empty cache) downloads
+// the index objects while the key is derived, several at a time, and
+// finds every blob.
+func TestOpenFetchesIndexAlongsideKey(t *testing.T) {
+	be := mem.New()
+	r := TestRepositoryOn(t, be, Options{PackSize: 64 << 10})
+	want := map[string][]byte{}
+	for i := range 10 {
+		name := fmt.Sprintf("0000000100000000000000%02X", i)
+		seg := randBytes(uint64(i), 10<<10)
+		if _, err := r.SaveWAL(ctx, 1, name, seg, false); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = seg
+	}
+	var objects int
+	be.List(ctx, backend.IndexFile, func(backend.FileInfo) error { objects++; return nil })
+	if objects < 2 {
+		t.Fatalf("%d index objects; the test needs several", objects)
+	}
+
+	g := &gatedBackend{Backend: be, indexStarted: make(chan struct{})}
+	r2, err := Open(ctx, g, []byte(TestPassword), Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if g.max.Load() < 2 {
+		t.Errorf("at most %d index object loads at once, want several", g.max.Load())
+	}
+	for name, seg := range want {
+		got, _, err := r2.LoadWAL(ctx, 1, name)
+		if err != nil || !bytes.Equal(got, seg) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestOpenIndexFetchFailure: an index object that cannot be read fails the
+// open with its name, and a wrong password still says so.
+func TestOpenIndexFetchFailure(t *testing.T) {
+	be := mem.New()
+	r := TestRepositoryOn(t, be, Options{})
+	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000001", randBytes(1, 4096), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, be, []byte("wrong"), Options{}); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	var name string
+	be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error { name = fi.Name; return nil })
+	be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: name})
+	be.Save(ctx, backend.Handle{Type: backend.IndexFile, Name: name}, []byte("not sealed"))
+	_, err := Open(ctx, be, []byte(TestPassword), Options{CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "index "+name[:8]) {
+		t.Fatalf("open with a damaged index object: %v", err)
 	}
 }

@@ -255,7 +255,31 @@ func (m *masterIndex) compactOwn(ctx context.Context) error {
 
 // load brings the index up to date with the repository: every index object
 // not yet loaded is read (from the local cache when possible).
+// loadConcurrency is how many index objects are fetched and opened at once:
+// a first open on a new machine reads every index object, and an object
+// store answers each request after a round trip.
+const loadConcurrency = 8
+
+// load adds the index objects written since the last load.
 func (m *masterIndex) load(ctx context.Context) error {
+	f, err := m.fetch(ctx)
+	if err != nil {
+		return err
+	}
+	return m.open(ctx, f)
+}
+
+// fetched is what fetch found: the index objects to add, in listing
+// order, and the sealed bytes of those the local cache lacks.
+type fetched struct {
+	todo   []chunk.ID
+	sealed map[chunk.ID][]byte
+}
+
+// fetch lists the index objects and downloads those neither loaded nor in
+// the local cache. It needs no key (Open runs it while the KDF derives
+// one) and leaves the codec alone.
+func (m *masterIndex) fetch(ctx context.Context) (*fetched, error) {
 	var present []chunk.ID
 	err := m.be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
 		id, err := chunk.ParseID(fi.Name)
@@ -267,7 +291,7 @@ func (m *masterIndex) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list index: %w", err)
+		return nil, fmt.Errorf("list index: %w", err)
 	}
 	presentSet := map[chunk.ID]bool{}
 	for _, id := range present {
@@ -281,30 +305,76 @@ func (m *masterIndex) load(ctx context.Context) error {
 		m.adoptMerged(presentSet)
 	}
 
+	f := &fetched{sealed: map[chunk.ID][]byte{}}
+	var download []chunk.ID
+	m.mu.RLock()
 	for _, id := range present {
-		m.mu.RLock()
-		done := m.loaded[id]
-		m.mu.RUnlock()
-		if done {
+		if m.loaded[id] {
 			continue
 		}
-		tab, mapped, err := m.loadOne(ctx, id)
+		f.todo = append(f.todo, id)
+		if m.cacheDir != "" {
+			if _, err := os.Stat(filepath.Join(m.cacheDir, id.String())); err == nil {
+				continue // opened from the cache; a damaged entry is fetched then
+			}
+		}
+		download = append(download, id)
+	}
+	m.mu.RUnlock()
+
+	var mu sync.Mutex
+	err = eachParallel(ctx, download, loadConcurrency, func(ctx context.Context, _ int, id chunk.ID) error {
+		sealed, err := m.be.Load(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, 0)
+		if err != nil {
+			return fmt.Errorf("load index %s: %w", id.Short(), err)
+		}
+		mu.Lock()
+		f.sealed[id] = sealed
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// open decrypts and decodes what fetch found and adds it to the tables.
+func (m *masterIndex) open(ctx context.Context, f *fetched) error {
+	tabs := make([]*table, len(f.todo))
+	err := eachParallel(ctx, f.todo, loadConcurrency, func(ctx context.Context, i int, id chunk.ID) error {
+		tab, mapped, err := m.loadOne(ctx, id, f.sealed[id])
 		if err != nil {
 			return err
 		}
-		m.mu.Lock()
-		if !m.loaded[id] {
-			m.tables = append(m.tables, &table{t: tab, covers: []chunk.ID{id}, mapped: mapped})
-			m.loaded[id] = true
+		tabs[i] = &table{t: tab, covers: []chunk.ID{id}, mapped: mapped}
+		return nil
+	})
+	if err != nil {
+		for _, t := range tabs {
+			if t != nil && t.mapped != nil {
+				unix.Munmap(t.mapped)
+			}
 		}
-		m.mu.Unlock()
+		return err
 	}
+	m.mu.Lock()
+	for i, id := range f.todo {
+		if !m.loaded[id] {
+			m.tables = append(m.tables, tabs[i])
+			m.loaded[id] = true
+		} else if tabs[i].mapped != nil {
+			unix.Munmap(tabs[i].mapped)
+		}
+	}
+	m.mu.Unlock()
 	return m.maybeMerge()
 }
 
-// loadOne reads index object id, preferring the decrypted copy in the cache.
-func (m *masterIndex) loadOne(ctx context.Context, id chunk.ID) (*index.Table, []byte, error) {
-	if m.cacheDir != "" {
+// loadOne reads index object id, preferring the decrypted copy in the
+// cache; sealed, when not nil, is the object as fetch downloaded it.
+func (m *masterIndex) loadOne(ctx context.Context, id chunk.ID, sealed []byte) (*index.Table, []byte, error) {
+	if m.cacheDir != "" && sealed == nil {
 		if mapped, err := mmapFile(filepath.Join(m.cacheDir, id.String())); err == nil {
 			if tab, err := index.Decode(mapped); err == nil {
 				return tab, mapped, nil
@@ -313,10 +383,12 @@ func (m *masterIndex) loadOne(ctx context.Context, id chunk.ID) (*index.Table, [
 			m.log.Warn("local index cache entry is damaged; reloading it from the repository", "index", id.Short())
 		}
 	}
-	h := backend.Handle{Type: backend.IndexFile, Name: id.String()}
-	sealed, err := m.be.Load(ctx, h, 0, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load index %s: %w", id.Short(), err)
+	if sealed == nil {
+		var err error
+		h := backend.Handle{Type: backend.IndexFile, Name: id.String()}
+		if sealed, err = m.be.Load(ctx, h, 0, 0); err != nil {
+			return nil, nil, fmt.Errorf("load index %s: %w", id.Short(), err)
+		}
 	}
 	plain, err := m.codec.OpenMeta(indexLabel, sealed)
 	if err != nil {

@@ -328,7 +328,7 @@ func (r *Repository) freshIndex(ctx context.Context) (*masterIndex, []string, er
 		if err != nil {
 			continue
 		}
-		tab, _, err := m.loadOne(ctx, id)
+		tab, _, err := m.loadOne(ctx, id, nil)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // replaced while we listed
 		}

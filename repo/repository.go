@@ -200,8 +200,38 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("repository at %s: %w", be.Location(), err)
 	}
+	cacheDir := ""
+	if opts.CacheDir != "" {
+		cacheDir = filepath.Join(opts.CacheDir, cfg.ID, "index")
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			opts.Logger.Warn("cache folder unusable; keeping the index in memory", "dir", cacheDir, "err", err)
+			cacheDir = ""
+		}
+	}
+	// The codec comes with the key; fetching the index needs neither, so
+	// it runs while the KDF derives the key (about 55 ms on a first open).
+	idx := newMasterIndex(be, nil, cacheDir, opts.Logger)
+	loadIndex := !opts.ConcurrentWriter && !opts.SkipIndex
+	type fetchResult struct {
+		f   *fetched
+		err error
+	}
+	fetchCtx, cancelFetch := context.WithCancel(ctx)
+	defer cancelFetch()
+	fetchDone := make(chan fetchResult, 1)
+	if loadIndex {
+		go func() {
+			f, err := idx.fetch(fetchCtx)
+			fetchDone <- fetchResult{f, err}
+		}()
+	}
 	master, err := findKey(ctx, be, password, cfg.Encrypted(), cfg.ID, opts.KeyCache)
 	if err != nil {
+		if loadIndex {
+			cancelFetch()
+			<-fetchDone
+		}
+		idx.close()
 		return nil, err
 	}
 	r := &Repository{be: be, cfg: cfg, opts: opts, log: opts.Logger, pol: master.ChunkerPol}
@@ -211,20 +241,18 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 		copts.EncKey = master.EncKey
 	}
 	if r.codec, err = chunk.NewCodec(copts); err != nil {
+		if loadIndex {
+			cancelFetch()
+			<-fetchDone
+		}
+		idx.close()
 		return nil, err
 	}
 	r.sealBufs.New = func() any { b := make([]byte, 0, chunk.MaxChunkSize+1024); return &b }
 	r.cache = newBlobCache(opts.CacheSize)
 	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
-	cacheDir := ""
-	if opts.CacheDir != "" {
-		cacheDir = filepath.Join(opts.CacheDir, cfg.ID, "index")
-		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-			r.log.Warn("cache folder unusable; keeping the index in memory", "dir", cacheDir, "err", err)
-			cacheDir = ""
-		}
-	}
-	r.idx = newMasterIndex(be, r.codec, cacheDir, r.log)
+	idx.codec = r.codec
+	r.idx = idx
 	if opts.ConcurrentWriter {
 		// It never looks blobs up (it reuses only its own), so the
 		// repository's index is neither loaded nor kept.
@@ -234,7 +262,12 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	if opts.SkipIndex {
 		return r, nil
 	}
-	if err := r.idx.load(ctx); err != nil {
+	res := <-fetchDone
+	err = res.err
+	if err == nil {
+		err = r.idx.open(ctx, res.f)
+	}
+	if err != nil {
 		r.Close()
 		return nil, err
 	}

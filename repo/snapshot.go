@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pgvault/pgvault/chunk"
@@ -128,20 +127,12 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	out := make([]*Snapshot, len(ids))
-	errs := make([]error, len(ids))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for i, id := range ids {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			out[i], errs[i] = r.LoadSnapshot(ctx, id)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = eachParallel(ctx, ids, 8, func(ctx context.Context, i int, id string) error {
+		var err error
+		out[i], err = r.LoadSnapshot(ctx, id)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool {

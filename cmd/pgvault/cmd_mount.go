@@ -177,6 +177,19 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	if err := pgfs.CheckMountpoint(mnt); err != nil {
 		return err
 	}
+	type lookup struct {
+		u   verify.OSUser
+		err error
+	}
+	owned := make(chan lookup, 1)
+	if instant {
+		// The owner's lookup goes through NSS (5-8 ms with a cold page
+		// cache); opening the repository may run the KDF: let them overlap.
+		go func() {
+			u, err := verify.LookupUser(o.owner)
+			owned <- lookup{u, err}
+		}()
+	}
 	r, err := e.openRepoCache(ctx, cacheSize)
 	if err != nil {
 		return err
@@ -211,10 +224,11 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	}
 
 	// Instant mode.
-	owner, err := verify.LookupUser(o.owner)
-	if err != nil {
-		return usageError{err}
+	lu := <-owned
+	if lu.err != nil {
+		return usageError{lu.err}
 	}
+	owner := lu.u
 	o.target.targetAction = ""
 	rc, err := recoveryFromFlags(o.target)
 	if err != nil {

@@ -118,6 +118,11 @@ func TestBadInput(t *testing.T) {
 		{"no password", []string{"--repo", dir, "repo", "check"}, nil, 1, "--password-file"},
 		{"unknown flag", append(args, "repo", "check", "--bogus"), nil, 2, "bogus"},
 		{"bad output", append(args, "--output", "yaml", "repo", "stats"), nil, 2, "--output"},
+		// The owner is looked up while the repository opens.
+		{"unknown owner", append(args, "mount", t.TempDir(), "--backup", "latest", "--scratch", t.TempDir(), "--owner", "no-such-user-pgvault"), nil,
+			2, `OS user "no-such-user-pgvault"`},
+		{"unknown owner, wrong password", []string{"--repo", dir, "--password-file", wrongPw, "mount", t.TempDir(), "--backup", "latest", "--scratch", t.TempDir(), "--owner", "no-such-user-pgvault"}, nil,
+			1, "wrong password or not a pgvault repository"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
