@@ -57,7 +57,7 @@ func TestIngestReassemblesArchive(t *testing.T) {
 			// The receiver reuses its buffer: hand ingest a copy that is
 			// scribbled over after the call, as pgx's would be.
 			piece := bytes.Clone(rest[:n])
-			if err := in.data(piece); err != nil {
+			if err := in.data(bytes.NewReader(piece), len(piece)); err != nil {
 				t.Fatalf("pieces up to %d: data: %v", maxPiece, err)
 			}
 			for i := range piece {
@@ -127,7 +127,7 @@ func TestIngestReportsDamagedArchive(t *testing.T) {
 	var err error
 	for rest := stream; len(rest) > 0 && err == nil; {
 		n := min(len(rest), 32<<10)
-		err = in.data(rest[:n])
+		err = in.data(bytes.NewReader(rest[:n]), n)
 		rest = rest[n:]
 	}
 	if err == nil {

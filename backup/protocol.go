@@ -1,7 +1,6 @@
 package backup
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -10,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -99,19 +99,6 @@ func ArchiveOID(name string) uint32 {
 	return uint32(oid)
 }
 
-// ReadBuffered makes connections opened with cfg read the socket through a
-// 1 MiB buffer. pgx reads just the message it needs next, so a base
-// backup (CopyData messages of about 32 KiB) cost two read(2) calls per
-// message and, with them, goroutine wake-ups: a scale-100 backup made
-// 98,309 reads and 39,486 futex calls, and 1,663 and 1,227 with the
-// buffer. bufio fills with one read of whatever has arrived, so a small
-// message is not held back waiting for more.
-func ReadBuffered(cfg *pgconn.Config) {
-	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 1<<20), w)
-	}
-}
-
 // protocolOptions are BASE_BACKUP's options as pgvault uses them.
 type protocolOptions struct {
 	Label          string
@@ -153,12 +140,13 @@ type Tablespace struct {
 	Size     int64  `json:"size"` // estimate in bytes (PROGRESS)
 }
 
-// protocolHandler receives the stream as it arrives. Data slices are only
-// valid during the call.
+// protocolHandler receives the stream as it arrives.
 type protocolHandler struct {
-	started  func(start pglogrepl.LSN, tli uint32, tablespaces []Tablespace, totalSize int64) error
-	archive  func(name, tablespacePath string) error
-	data     func(p []byte) error
+	started func(start pglogrepl.LSN, tli uint32, tablespaces []Tablespace, totalSize int64) error
+	archive func(name, tablespacePath string) error
+	// data reads the next n bytes of the current archive (or manifest)
+	// from r: all of them, or it returns an error.
+	data     func(r io.Reader, n int) error
 	manifest func() error
 	progress func(done int64)
 	notice   func(n *pgconn.Notice)
@@ -172,14 +160,43 @@ type protocolResult struct {
 }
 
 // runBaseBackup sends BASE_BACKUP on a replication connection and feeds the
-// stream to h until the server reports the stop position.
+// stream to h until the server reports the stop position. The exchange is
+// read straight from the socket (see wire), up to ReadyForQuery, after
+// which the server sends nothing: the connection is idle again for pgx
+// when it returns without error.
 func runBaseBackup(ctx context.Context, conn *pgconn.PgConn, o protocolOptions, h protocolHandler) (protocolResult, error) {
-	var res protocolResult
-	conn.Frontend().SendQuery(&pgproto3.Query{String: o.sql()})
-	if err := conn.Frontend().Flush(); err != nil {
-		return res, fmt.Errorf("send BASE_BACKUP: %w", err)
+	if err := conn.SyncConn(ctx); err != nil {
+		return protocolResult{}, fmt.Errorf("BASE_BACKUP: %w", err)
 	}
-	rows, err := readResultSet(ctx, conn, h.notice)
+	nc := conn.Conn()
+	// Reads of the socket return when ctx ends: the deadline passes. The
+	// connection is then unusable, as it is when pgx is interrupted.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	query, err := (&pgproto3.Query{String: o.sql()}).Encode(nil)
+	if err != nil {
+		return protocolResult{}, err
+	}
+	if _, err := nc.Write(query); err != nil {
+		return protocolResult{}, fmt.Errorf("send BASE_BACKUP: %w", contextError(ctx, err))
+	}
+	res, err := readBaseBackup(newWire(nc), h)
+	return res, contextError(ctx, err)
+}
+
+// contextError names the cancellation instead of the deadline it caused.
+func contextError(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+	}
+	return err
+}
+
+// readBaseBackup reads the server's side of a BASE_BACKUP exchange up to
+// ReadyForQuery.
+func readBaseBackup(w *wire, h protocolHandler) (protocolResult, error) {
+	var res protocolResult
+	rows, err := readResultSet(w, h.notice)
 	if err != nil {
 		return res, fmt.Errorf("BASE_BACKUP start: %w", err)
 	}
@@ -187,7 +204,7 @@ func runBaseBackup(ctx context.Context, conn *pgconn.PgConn, o protocolOptions, 
 	if err != nil {
 		return res, fmt.Errorf("BASE_BACKUP start position: %w", err)
 	}
-	rows, err = readResultSet(ctx, conn, h.notice)
+	rows, err = readResultSet(w, h.notice)
 	if err != nil {
 		return res, fmt.Errorf("BASE_BACKUP tablespaces: %w", err)
 	}
@@ -220,49 +237,10 @@ func runBaseBackup(ctx context.Context, conn *pgconn.PgConn, o protocolOptions, 
 	if err := h.started(start, tli, tablespaces, total); err != nil {
 		return res, err
 	}
-	// The COPY stream.
-	inCopy := false
-copyLoop:
-	for {
-		msg, err := conn.ReceiveMessage(ctx)
-		if err != nil {
-			return res, fmt.Errorf("receive base backup: %w", err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.CopyOutResponse:
-			inCopy = true
-		case *pgproto3.CopyData:
-			if !inCopy {
-				return res, errors.New("base backup: data before the COPY started")
-			}
-			ev, err := ParseCopyData(m.Data)
-			if err != nil {
-				return res, err
-			}
-			switch ev.Kind {
-			case copyNewArchive:
-				err = h.archive(ev.ArchiveName, ev.TablespacePath)
-			case copyData:
-				err = h.data(ev.Data)
-			case copyManifest:
-				err = h.manifest()
-			case copyProgress:
-				h.progress(ev.Progress)
-			}
-			if err != nil {
-				return res, err
-			}
-		case *pgproto3.CopyDone:
-			break copyLoop
-		case *pgproto3.NoticeResponse:
-			h.notice((*pgconn.Notice)(pgconn.ErrorResponseToPgError((*pgproto3.ErrorResponse)(m))))
-		case *pgproto3.ErrorResponse:
-			return res, pgconn.ErrorResponseToPgError(m)
-		default:
-			return res, fmt.Errorf("base backup: unexpected %T in the COPY stream", msg)
-		}
+	if err := readCopy(w, h); err != nil {
+		return res, err
 	}
-	rows, err = readResultSet(ctx, conn, h.notice)
+	rows, err = readResultSet(w, h.notice)
 	if err != nil {
 		return res, fmt.Errorf("BASE_BACKUP stop: %w", err)
 	}
@@ -272,12 +250,12 @@ copyLoop:
 	// The command then completes, or, when pages failed checksum
 	// verification, ends with an error after all data was sent.
 	for {
-		msg, err := conn.ReceiveMessage(ctx)
+		msg, err := w.next()
 		if err != nil {
-			return res, fmt.Errorf("finish base backup: %w", err)
+			return res, fmt.Errorf("finish base backup: %w", unexpectedEOF(err))
 		}
 		switch m := msg.(type) {
-		case *pgproto3.CommandComplete:
+		case *pgproto3.CommandComplete, *pgproto3.ParameterStatus:
 		case *pgproto3.ReadyForQuery:
 			return res, nil
 		case *pgproto3.NoticeResponse:
@@ -295,17 +273,88 @@ copyLoop:
 	}
 }
 
-// readResultSet reads one result set (RowDescription, DataRows,
-// CommandComplete) and returns its rows.
-func readResultSet(ctx context.Context, conn *pgconn.PgConn, notice func(*pgconn.Notice)) ([][][]byte, error) {
-	var rows [][][]byte
+// readCopy reads the COPY stream of archives, manifest and progress
+// reports up to CopyDone. Archive data goes from the read buffer to h.data
+// without being copied into a message first.
+func readCopy(w *wire, h protocolHandler) error {
+	inCopy := false
 	for {
-		msg, err := conn.ReceiveMessage(ctx)
+		typ, n, err := w.header()
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("receive base backup: %w", unexpectedEOF(err))
+		}
+		if typ == 'd' && n > 0 {
+			if !inCopy {
+				return errors.New("base backup: data before the COPY started")
+			}
+			kind, err := w.br.ReadByte()
+			if err != nil {
+				return fmt.Errorf("receive base backup: %w", unexpectedEOF(err))
+			}
+			if kind == copyData {
+				if err := h.data(w.br, n-1); err != nil {
+					return err
+				}
+				continue
+			}
+			body, err := w.body(n - 1)
+			if err != nil {
+				return fmt.Errorf("receive base backup: %w", err)
+			}
+			ev, err := ParseCopyData(append([]byte{kind}, body...))
+			if err != nil {
+				return err
+			}
+			switch ev.Kind {
+			case copyNewArchive:
+				err = h.archive(ev.ArchiveName, ev.TablespacePath)
+			case copyManifest:
+				err = h.manifest()
+			case copyProgress:
+				h.progress(ev.Progress)
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		body, err := w.body(n)
+		if err != nil {
+			return fmt.Errorf("receive base backup: %w", err)
+		}
+		msg, err := decodeMessage(typ, body)
+		if err != nil {
+			return fmt.Errorf("receive base backup: %w", err)
 		}
 		switch m := msg.(type) {
-		case *pgproto3.RowDescription:
+		case *pgproto3.CopyOutResponse:
+			inCopy = true
+		case *pgproto3.CopyData: // empty
+			return fmt.Errorf("%w: empty", ErrBadCopyData)
+		case *pgproto3.CopyDone:
+			return nil
+		case *pgproto3.ParameterStatus:
+		case *pgproto3.NoticeResponse:
+			h.notice((*pgconn.Notice)(pgconn.ErrorResponseToPgError((*pgproto3.ErrorResponse)(m))))
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(m)
+		default:
+			return fmt.Errorf("base backup: unexpected %T in the COPY stream", msg)
+		}
+	}
+}
+
+// readResultSet reads one result set (RowDescription, DataRows,
+// CommandComplete) and returns its rows.
+func readResultSet(w *wire, notice func(*pgconn.Notice)) ([][][]byte, error) {
+	var rows [][][]byte
+	for {
+		msg, err := w.next()
+		if err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.RowDescription, *pgproto3.ParameterStatus:
 		case *pgproto3.DataRow:
 			row := make([][]byte, len(m.Values))
 			for i, v := range m.Values {

@@ -233,16 +233,17 @@ func (in *ingest) archive(name, tablespacePath string) error {
 	return nil
 }
 
-func (in *ingest) data(p []byte) error {
+func (in *ingest) data(r io.Reader, n int) error {
 	if in.manifest != nil {
-		in.manifest.Write(p)
+		if _, err := io.CopyN(in.manifest, r, int64(n)); err != nil {
+			return fmt.Errorf("receive backup_manifest: %w", unexpectedEOF(err))
+		}
 		return nil
 	}
 	if in.chunks == nil {
 		return errors.New("base backup: data before the first archive")
 	}
-	// p is only valid until the next receive: copy it into the block.
-	for len(p) > 0 {
+	for n > 0 {
 		if in.block == nil {
 			select {
 			case b := <-in.free:
@@ -251,8 +252,11 @@ func (in *ingest) data(p []byte) error {
 				in.block = make([]byte, 0, blockSize)
 			}
 		}
-		n := copy(in.block[len(in.block):cap(in.block)], p)
-		in.block, p = in.block[:len(in.block)+n], p[n:]
+		m := min(n, cap(in.block)-len(in.block))
+		if _, err := io.ReadFull(r, in.block[len(in.block):len(in.block)+m]); err != nil {
+			return fmt.Errorf("receive base backup: %w", unexpectedEOF(err))
+		}
+		in.block, n = in.block[:len(in.block)+m], n-m
 		if len(in.block) == cap(in.block) {
 			if err := in.sendBlock(); err != nil {
 				return err

@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/pgvault/pgvault/backup"
 )
 
 // pgTarget describes a connection without its secrets, for messages.
@@ -34,7 +33,6 @@ func (e *env) connectReplication(ctx context.Context) (*pgconn.PgConn, *pgconn.C
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "pgvault"
 	}
-	backup.ReadBuffered(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, nil, explainPG(err, cfg)

@@ -148,7 +148,6 @@ func (p purpose) appName(base string) string {
 func (s *site) connect(ctx context.Context, n node, p purpose) (*pgconn.PgConn, error) {
 	cfg := n.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = p.appName(s.config().ApplicationName)
-	backup.ReadBuffered(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		failure := &pgFailure{msg: s.a.explainPG(err, cfg), err: err}
