@@ -228,7 +228,7 @@ func TestPeers(t *testing.T) {
 	}
 	t.Cleanup(led.remove)
 	b := &bench{t: t, cfg: cfg, led: led, res: &Results{}, seen: map[string]bool{}, profiles: map[string]string{}, lastUsage: map[string]usage{}}
-	rep := &Report{Date: time.Now(), Machine: machine(), LoadStart: loadAvg(), Scale: cfg.scale, Count: cfg.count,
+	rep := &Report{Date: time.Now(), Machine: machine(), Cores: runtime.NumCPU(), LoadStart: loadAvg(), Scale: cfg.scale, Count: cfg.count,
 		Reproduce: cfg.reproduce, Chart: cfg.chartRel, PgbenchSec: cfg.pgbenchSec, ShortSec: cfg.shortSec, Headline: os.Getenv("BENCH_NOTE")}
 	b.logf("scale %d, %d round(s); load average %s", cfg.scale, cfg.count, rep.LoadStart)
 	if err := dropCaches(); err != nil {

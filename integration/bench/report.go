@@ -46,6 +46,7 @@ type Category struct {
 type Report struct {
 	Date       time.Time
 	Machine    string
+	Cores      int // for the CPU floor; 0 leaves it out
 	LoadStart  string
 	LoadEnd    string
 	Scale      int
@@ -169,6 +170,8 @@ func (rep *Report) Render() string {
 			"The difference, %s s, is how long `pgvault wal push` took to store the segment after the backup's end, "+
 			"behind whatever the archiver still had queued.\n\n", Num(a.Median-d.Median))
 	}
+
+	rep.cpuFloor(w)
 
 	if f, c := rep.Results.Get(StepFull, ToolPgvault).Stat(MB), rep.Results.Get(StepIncrChange, ToolPgvault).Stat(MB); f.OK() && c.OK() && f.Median > 0 {
 		w("Deduplication: pgvault's second backup, after the 5%% UPDATE, stored %s MB, %.1f%% of what its full backup stored (%s MB; medians)",
@@ -312,4 +315,40 @@ func ReplaceSectionText(text, name, body string) string {
 		return text[:i] + block + text[j+len(end):]
 	}
 	return strings.TrimRight(text, "\n") + "\n\n" + block + "\n"
+}
+
+// cpuFloor writes the full backup's CPU floor: no schedule on Cores cores
+// finishes before the tool's and the server's CPU time, divided by the
+// cores. pgvault's backup has the walsender read and send every file;
+// pgBackRest reads the files itself. The floor shows which wall-time goals
+// the CPU use alone rules out.
+func (rep *Report) cpuFloor(w func(string, ...any)) {
+	if rep.Cores < 1 {
+		return
+	}
+	floor := func(tool string) (float64, Stat, Stat, bool) {
+		row := rep.Results.Get(StepFull, tool)
+		c, sc := row.Stat(CPU), row.Stat(ServerCPU)
+		if !c.OK() || !sc.OK() {
+			return 0, c, sc, false
+		}
+		return (c.Median + sc.Median) / float64(rep.Cores), c, sc, true
+	}
+	pv, pc, ps, ok := floor(ToolPgvault)
+	if !ok {
+		return
+	}
+	w("CPU floor of the full backup: on %d cores no run can finish before (the tool's CPU + the server's CPU) / %d, medians. "+
+		"pgvault: (%s + %s) / %d = %s s", rep.Cores, rep.Cores, Num(pc.Median), Num(ps.Median), rep.Cores, Num(pv))
+	if bw := rep.Results.Get(StepFull, ToolPgbackrest).Stat(Wall); bw.OK() && bw.Median > 0 {
+		w(", %.2fx pgBackRest's wall time (%s s)", pv/bw.Median, Num(bw.Median))
+		if b, bc, bs, ok := floor(ToolPgbackrest); ok {
+			w("; pgBackRest: (%s + %s) / %d = %s s", Num(bc.Median), Num(bs.Median), rep.Cores, Num(b))
+		}
+		w(". pgvault's server CPU is the walsender reading and sending every file; pgBackRest reads the files itself")
+		if pv/bw.Median > 0.8 {
+			w(", so 0.8x pgBackRest's wall time is below pgvault's floor on this machine: only less CPU, pgvault's or the server's, can reach it")
+		}
+	}
+	w(".\n\n")
 }

@@ -132,3 +132,25 @@ func TestParseResultsTable(t *testing.T) {
 		t.Fatal("a row without figures came back")
 	}
 }
+
+func TestCPUFloor(t *testing.T) {
+	r := &Results{}
+	add := func(tool string, wall, cpu, server float64) {
+		s := sample(wall, 80)
+		s.CPU, s.ServerCPU = cpu, server
+		r.Add(StepFull, tool, s)
+	}
+	add(ToolPgvault, 6.5, 7, 4)
+	add(ToolPgbackrest, 6.8, 7.5, 0.2)
+	rep := &Report{Date: time.Unix(0, 0), Machine: "test", Cores: 2, Results: r}
+	md := rep.Render()
+	for _, want := range []string{"pgvault: (7.00 + 4.00) / 2 = 5.50 s, 0.81x pgBackRest's wall time (6.80 s)", "pgBackRest: (7.50 + 0.200) / 2 = 3.85 s", "below pgvault's floor"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	rep.Cores = 0
+	if strings.Contains(rep.Render(), "CPU floor") {
+		t.Error("CPU floor without a core count")
+	}
+}
