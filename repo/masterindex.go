@@ -253,14 +253,13 @@ func (m *masterIndex) compactOwn(ctx context.Context) error {
 	return nil
 }
 
-// load brings the index up to date with the repository: every index object
-// not yet loaded is read (from the local cache when possible).
 // loadConcurrency is how many index objects are fetched and opened at once:
 // a first open on a new machine reads every index object, and an object
 // store answers each request after a round trip.
 const loadConcurrency = 8
 
-// load adds the index objects written since the last load.
+// load brings the index up to date with the repository: every index object
+// not yet loaded is read (from the local cache when possible).
 func (m *masterIndex) load(ctx context.Context) error {
 	f, err := m.fetch(ctx)
 	if err != nil {
