@@ -271,7 +271,7 @@ func (m *masterIndex) load(ctx context.Context) error {
 // fetched is what fetch found: the index objects to add, in listing
 // order, and the sealed bytes of those the local cache lacks.
 type fetched struct {
-	todo   []chunk.ID
+	toOpen   []chunk.ID
 	sealed map[chunk.ID][]byte
 }
 
@@ -311,7 +311,7 @@ func (m *masterIndex) fetch(ctx context.Context) (*fetched, error) {
 		if m.loaded[id] {
 			continue
 		}
-		f.todo = append(f.todo, id)
+		f.toOpen = append(f.toOpen, id)
 		if m.cacheDir != "" {
 			if _, err := os.Stat(filepath.Join(m.cacheDir, id.String())); err == nil {
 				continue // opened from the cache; a damaged entry is fetched then
@@ -340,8 +340,8 @@ func (m *masterIndex) fetch(ctx context.Context) (*fetched, error) {
 
 // open decrypts and decodes what fetch found and adds it to the tables.
 func (m *masterIndex) open(ctx context.Context, f *fetched) error {
-	tabs := make([]*table, len(f.todo))
-	err := eachParallel(ctx, f.todo, loadConcurrency, func(ctx context.Context, i int, id chunk.ID) error {
+	tabs := make([]*table, len(f.toOpen))
+	err := eachParallel(ctx, f.toOpen, loadConcurrency, func(ctx context.Context, i int, id chunk.ID) error {
 		tab, mapped, err := m.loadOne(ctx, id, f.sealed[id])
 		if err != nil {
 			return err
@@ -358,7 +358,7 @@ func (m *masterIndex) open(ctx context.Context, f *fetched) error {
 		return err
 	}
 	m.mu.Lock()
-	for i, id := range f.todo {
+	for i, id := range f.toOpen {
 		if !m.loaded[id] {
 			m.tables = append(m.tables, tabs[i])
 			m.loaded[id] = true
