@@ -271,7 +271,7 @@ func (m *masterIndex) load(ctx context.Context) error {
 // fetched is what fetch found: the index objects to add, in listing
 // order, and the sealed bytes of those the local cache lacks.
 type fetched struct {
-	toOpen   []chunk.ID
+	toOpen []chunk.ID
 	sealed map[chunk.ID][]byte
 }
 
