@@ -5,9 +5,9 @@ import (
 	"sync"
 )
 
-// eachParallel calls fn for every item and its position, at most n at a time, and returns
-// the first error; the calls still running then see ctx cancelled and no
-// new ones start.
+// eachParallel calls fn for every item and its position, at most n at a
+// time, and returns the first error; the calls still running then see ctx
+// cancelled and no new ones start.
 func eachParallel[T any](ctx context.Context, items []T, n int, fn func(ctx context.Context, i int, it T) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
