@@ -37,6 +37,9 @@ type Info struct {
 	Warnings         []string `json:"warnings,omitempty"`
 	ChecksumFailures bool     `json:"checksum_failures,omitempty"`
 	BytesRead        int64    `json:"bytes_read"`
+	// Method is how the files were read (stream or local; "" in backups
+	// taken before pgvault could read them itself, which streamed).
+	Method Method `json:"method,omitempty"`
 	// WALSegmentSize is the cluster's wal_segment_size in bytes.
 	WALSegmentSize uint64 `json:"wal_segment_size"`
 }

@@ -32,6 +32,15 @@ type Options struct {
 	MaxRateKB int
 	// Progress, if set, is called as data arrives.
 	Progress func(Progress)
+	// Method is how the files are read; "" is MethodAuto.
+	Method Method
+	// Session opens a plain (not replication) session to the same server,
+	// which a local backup holds open from pg_backup_start to
+	// pg_backup_stop. Without it the backup streams.
+	Session func(ctx context.Context) (*pgconn.PgConn, error)
+	// DataDir is where a local backup reads the data directory ("": where
+	// the server says it is).
+	DataDir string
 	// StreamWait bounds how long a backup waits, when a WAL streamer or
 	// archive_command is writing into the repository, for it to store the
 	// WAL up to the backup's stop position (0: 5 minutes).
@@ -94,15 +103,27 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	if ownWait {
 		r.Logger().Debug("the backup waits for its WAL in this repository, not for PostgreSQL's archive wait")
 	}
-	popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, NoWait: ownWait, MaxRateKB: opts.MaxRateKB}
-	res, err := runBaseBackup(ctx, conn, popts, protocolHandler{
-		started:  in.started,
-		archive:  in.archive,
-		data:     in.data,
-		manifest: in.startManifest,
-		progress: in.progress,
-		notice:   in.notice,
-	})
+	local, err := chooseLocal(ctx, r, opts, sys.SystemID, major)
+	if err != nil {
+		return nil, err
+	}
+	var res protocolResult
+	if local != nil {
+		defer local.session.Close(context.WithoutCancel(ctx))
+		info.Method = MethodLocal
+		res, err = in.takeLocal(ctx, local, uint32(sys.Timeline), !ownWait)
+	} else {
+		info.Method = MethodStream
+		popts := protocolOptions{Label: label, FastCheckpoint: opts.FastCheckpoint, WAL: opts.Standalone, NoWait: ownWait, MaxRateKB: opts.MaxRateKB}
+		res, err = runBaseBackup(ctx, conn, popts, protocolHandler{
+			started:  in.started,
+			archive:  in.archive,
+			data:     in.data,
+			manifest: in.startManifest,
+			progress: in.progress,
+			notice:   in.notice,
+		})
+	}
 	if err == nil {
 		err = in.finishArchive()
 	} else {
@@ -144,6 +165,28 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	return &Result{Snapshot: snap, Info: info, Duration: time.Since(started)}, nil
+}
+
+// chooseLocal opens the local source when the method asks for one or, for
+// MethodAuto, when one can be opened; nil means stream.
+func chooseLocal(ctx context.Context, r *repo.Repository, opts Options, systemID string, major int) (*localSource, error) {
+	method := opts.Method
+	if method == "" {
+		method = MethodAuto
+	}
+	if method == MethodStream {
+		return nil, nil
+	}
+	local, err := openLocal(ctx, opts, systemID, major)
+	if err != nil {
+		if method == MethodLocal || !errors.Is(err, ErrLocalUnavailable) {
+			return nil, err
+		}
+		r.Logger().Debug("the backup streams its files with BASE_BACKUP", "why", err)
+		return nil, nil
+	}
+	r.Logger().Debug("the backup reads the data directory itself", "data_directory", local.dataDir)
+	return local, nil
 }
 
 // walSegmentSize asks the server.

@@ -19,7 +19,12 @@ import (
 // data, a second database, a tablespace and an unlogged table.
 func richCluster(t *testing.T) (*pgtest.Cluster, string) {
 	t.Helper()
-	c := pgtest.Start(t, pgtest.Options{})
+	return richClusterWith(t, pgtest.Options{})
+}
+
+func richClusterWith(t *testing.T, opts pgtest.Options) (*pgtest.Cluster, string) {
+	t.Helper()
+	c := pgtest.Start(t, opts)
 	c.PgbenchInit(t, 10)
 	tsDir := c.TablespaceDir(t)
 	c.Exec(t, "CREATE TABLESPACE extra LOCATION '"+tsDir+"'")
@@ -34,15 +39,18 @@ func richCluster(t *testing.T) (*pgtest.Cluster, string) {
 	return c, tsDir
 }
 
+// TestBackupRestoreUnderLoad streams the files with BASE_BACKUP (the
+// method when pgvault runs on another machine); TestLocalBackupUnderLoad
+// reads them from the disk.
 func TestBackupRestoreUnderLoad(t *testing.T) {
 	c, tsDir := richCluster(t)
 	v := newVault(t, "")
 	ctx, stop := context.WithCancel(context.Background())
 	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
-	rep := v.backup(c, "--label", "under load")
+	rep := v.backup(c, "--label", "under load", "--method", "stream")
 	stop()
 	wait()
-	if rep.BytesRead < 150<<20 || rep.StoredBytes == 0 {
+	if rep.BytesRead < 150<<20 || rep.StoredBytes == 0 || rep.Method != "stream" {
 		t.Fatalf("backup report: %+v", rep)
 	}
 	var list []struct {
@@ -65,6 +73,49 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		t.Fatalf("data directory mode %v, %v", fi.Mode(), err)
 	}
 	v.must("repo", "check", "--read-data")
+}
+
+// TestLocalBackupUnderLoad: a backup that reads the data directory
+// itself while pgbench writes restores, with the archived WAL, to a
+// consistent cluster: pgbench's balances agree, the indexes pass amcheck,
+// the unlogged table comes back empty, and pg_verifybackup accepts the
+// backup_manifest pgvault wrote.
+func TestLocalBackupUnderLoad(t *testing.T) {
+	v := newPITRVault(t)
+	c, tsDir := richClusterWith(t, pgtest.Options{Settings: v.archiveSettings()})
+	c.CreateMarkers(t)
+	ctx, stop := context.WithCancel(context.Background())
+	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
+	var rep backupReport
+	v.json(&rep, "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--method", "local")
+	stop()
+	wait()
+	if rep.Method != "local" || rep.BytesRead < 150<<20 || rep.ChecksumFailures || len(rep.Warnings) != 0 {
+		t.Fatalf("backup report: %+v", rep)
+	}
+	pitrMarker(t, c, "after the backup")
+	pitrSwitchAndWait(t, c)
+	newTS := filepath.Join(pgtest.TempDir(t), "extra")
+	pgOwn(t, filepath.Dir(newTS))
+	dir, _ := v.restore(t, "", "--tablespace-map", tsDir+"="+newTS)
+	verifyBackup(t, dir)
+	r := startRestored(t, dir, nil)
+	waitPromoted(t, r)
+	wantNotes(t, r, "after the backup")
+	sums := r.QueryString(t, `SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT sum(tbalance) FROM pgbench_tellers) || ' ' ||
+		(SELECT sum(bbalance) FROM pgbench_branches) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)`)
+	if f := strings.Fields(sums); len(f) != 4 || f[0] != f[1] || f[1] != f[2] || f[2] != f[3] || f[0] == "0" {
+		t.Fatalf("pgbench balances disagree after the restore (accounts, tellers, branches, history): %s", sums)
+	}
+	r.Exec(t, "CREATE EXTENSION amcheck")
+	r.Exec(t, "SELECT bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree'")
+	if n := r.QueryInt(t, "SELECT count(*) FROM toasty WHERE length(doc) = 12800"); n != 2000 {
+		t.Fatalf("toasty has %d intact rows", n)
+	}
+	if n := r.QueryInt(t, "SELECT count(*) FROM scratch"); n != 0 {
+		t.Fatalf("unlogged table has %d rows after recovery", n)
+	}
+	t.Logf("local backup %s: %d bytes read; balances %s", rep.ID[:8], rep.BytesRead, sums)
 }
 
 func firstEntry(t *testing.T, dir string) string {
@@ -127,6 +178,12 @@ func TestSecondBackupAfterFivePercentChange(t *testing.T) {
 }
 
 func TestBackupChecksumFailuresAreWarnings(t *testing.T) {
+	for _, method := range []string{"stream", "local"} {
+		t.Run(method, func(t *testing.T) { testChecksumFailures(t, method) })
+	}
+}
+
+func testChecksumFailures(t *testing.T, method string) {
 	c := pgtest.Start(t, pgtest.Options{})
 	c.Exec(t, "CREATE TABLE victim AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g")
 	rel := c.QueryString(t, "SELECT pg_relation_filepath('victim')")
@@ -140,7 +197,7 @@ func TestBackupChecksumFailuresAreWarnings(t *testing.T) {
 	f.Close()
 	c.Start(t)
 	v := newVault(t, "")
-	r := v.run("--output", "json", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint")
+	r := v.run("--output", "json", "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--method", method)
 	if r.code != 3 {
 		t.Fatalf("backup of a corrupt cluster: exit %d (want 3)\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

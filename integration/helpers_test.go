@@ -150,6 +150,7 @@ type backupReport struct {
 	StoredBytes      int64    `json:"stored_bytes"`
 	Warnings         []string `json:"warnings"`
 	ChecksumFailures bool     `json:"checksum_failures"`
+	Method           string   `json:"method"`
 }
 
 // backup takes a base backup of c and returns the JSON report.

@@ -20,6 +20,8 @@ type backupOptions struct {
 	fastCheckpoint bool
 	standalone     bool
 	maxRateKB      int
+	method         string
+	pgdata         string
 }
 
 func backupCommand() *cli.Command {
@@ -34,6 +36,11 @@ func backupCommand() *cli.Command {
 			&cli.BoolFlag{Name: "standalone", Destination: &o.standalone,
 				Usage: "also store the WAL from start to stop, so the backup restores and starts without a WAL archive"},
 			&cli.IntFlag{Name: "max-rate", Destination: &o.maxRateKB, Usage: "throttle the server to `KB` kB/s (32..1048576)"},
+			&cli.StringFlag{Name: "method", Value: "auto", Destination: &o.method,
+				Usage: "`HOW` to read the files: local (from the data directory on this machine, between pg_backup_start and pg_backup_stop), " +
+					"stream (BASE_BACKUP over the replication connection) or auto (local when this machine can read the data directory)"},
+			&cli.StringFlag{Name: "pgdata", Destination: &o.pgdata, EnvVars: []string{"PGDATA"},
+				Usage: "the data directory `PATH` a local backup reads (default: the server's data_directory)"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)
@@ -45,6 +52,13 @@ func backupCommand() *cli.Command {
 			}
 			if o.maxRateKB != 0 && (o.maxRateKB < 32 || o.maxRateKB > 1048576) {
 				return usagef("--max-rate %d: must be between 32 and 1048576 kB/s", o.maxRateKB)
+			}
+			method, err := backup.ParseMethod(o.method)
+			if err != nil {
+				return usagef("--method: %v", err)
+			}
+			if method == backup.MethodLocal && (o.standalone || o.maxRateKB != 0) {
+				return usagef("--method local reads the files itself: --standalone and --max-rate need --method stream")
 			}
 			return runBackup(c.Context, e, o)
 		},
@@ -58,6 +72,7 @@ type backupReport struct {
 	StopLSN          string   `json:"stop_lsn"`
 	Timeline         uint32   `json:"timeline"`
 	Standalone       bool     `json:"standalone"`
+	Method           string   `json:"method"`
 	BytesRead        int64    `json:"bytes_read"`
 	StoredBytes      int64    `json:"stored_bytes"`
 	Files            int64    `json:"files"`
@@ -89,6 +104,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 	bar := newProgress(e.out, e.stderr, "backup")
 	res, err := backup.Take(ctx, conn, r, backup.Options{
 		Label: o.label, FastCheckpoint: o.fastCheckpoint, Standalone: o.standalone, MaxRateKB: o.maxRateKB,
+		Method: backup.Method(o.method), DataDir: o.pgdata, Session: plainSession(cfg),
 		Progress: func(p backup.Progress) { bar.update(p.BytesDone, p.BytesTotal, "bytes") },
 	})
 	bar.done()
@@ -102,7 +118,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 	s, info := res.Snapshot, res.Info
 	rep := backupReport{
 		ID: s.ID, Label: s.Label, StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(),
-		Timeline: info.Timeline, Standalone: info.Standalone, BytesRead: info.BytesRead,
+		Timeline: info.Timeline, Standalone: info.Standalone, Method: string(info.Method), BytesRead: info.BytesRead,
 		StoredBytes: s.Summary.StoredBytes, Files: s.Summary.Files, Chunks: s.Summary.Chunks, NewChunks: s.Summary.NewChunks,
 		Seconds:     res.Duration.Seconds(),
 		MBPerSecond: mbPerSec(info.BytesRead, res.Duration), Warnings: info.Warnings, ChecksumFailures: info.ChecksumFailures,
@@ -112,7 +128,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 	}
 	if err := e.out.emit(rep, func(w io.Writer) {
 		for _, msg := range info.Warnings {
-			fmt.Fprintf(w, "warning from PostgreSQL: %s\n", msg)
+			fmt.Fprintf(w, "warning: %s\n", msg)
 		}
 		fmt.Fprintf(w, "backup %s done: %s read, %s new stored after dedup and compression, %.1fs (%.0f MB/s)\n",
 			s.ShortID(), humanBytes(info.BytesRead), humanBytes(s.Summary.StoredBytes), res.Duration.Seconds(), rep.MBPerSecond)

@@ -73,13 +73,13 @@ var (
 	colGrid       = color.RGBA{225, 225, 225, 255}
 	colWhisker    = color.RGBA{40, 40, 40, 255}
 	toolColours   = map[string]color.RGBA{
-		ToolPgvault:          {31, 119, 180, 255},
-		ToolPgvaultMount:     {23, 190, 207, 255},
-		ToolPgvaultNoArchive: {120, 170, 215, 255},
-		ToolBasebackup:       {127, 127, 127, 255},
-		ToolPgbackrest:       {255, 127, 14, 255},
-		ToolRestic:           {44, 160, 44, 255},
-		ToolBarman:           {148, 103, 189, 255},
+		ToolPgvault:       {31, 119, 180, 255},
+		ToolPgvaultMount:  {23, 190, 207, 255},
+		ToolPgvaultStream: {120, 170, 215, 255},
+		ToolBasebackup:    {127, 127, 127, 255},
+		ToolPgbackrest:    {255, 127, 14, 255},
+		ToolRestic:        {44, 160, 44, 255},
+		ToolBarman:        {148, 103, 189, 255},
 	}
 )
 

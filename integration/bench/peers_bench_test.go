@@ -309,7 +309,7 @@ func standingNotes(cfg config) []string {
 		"CPU time of pg_basebackup and pgvault backup is the client's; the server's walsender reads (and for pg_basebackup compresses) the files: that is in `server CPU`. pgBackRest and restic read the files themselves. `server CPU` also includes the checkpointer and the archiver (and so the archive_command's pushes) during the step.",
 		"restic's copy of the live data directory holds pg_wal (current and recycled segments), which pgvault's and pgBackRest's restores leave out (recovery fetches the WAL it needs): so restores and mount reads are compared in MB/s, not seconds.",
 		"WAL push: the segments are real WAL of this cluster (UPDATEs of 20,000 pgbench_accounts rows at a time, a CHECKPOINT every 10, so they carry full-page images), copied aside by archive_command; each is then pushed once by each tool, as postgres, alternating which goes first. pgBackRest pushes into the stanza's archive (zst), pgvault into a new repository.",
-		"`pgvault, no archive wait` is a diagnostic, not a peer: the same full backup into a new repository with archive_command = /bin/true, as pg_basebackup runs. The difference to `pgvault` is the time the backup waits for `pgvault wal push` to store its last WAL segment in the repository (pgvault waits for it there, with BASE_BACKUP's WAIT false, when archive_command is `pgvault wal push` into the same repository).",
+		"`pgvault` runs on the database host as postgres, so `--method auto` reads the data directory itself (method local, between pg_backup_start and pg_backup_stop, as pgBackRest reads it); the bench fails the run if it streamed instead. `pgvault, stream` is a diagnostic, not a peer: the same full backup into a new repository with `--method stream`, the files sent by BASE_BACKUP as pgvault takes them from another machine.",
 		"Every pgvault command ran with PGVAULT_CPUPROFILE set (Go's 100 Hz sampling profiler; its overhead is well under 1%).",
 	}
 }
@@ -413,7 +413,7 @@ func (b *bench) round(r int) {
 	rs := b.newResticRepo()
 
 	// Full backups.
-	full := []string{ToolPgvault, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman, ToolPgvaultNoArchive}
+	full := []string{ToolPgvault, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman, ToolPgvaultStream}
 	for _, tool := range rotate(full, r) {
 		switch tool {
 		case ToolPgvault:
@@ -426,8 +426,8 @@ func (b *bench) round(r int) {
 			b.resticBackup(rs, StepFull)
 		case ToolBarman:
 			b.barmanBackup()
-		case ToolPgvaultNoArchive:
-			b.pgvaultNoArchive(r)
+		case ToolPgvaultStream:
+			b.pgvaultStream(r)
 		}
 	}
 

@@ -158,17 +158,13 @@ func (rep *Report) Render() string {
 		w("Runs that produced no figure, and why:\n\n%s\n\n", strings.Join(failed, "\n"))
 	}
 
-	if a, d, p := rep.Results.Get(StepFull, ToolPgvault).Stat(Wall), rep.Results.Get(StepFull, ToolPgvaultNoArchive).Stat(Wall),
-		rep.Results.Get(StepFull, ToolBasebackup).Stat(Wall); a.OK() && d.OK() {
-		w("The diagnostic row: pgvault's full backup takes %s s (median) with archive_command = `pgvault wal push` into the same repository, "+
-			"where the backup asks PostgreSQL not to wait for archiving (WAIT false) and itself waits until its last WAL segment is in the repository, "+
-			"and %s s with archive_command = /bin/true", Num(a.Median), Num(d.Median))
-		if p.OK() {
-			w(", as pg_basebackup ran here (%s s)", Num(p.Median))
+	if a, d := rep.Results.Get(StepFull, ToolPgvault).Stat(Wall), rep.Results.Get(StepFull, ToolPgvaultStream).Stat(Wall); a.OK() && d.OK() {
+		w("The diagnostic row: pgvault's full backup takes %s s (median) reading the data directory itself (method local) and %s s "+
+			"with the files sent by BASE_BACKUP (method stream, as from another machine)", Num(a.Median), Num(d.Median))
+		if sa, sd := rep.Results.Get(StepFull, ToolPgvault).Stat(ServerCPU), rep.Results.Get(StepFull, ToolPgvaultStream).Stat(ServerCPU); sa.OK() && sd.OK() {
+			w("; PostgreSQL's processes used %s s and %s s of CPU", Num(sa.Median), Num(sd.Median))
 		}
-		w(", where PostgreSQL waits for its archiver (it re-checks the archive status once a second). "+
-			"The difference, %s s, is how long `pgvault wal push` took to store the segment after the backup's end, "+
-			"behind whatever the archiver still had queued.\n\n", Num(a.Median-d.Median))
+		w(".\n\n")
 	}
 
 	rep.cpuFloor(w)

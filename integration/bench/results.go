@@ -33,10 +33,10 @@ var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort,
 const (
 	ToolPgvault      = "pgvault"
 	ToolPgvaultMount = "pgvault instant mount"
-	// ToolPgvaultNoArchive is a diagnostic: pgvault's backup with
-	// archive_command = /bin/true, as pg_basebackup runs (the backup then
-	// does not wait for its last WAL segment to be pushed).
-	ToolPgvaultNoArchive = "pgvault, no archive wait"
+	// ToolPgvaultStream is a diagnostic: pgvault's full backup with the
+	// files sent by BASE_BACKUP (--method stream), where ToolPgvault reads
+	// them from the data directory (--method auto picks local).
+	ToolPgvaultStream = "pgvault, stream"
 	// ToolPgvaultNoPrefetch is pgvault's wal fetch with its prefetching
 	// spool off (--prefetch 0).
 	ToolPgvaultNoPrefetch = "pgvault, no prefetch"
@@ -47,7 +47,7 @@ const (
 )
 
 // ToolOrder is the order of tools within a step.
-var ToolOrder = []string{ToolPgvault, ToolPgvaultNoArchive, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
+var ToolOrder = []string{ToolPgvault, ToolPgvaultStream, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
 
 // IsPgvault reports whether tool is one of pgvault's ways of doing a step.
 func IsPgvault(tool string) bool { return strings.HasPrefix(tool, "pgvault") }

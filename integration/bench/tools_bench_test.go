@@ -91,29 +91,29 @@ func (b *bench) profFile(step string, r int) string {
 }
 
 func (b *bench) pgvaultBackup(pv *pgvaultRepo, step string, r int) {
-	b.pgvaultBackupAs(pv, step, r, ToolPgvault, pv.archiveCmd())
+	b.pgvaultBackupAs(pv, step, r, ToolPgvault, "auto")
 }
 
-// pgvaultNoArchive is the diagnostic full backup: a new repository and
-// archive_command = /bin/true, as pg_basebackup runs.
-func (b *bench) pgvaultNoArchive(r int) {
-	pv := b.newPgvaultRepo(fmt.Sprintf("pgvault-noarchive-r%d", r))
+// pgvaultStream is the diagnostic full backup: a new repository, the
+// files sent by BASE_BACKUP.
+func (b *bench) pgvaultStream(r int) {
+	pv := b.newPgvaultRepo(fmt.Sprintf("pgvault-stream-r%d", r))
 	defer os.RemoveAll(pv.dir)
-	b.pgvaultBackupAs(pv, StepFull, r, ToolPgvaultNoArchive, "/bin/true")
+	b.pgvaultBackupAs(pv, StepFull, r, ToolPgvaultStream, "stream")
 }
 
-func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, archiveCmd string) {
-	b.prepare(archiveCmd)
+func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, method string) {
+	b.prepare(pv.archiveCmd())
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	prof := b.profFile(step, r)
-	cmd := pgCmd(ctx, pgvaultBin, "--pg", b.c.ReplicationConnString(), "--output", "json", "backup", "--fast-checkpoint")
+	cmd := pgCmd(ctx, pgvaultBin, "--pg", b.c.ReplicationConnString(), "--output", "json", "backup", "--fast-checkpoint", "--method", method)
 	if tool == ToolPgvault {
 		cmd.Env = append(cmd.Env, append(pv.env, "PGVAULT_CPUPROFILE="+prof)...)
-		b.record("pgvault: backup (as postgres; archive_command = pgvault wal push %p)", cmd)
+		b.record("pgvault: backup (as postgres, on the database host; archive_command = pgvault wal push %p)", cmd)
 	} else {
 		cmd.Env = append(cmd.Env, pv.env...)
-		b.record("pgvault: diagnostic full backup into a new repository with archive_command = /bin/true", cmd)
+		b.record("pgvault: diagnostic full backup into a new repository, the files sent by BASE_BACKUP", cmd)
 	}
 	s0 := serverCPU(b.c.DataDir())
 	u, err := measure(cmd)
@@ -123,10 +123,21 @@ func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, archi
 		return
 	}
 	var rep struct {
-		StoredBytes int64 `json:"stored_bytes"`
+		StoredBytes int64  `json:"stored_bytes"`
+		Method      string `json:"method"`
 	}
 	if err := json.Unmarshal([]byte(u.Stdout), &rep); err != nil {
 		b.fail(step, tool, fmt.Errorf("backup report: %v: %s", err, u.Stdout))
+		return
+	}
+	// On the database host as postgres, auto must read locally: a silent
+	// fall back to streaming would measure the wrong thing.
+	want := method
+	if method == "auto" {
+		want = "local"
+	}
+	if rep.Method != want {
+		b.fail(step, tool, fmt.Errorf("backup ran with method %q, want %s", rep.Method, want))
 		return
 	}
 	b.res.Add(step, tool, sampleOf(u, s1-s0, float64(rep.StoredBytes)/1e6))
