@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/repo"
 )
@@ -208,6 +209,7 @@ func (in *ingest) takeLocal(ctx context.Context, src *localSource, tli uint32, w
 	}
 	mf := newPGManifest()
 	lc := &localCopy{in: in, start: start, checksums: src.checksums}
+	defer lc.close()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -279,6 +281,23 @@ func nodeMeta(fi fs.FileInfo) repo.NodeMeta {
 	return m
 }
 
+// Files of at least directMin bytes are read with O_DIRECT, directRead
+// bytes at a time, into one page-aligned buffer. Through the page cache,
+// every page read is a page the kernel must find, fill and copy, and
+// evict later, pushing out the database's own cache: a cold 1 GiB
+// relation segment took 0.90 s of system time read in 128 KiB through
+// the cache, and 0.10 s with O_DIRECT in 1 MiB (by hand, this VM, ext4).
+// Linux writes dirty cached pages of the range back before a direct
+// read, so the read sees what PostgreSQL wrote. Small files go through
+// the cache, where read-ahead serves them better than one disk read each.
+// A goroutine reads up to directAhead blocks ahead of the splitter, so
+// the disk works while the chunks are hashed and compressed.
+const (
+	directMin   = 1 << 20
+	directRead  = 1 << 20
+	directAhead = 4
+)
+
 // localCopy stores files of a local backup, checking page checksums on
 // the way as BASE_BACKUP does.
 type localCopy struct {
@@ -288,21 +307,34 @@ type localCopy struct {
 	files     int
 	done      int64
 	failures  int
+	direct    []byte // page-aligned buffers for O_DIRECT reads; nil: none
+}
+
+// close releases the direct-read buffer.
+func (lc *localCopy) close() {
+	if lc.direct != nil {
+		unix.Munmap(lc.direct)
+		lc.direct = nil
+	}
 }
 
 // file stores one regular file and adds it to the manifest. A file that
 // is gone when it is opened is left out: it was dropped, and WAL replay
 // drops it too.
 func (lc *localCopy) file(e localEntry, mf *pgManifest) error {
-	f, err := os.Open(e.src)
+	f, direct, err := lc.open(e)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	rd := &localReader{lc: lc, f: f, name: e.src, left: e.info.Size(), check: lc.checksums && e.checksummed, block: e.firstBlock, first: e.firstBlock}
+	rd := &localReader{lc: lc, f: f, src: f, name: e.src, left: e.info.Size(), check: lc.checksums && e.checksummed, block: e.firstBlock, first: e.firstBlock}
+	if direct {
+		rd.ahead = newAheadReader(f, lc.direct, directRead)
+		rd.src = rd.ahead
+	}
+	defer rd.close()
 	n, err := lc.in.w.AddFile(e.rel, nodeMeta(e.info), rd, SplitFor(e.rel))
 	if err != nil {
 		return err
@@ -311,6 +343,27 @@ func (lc *localCopy) file(e localEntry, mf *pgManifest) error {
 	lc.files++
 	mf.add(e.rel, n, e.info.ModTime(), rd.crc)
 	return nil
+}
+
+// open opens a file, with O_DIRECT when it is large and the file system
+// takes it.
+func (lc *localCopy) open(e localEntry) (*os.File, bool, error) {
+	if e.info.Size() >= directMin {
+		if lc.direct == nil {
+			// An anonymous mapping is page-aligned, as O_DIRECT needs.
+			if buf, err := unix.Mmap(-1, 0, directAhead*directRead, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE); err == nil {
+				lc.direct = buf
+			}
+		}
+		if lc.direct != nil {
+			f, err := os.OpenFile(e.src, os.O_RDONLY|unix.O_DIRECT, 0)
+			if err == nil || !errors.Is(err, unix.EINVAL) {
+				return f, err == nil, err
+			}
+		}
+	}
+	f, err := os.Open(e.src)
+	return f, false, err
 }
 
 // localReader reads a file up to the size it had in the walk (a file that
@@ -323,10 +376,13 @@ type localReader struct {
 	left  int64
 	crc   uint32
 	check bool
-	block uint32 // block number of the next page to check
-	first uint32 // block number of the file's first page
-	part  []byte // a page split across reads
-	bad   int    // this file's failures
+	block uint32       // block number of the next page to check
+	first uint32       // block number of the file's first page
+	part  []byte       // a page split across reads
+	bad   int          // this file's failures
+	src   io.Reader    // f, or ahead reading it
+	ahead *aheadReader // O_DIRECT read-ahead; nil: through the cache
+	off   int64        // bytes read from f so far
 }
 
 func (r *localReader) Read(p []byte) (int, error) {
@@ -336,7 +392,7 @@ func (r *localReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.left {
 		p = p[:r.left]
 	}
-	n, err := r.f.Read(p)
+	n, err := r.read(p)
 	r.left -= int64(n)
 	data := p[:n]
 	r.crc = crc32.Update(r.crc, castagnoli, data)
@@ -349,6 +405,45 @@ func (r *localReader) Read(p []byte) (int, error) {
 		r.left = 0
 	}
 	return n, err
+}
+
+// read reads into p from the file.
+func (r *localReader) read(p []byte) (int, error) {
+	n, err := r.src.Read(p)
+	r.off += int64(n)
+	if r.ahead != nil && errors.Is(err, unix.EINVAL) && n == 0 {
+		// The file system took O_DIRECT at open but not for reads: go on
+		// through the cache from here.
+		if err := r.buffered(); err != nil {
+			return 0, err
+		}
+		return r.read(p)
+	}
+	return n, err
+}
+
+// buffered reopens the file without O_DIRECT at the current offset.
+func (r *localReader) buffered() error {
+	f, err := os.Open(r.name)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Seek(r.off, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	r.close()
+	r.f, r.src, r.ahead = f, f, nil
+	return nil
+}
+
+// close stops the read-ahead and closes the file.
+func (r *localReader) close() {
+	if r.ahead != nil {
+		r.ahead.close()
+		r.ahead = nil
+	}
+	r.f.Close()
 }
 
 // pages checks the whole pages in data, carrying a split one over.
@@ -388,8 +483,15 @@ func (r *localReader) verify(pages []byte) {
 // start, which WAL replay overwrites anyway.
 func (r *localReader) reverify(blk uint32) {
 	page := make([]byte, PageSize)
-	if n, _ := r.f.ReadAt(page, int64(blk-r.first)*PageSize); n < PageSize {
-		return // truncated meanwhile, which WAL replay repeats: not corruption
+	// Through the cache: an O_DIRECT descriptor wants an aligned buffer.
+	f, err := os.Open(r.name)
+	if err != nil {
+		return // dropped meanwhile, which WAL replay repeats: not corruption
+	}
+	n, _ := f.ReadAt(page, int64(blk-r.first)*PageSize)
+	f.Close()
+	if n < PageSize {
+		return // truncated meanwhile, as above
 	}
 	if len(badPages(page, blk, r.lc.start)) == 0 {
 		return
@@ -417,4 +519,81 @@ func (r *localReader) finish() {
 	if r.bad > 1 {
 		r.warn(fmt.Sprintf("file %q has a total of %d checksum verification failures", r.name, r.bad))
 	}
+}
+
+// aheadReader reads a file in a goroutine, one buffer at a time, at most
+// as many buffers ahead of its reader as it was given.
+type aheadReader struct {
+	full chan aheadBlock
+	free chan []byte
+	stop chan struct{}
+	done chan struct{}
+	cur  []byte // unread part of the current block
+	buf  []byte // the current block's buffer, given back when read
+	err  error  // what ended the file
+}
+
+type aheadBlock struct {
+	data, buf []byte
+	err       error
+}
+
+// newAheadReader reads f into the size-byte buffers of bufs.
+func newAheadReader(f *os.File, bufs []byte, size int) *aheadReader {
+	n := len(bufs) / size
+	a := &aheadReader{full: make(chan aheadBlock, n), free: make(chan []byte, n), stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range n {
+		a.free <- bufs[i*size : (i+1)*size]
+	}
+	go a.run(f)
+	return a
+}
+
+func (a *aheadReader) run(f *os.File) {
+	defer close(a.done)
+	for {
+		var buf []byte
+		select {
+		case buf = <-a.free:
+		case <-a.stop:
+			return
+		}
+		n, err := f.Read(buf)
+		n = max(n, 0)
+		if n == 0 && err == nil {
+			err = io.ErrNoProgress
+		}
+		select {
+		case a.full <- aheadBlock{data: buf[:n], buf: buf, err: err}:
+		case <-a.stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Read returns the bytes read ahead, in order, then what ended the file.
+func (a *aheadReader) Read(p []byte) (int, error) {
+	for len(a.cur) == 0 {
+		if a.buf != nil {
+			a.free <- a.buf // never blocks: free holds every buffer
+			a.buf = nil
+		}
+		if a.err != nil {
+			return 0, a.err
+		}
+		b := <-a.full
+		a.cur, a.buf, a.err = b.data, b.buf, b.err
+	}
+	n := copy(p, a.cur)
+	a.cur = a.cur[n:]
+	return n, nil
+}
+
+// close stops the goroutine; the buffers are free again when it returns.
+func (a *aheadReader) close() {
+	close(a.stop)
+	<-a.done
 }
