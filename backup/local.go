@@ -50,6 +50,22 @@ func ParseMethod(s string) (Method, error) {
 	return "", fmt.Errorf("backup method %q: want auto, stream or local", s)
 }
 
+// SessionFor returns an Options.Session that opens a plain session with
+// the settings of a replication connection (without "replication"). A
+// physical replication connection names no database, so without a
+// dbname the session goes to "postgres", as pgBackRest's does, rather
+// than to a database named like the role.
+func SessionFor(replication *pgconn.Config) func(context.Context) (*pgconn.PgConn, error) {
+	return func(ctx context.Context) (*pgconn.PgConn, error) {
+		cfg := replication.Copy()
+		delete(cfg.RuntimeParams, "replication")
+		if cfg.Database == "" {
+			cfg.Database = "postgres"
+		}
+		return pgconn.ConnectConfig(ctx, cfg)
+	}
+}
+
 // ErrLocalUnavailable: the data directory cannot be read here (another
 // machine, another user, a standby, or an option only BASE_BACKUP has).
 var ErrLocalUnavailable = errors.New("a local backup is not possible")
@@ -154,7 +170,9 @@ func queryRow(ctx context.Context, conn *pgconn.PgConn, sql string, args ...stri
 // on the server if this returns early.
 func (in *ingest) takeLocal(ctx context.Context, src *localSource, tli uint32, waitArchive bool) (protocolResult, error) {
 	var res protocolResult
-	if _, err := queryRow(ctx, src.session, "SELECT set_config('statement_timeout', '0', false)"); err != nil {
+	// The session is idle while the files are read, and pg_backup_stop
+	// may wait for the archiver: a timeout would end the backup.
+	if _, err := queryRow(ctx, src.session, "SELECT set_config('statement_timeout', '0', false), set_config('idle_session_timeout', '0', false)"); err != nil {
 		return res, err
 	}
 	fast := "false"

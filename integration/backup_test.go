@@ -345,3 +345,59 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// TestBackupMethodChoice: --method auto reads locally only when this
+// machine holds the cluster the server reports, and says nothing when it
+// streams instead; --method local refuses, naming the reason.
+func TestBackupMethodChoice(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.Exec(t, "CREATE ROLE streamer LOGIN REPLICATION")
+	v := newVault(t, "")
+	other := pgtest.TempDir(t)
+	os.MkdirAll(filepath.Join(other, "global"), 0o700)
+	control, err := os.ReadFile(filepath.Join(c.DataDir(), "global", "pg_control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	control[0] ^= 0xff // another system identifier
+	os.WriteFile(filepath.Join(other, "global", "pg_control"), control, 0o600)
+	streamer := strings.Replace(c.ReplicationConnString(), "user=postgres", "user=streamer", 1)
+
+	tests := []struct {
+		name   string
+		pg     string
+		args   []string
+		method string // what auto chose; "" for the failing cases
+		code   int
+		want   string
+	}{
+		{"auto, on the database host", c.ReplicationConnString(), nil, "local", 0, ""},
+		{"auto, another cluster at --pgdata", c.ReplicationConnString(), []string{"--pgdata", other}, "stream", 0, ""},
+		{"auto, no such folder", c.ReplicationConnString(), []string{"--pgdata", filepath.Join(other, "nope")}, "stream", 0, ""},
+		{"auto, a role without the backup functions", streamer, nil, "stream", 0, ""},
+		{"auto, standalone", c.ReplicationConnString(), []string{"--standalone"}, "stream", 0, ""},
+		{"local, another cluster", c.ReplicationConnString(), []string{"--method", "local", "--pgdata", other}, "", 1, "holds cluster"},
+		{"local, a role without the backup functions", streamer, []string{"--method", "local"}, "", 1, "pg_backup_start"},
+		{"local and standalone", c.ReplicationConnString(), []string{"--method", "local", "--standalone"}, "", 2, "--method stream"},
+		{"unknown method", c.ReplicationConnString(), []string{"--method", "rsync"}, "", 2, "auto, stream or local"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := v.run(append([]string{"--output", "json", "--pg", tt.pg, "backup", "--fast-checkpoint"}, tt.args...)...)
+			if r.code != tt.code {
+				t.Fatalf("exit %d, want %d\n%s\n%s", r.code, tt.code, r.stdout, r.stderr)
+			}
+			if tt.code != 0 {
+				if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || !strings.Contains(r.stderr, tt.want) {
+					t.Fatalf("stderr %q, want one line with %q", r.stderr, tt.want)
+				}
+				return
+			}
+			var rep backupReport
+			decodeJSON(t, r.stdout, &rep, nil)
+			if rep.Method != tt.method || strings.TrimSpace(r.stderr) != "" {
+				t.Fatalf("method %q (want %q), stderr %q", rep.Method, tt.method, r.stderr)
+			}
+		})
+	}
+}

@@ -104,7 +104,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 	bar := newProgress(e.out, e.stderr, "backup")
 	res, err := backup.Take(ctx, conn, r, backup.Options{
 		Label: o.label, FastCheckpoint: o.fastCheckpoint, Standalone: o.standalone, MaxRateKB: o.maxRateKB,
-		Method: backup.Method(o.method), DataDir: o.pgdata, Session: plainSession(cfg),
+		Method: backup.Method(o.method), DataDir: o.pgdata, Session: backup.SessionFor(cfg),
 		Progress: func(p backup.Progress) { bar.update(p.BytesDone, p.BytesTotal, "bytes") },
 	})
 	bar.done()

@@ -40,17 +40,6 @@ func (e *env) connectReplication(ctx context.Context) (*pgconn.PgConn, *pgconn.C
 	return conn, cfg, nil
 }
 
-// plainSession returns a function that opens a session (not replication)
-// with the settings of a replication connection, for what needs SQL: a
-// local backup's pg_backup_start and pg_backup_stop.
-func plainSession(replication *pgconn.Config) func(context.Context) (*pgconn.PgConn, error) {
-	return func(ctx context.Context) (*pgconn.PgConn, error) {
-		cfg := replication.Copy()
-		delete(cfg.RuntimeParams, "replication")
-		return pgconn.ConnectConfig(ctx, cfg)
-	}
-}
-
 // redact removes password=... from a message that may echo a conninfo.
 func redact(s string) string {
 	fields := strings.Fields(s)

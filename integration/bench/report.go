@@ -130,7 +130,7 @@ func (rep *Report) Render() string {
 
 	w("### Results\n\n")
 	w("Wall and CPU times in seconds; CPU is user+sys of the tool's own processes (wait4 rusage, children included); " +
-		"server CPU is PostgreSQL's processes during the step (the walsender does the reading, and for pg_basebackup the zstd compression); " +
+		"server CPU is PostgreSQL's processes during the step (for pg_basebackup, barman and `pgvault, stream` the walsender does the reading, and for pg_basebackup the zstd compression); " +
 		"peak RSS in MB; MB is what the step stored (backups: the backup itself, WAL archive excluded), restored (data directory size) or read. " +
 		"The last column is pgvault's median as a ratio to the best peer's in that step: wall time and stored/added MB (lower is better), or, for restores and mount reads, MB/s (higher is better: the tools restore different amounts).\n\n")
 	w("| step | tool | wall s | CPU s | server CPU s | peak RSS MB | MB | runs | pgvault / best peer |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -341,7 +341,7 @@ func (rep *Report) cpuFloor(w func(string, ...any)) {
 		if b, bc, bs, ok := floor(ToolPgbackrest); ok {
 			w("; pgBackRest: (%s + %s) / %d = %s s", Num(bc.Median), Num(bs.Median), rep.Cores, Num(b))
 		}
-		w(". pgvault's server CPU is the walsender reading and sending every file; pgBackRest reads the files itself")
+		w(". Both read the files themselves here (pgvault's method local); a streamed backup adds the walsender, which reads and sends every file (the diagnostic row's server CPU)")
 		if pv/bw.Median > 0.8 {
 			w(", so 0.8x pgBackRest's wall time is below pgvault's floor on this machine: only less CPU, pgvault's or the server's, can reach it")
 		}

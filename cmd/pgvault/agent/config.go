@@ -149,6 +149,10 @@ type Basebackup struct {
 	Interval       Duration `yaml:"interval"`
 	FastCheckpoint bool     `yaml:"fast_checkpoint"`
 	MaxRateKB      int      `yaml:"max_rate_kb"`
+	// Method is backup --method: auto (""), local or stream.
+	Method string `yaml:"method"`
+	// DataDir is backup --pgdata, for local backups.
+	DataDir string `yaml:"data_directory"`
 }
 
 // Retention is the policy applied after every backup and every Interval.
@@ -670,6 +674,11 @@ func (c *Config) fillSite(s *Site, p string) error {
 	}
 	if b.MaxRateKB != 0 && (b.MaxRateKB < 32 || b.MaxRateKB > 1048576) {
 		return fieldErr(bp+".max_rate_kb", "%d: use 32 to 1048576 kB/s, or 0 for no limit", b.MaxRateKB)
+	}
+	if m, err := backup.ParseMethod(b.Method); err != nil {
+		return fieldErr(bp+".method", "%q: use auto, local or stream", b.Method)
+	} else if m == backup.MethodLocal && b.MaxRateKB != 0 {
+		return fieldErr(bp+".method", "local reads the files itself: max_rate_kb needs method stream")
 	}
 
 	r := &s.Retention

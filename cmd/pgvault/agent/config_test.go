@@ -160,6 +160,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad mode", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    mode: push\n", "sites.a.mode", "stream"},
 		{"bad site name", "sites:\n  \"a b\":\n    pg: \"host=db\"\n    repo: /r\n", "sites.a b", "letters"},
 		{"hour without minute", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    basebackup: {hour: 3}\n", "sites.a.basebackup.minute", "both"},
+		{"bad backup method", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    basebackup: {method: tar}\n", "sites.a.basebackup.method", "auto, local or stream"},
+		{"local and throttled", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    basebackup: {method: local, max_rate_kb: 1024}\n", "sites.a.basebackup.method", "stream"},
 		{"hour out of range", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    basebackup: {hour: 24, minute: 0}\n", "sites.a.basebackup.hour", "0 to 23"},
 		{"grace too short", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    retention:\n      grace: 1m\n", "sites.a.retention.grace", "15m0s"},
 		{"negative count", "sites:\n  a:\n    pg: \"host=db\"\n    repo: /r\n    retention: {basebackup_count: -1}\n", "sites.a.retention.basebackup_count", "negative"},

@@ -202,6 +202,9 @@ func (s *site) takeBackup(ctx context.Context) (*BackupInfo, error) {
 		Label:          fmt.Sprintf("agent %s %s", s.name, s.a.clock.Now().UTC().Format(time.RFC3339)),
 		FastCheckpoint: cfg.Basebackup.FastCheckpoint,
 		MaxRateKB:      cfg.Basebackup.MaxRateKB,
+		Method:         backup.Method(cfg.Basebackup.Method),
+		DataDir:        cfg.Basebackup.DataDir,
+		Session:        backup.SessionFor(n.cfg),
 	})
 	if err != nil {
 		if ctx.Err() != nil {
