@@ -63,7 +63,7 @@ func loadMountConfig(t *testing.T) mountConfig {
 // pgbench -S on the instant mount against the original cluster. It writes
 // the section "mount-bench" of docs/benchmarks.md.
 func TestMountScales(t *testing.T) {
-	began := time.Now()
+	began, cpu0 := time.Now(), cpuTimes()
 	cfg := loadMountConfig(t)
 	led, err := openLedger()
 	if err != nil {
@@ -101,6 +101,7 @@ func TestMountScales(t *testing.T) {
 	rep.Commands = append(commands, configs...)
 	rep.Notes = append(notes, mountNotes(cfg)...)
 	rep.LoadEnd = loadAvg()
+	rep.StealPct = StealPct(cpu0, cpuTimes())
 	rep.Runtime = time.Since(began)
 	if t.Failed() {
 		t.Logf("a scale failed: %s is left as it was", cfg.doc)

@@ -53,6 +53,7 @@ type MountReport struct {
 	Date               time.Time
 	Machine            string
 	LoadStart, LoadEnd string
+	StealPct           float64 // steal during the run, percent (NaN: unknown)
 	Count              int
 	Runtime            time.Duration
 	Scales             []MountScale
@@ -177,9 +178,9 @@ func (rep *MountReport) Render() string {
 		backups = append(backups, Num(ms.BackupMB()))
 	}
 	w("Measured %s on %s. pgbench scales %s (data directories %s MB with pg_wal; the backups restore %s MB), %d round(s) per scale; every figure is the median, with min-max when runs differ. "+
-		"Load average (1, 5, 15 min) at the start: %s; at the end: %s. The whole run took %s. Reproduce with `%s`.\n\n",
+		"Load average (1, 5, 15 min) at the start: %s; at the end: %s. %sThe whole run took %s. Reproduce with `%s`.\n\n",
 		rep.Date.UTC().Format("2006-01-02 15:04 MST"), rep.Machine, strings.Join(scaleNames, " and "), strings.Join(sizes, " and "), strings.Join(backups, " and "), rep.Count,
-		rep.LoadStart, rep.LoadEnd, rep.Runtime.Round(time.Second), rep.Reproduce)
+		rep.LoadStart, rep.LoadEnd, stealNote(rep.StealPct), rep.Runtime.Round(time.Second), rep.Reproduce)
 	if IsQuickMountRun(rep.Scales) {
 		w("**This is a quick run at scales %s.** The goals are stated for scales 100 and 300: `MOUNT_SCALES=\"100 300\" COUNT=3` replaces this section. "+
 			"At small scales fixed costs (process start, key derivation, checkpoints) dominate, so these figures say little about size-independence.\n\n", strings.Join(scaleNames, " and "))

@@ -207,6 +207,16 @@ func rotate(tools []string, n int) []string {
 	return append(append([]string(nil), tools[n:]...), tools[:n]...)
 }
 
+// cpuTimes reads /proc/stat's cpu line (nil if it cannot).
+func cpuTimes() CPUTimes {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil
+	}
+	t, _ := ParseCPUTimes(string(data))
+	return t
+}
+
 func loadAvg() string {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -220,7 +230,7 @@ func loadAvg() string {
 }
 
 func TestPeers(t *testing.T) {
-	began := time.Now()
+	began, cpu0 := time.Now(), cpuTimes()
 	cfg := loadConfig(t)
 	led, err := openLedger()
 	if err != nil {
@@ -275,6 +285,7 @@ func TestPeers(t *testing.T) {
 	rep.Commands = append(b.commands, b.configs...)
 	rep.Notes = append(b.notes, standingNotes(cfg)...)
 	rep.LoadEnd = loadAvg()
+	rep.StealPct = StealPct(cpu0, cpuTimes())
 	rep.Runtime = time.Since(began)
 
 	png, err := RenderChart(fmt.Sprintf("pgvault vs peers: wall time in seconds, scale %d", cfg.scale),

@@ -49,6 +49,7 @@ type Report struct {
 	Cores      int // for the CPU floor; 0 leaves it out
 	LoadStart  string
 	LoadEnd    string
+	StealPct   float64 // steal during the run, percent (NaN: unknown)
 	Scale      int
 	Count      int
 	DataDirMB  float64
@@ -101,9 +102,9 @@ func (rep *Report) Render() string {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("## Against the peers: pg_basebackup, pgBackRest, restic, barman\n\n")
 	w("Measured %s on %s. pgbench scale %d (data directory %s MB), %d round(s); every figure is the median, with min-max when runs differ. "+
-		"Load average (1, 5, 15 min) at the start: %s; at the end: %s. The whole run took %s. Reproduce with `%s`.\n\n",
+		"Load average (1, 5, 15 min) at the start: %s; at the end: %s. %sThe whole run took %s. Reproduce with `%s`.\n\n",
 		rep.Date.UTC().Format("2006-01-02 15:04 MST"), rep.Machine, rep.Scale, Num(rep.DataDirMB), rep.Count,
-		rep.LoadStart, rep.LoadEnd, rep.Runtime.Round(time.Second), rep.Reproduce)
+		rep.LoadStart, rep.LoadEnd, stealNote(rep.StealPct), rep.Runtime.Round(time.Second), rep.Reproduce)
 	if rep.Scale != 100 {
 		w("**This is a quick run at scale %d.** The goals are stated for scale 100: `SCALE=100 COUNT=3 make bench` (about 30 minutes on this machine when it is idle, estimated from the scale-10 runs: the data-dependent steps grow about 5x, the pgbench runs do not) replaces this section. "+
 			"At small scale fixed costs (process start, key derivation, connections, checkpoints, fsync) weigh more, so these ratios are not the scale-100 ratios.\n\n", rep.Scale)
