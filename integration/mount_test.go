@@ -518,6 +518,29 @@ func TestInstantMount(t *testing.T) {
 	}
 	r1.Exec(t, "INSERT INTO in_ts SELECT g FROM generate_series(1, 100) g")
 
+	// To consistency, one segment of WAL: the mount turns the WAL
+	// prefetcher off, which would fetch the segments after it first.
+	t.Run("to consistency, without WAL prefetch", func(t *testing.T) {
+		_, dir := instantDir(t, env, t.TempDir(), "--backup", b.ID, "--to-immediate")
+		conf, _ := os.ReadFile(filepath.Join(dir, "postgresql.auto.conf"))
+		if !strings.Contains(string(conf), "recovery_prefetch = 'off'") {
+			t.Fatalf("postgresql.auto.conf of a mount to consistency lacks recovery_prefetch = 'off':\n%s", conf)
+		}
+		r := pgtest.StartOn(t, dir, pgtest.Options{})
+		r.WaitRecoveryDone(t)
+		wantNotes(t, r)
+		// The archive holds segments past the backup (m1 to m3 and a
+		// switch); only the backup's own is fetched before consistency.
+		log, err := os.ReadFile(r.LogFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _, ok := strings.Cut(string(log), "consistent recovery state reached")
+		if n := strings.Count(before, "restored log file"); !ok || n != 1 {
+			t.Fatalf("%d WAL files restored before consistency, want 1:\n%s", n, log)
+		}
+	})
+
 	t.Run("pgbench writes", func(t *testing.T) {
 		out := r1.Pgbench(context.Background(), t, "-c", "2", "-T", "3")
 		t.Logf("pgbench on the instant mount: %s", grepLine(out, "tps ="))
