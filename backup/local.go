@@ -500,18 +500,18 @@ func (r *localReader) verify(pages []byte) {
 // and then the second sees it whole or with an LSN past the backup's
 // start, which WAL replay overwrites anyway.
 func (r *localReader) reverify(blk uint32) {
-	page := make([]byte, PageSize)
+	var page [PageSize]byte
 	// Through the cache: an O_DIRECT descriptor wants an aligned buffer.
 	f, err := os.Open(r.name)
 	if err != nil {
 		return // dropped meanwhile, which WAL replay repeats: not corruption
 	}
-	n, _ := f.ReadAt(page, int64(blk-r.first)*PageSize)
+	n, _ := f.ReadAt(page[:], int64(blk-r.first)*PageSize)
 	f.Close()
 	if n < PageSize {
 		return // truncated meanwhile, as above
 	}
-	if len(badPages(page, blk, r.lc.start)) == 0 {
+	if len(badPages(page[:], blk, r.lc.start)) == 0 {
 		return
 	}
 	r.bad++
@@ -519,7 +519,7 @@ func (r *localReader) reverify(blk uint32) {
 	// PostgreSQL's wording, with the block number within the file.
 	if r.bad <= 5 {
 		r.warn(fmt.Sprintf("checksum verification failed in file %q, block %d: calculated %X but expected %X",
-			r.name, blk-r.first, PageChecksum(page, blk), binary.LittleEndian.Uint16(page[8:10])))
+			r.name, blk-r.first, PageChecksum(&page, blk), binary.LittleEndian.Uint16(page[8:10])))
 	}
 	if r.bad == 5 {
 		r.warn(fmt.Sprintf("further checksum verification failures in file %q will not be reported", r.name))

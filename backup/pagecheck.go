@@ -46,12 +46,8 @@ func checksumMix(sum, v uint32) uint32 {
 
 // PageChecksum returns PostgreSQL's checksum of one 8 KiB page at block number blkno
 // (block number within the relation: segment number * 131072 + block within the segment file).
-// It does not modify page. It panics if page is not PageSize bytes long.
-func PageChecksum(page []byte, blkno uint32) uint16 {
-	if len(page) != PageSize {
-		panic("backup: PageChecksum of a page that is not PageSize bytes")
-	}
-	p := (*[PageSize]byte)(page)
+// It does not modify page.
+func PageChecksum(p *[PageSize]byte, blkno uint32) uint16 {
 
 	// The stored checksum cannot be part of its own input. PostgreSQL zeroes
 	// pd_checksum in place for the duration; masking it out of the first row
@@ -109,7 +105,7 @@ func badPages(data []byte, firstBlock uint32, startLSN pglogrepl.LSN) []uint32 {
 	for off := 0; off+PageSize <= len(data); off += PageSize {
 		page := data[off : off+PageSize]
 		if pageIsChecked(page, startLSN) &&
-			PageChecksum(page, blkno) != binary.LittleEndian.Uint16(page[pdChecksum:]) {
+			PageChecksum((*[PageSize]byte)(page), blkno) != binary.LittleEndian.Uint16(page[pdChecksum:]) {
 			bad = append(bad, blkno)
 		}
 		blkno++
