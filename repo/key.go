@@ -26,17 +26,20 @@ type KDFParams struct {
 	Threads uint8  `json:"threads"`
 }
 
-// DefaultKDF is argon2id over 19 MiB with two passes and one lane, the
-// first of OWASP's equally strong minimum settings. It was 46 MiB with one
-// pass (another of them), and before that 64 MiB, two passes, two lanes;
-// both were paid in page faults: each derivation runs in a new process on
-// fresh memory, and on the project machines (new process, 7 runs) 46 MiB
-// took 91-110 ms against 53-68 ms for 19 MiB, the difference being the
-// kernel handing out 27 MiB more pages. Every uncached derivation pays
-// it: a first mount on a new machine, and every command when the password
-// comes from PGVAULT_PASSWORD. Each key file stores its own parameters,
-// so repositories keep what they were created with.
-func DefaultKDF() KDFParams { return KDFParams{Time: 2, Memory: 19 << 10, Threads: 1} }
+// DefaultKDF is argon2id over 7 MiB with five passes and one lane, the
+// last of OWASP's equally strong minimum settings (46 MiB/1 pass, 19/2,
+// 12/3, 9/4, 7/5). Every uncached derivation runs in a new process on
+// fresh memory, and there the kernel's page faults cost more than the
+// passes: in a new process on the project machines (9 runs each, one
+// lane), 19 MiB/2 took 59-77 ms, 12/3 45-67 ms, 9/4 42-52 ms and 7/5
+// 39-47 ms. More lanes were slower still (19 MiB/2 with two lanes: 82-120
+// ms), the lanes' faults contending. It was 19 MiB/2, 46 MiB/1 before
+// that, and first 64 MiB, two passes, two lanes. The uncached derivation
+// is paid by a first mount or restore on a new machine and by every
+// command when the password comes from PGVAULT_PASSWORD. Each key file
+// stores its own parameters, so repositories keep what they were created
+// with.
+func DefaultKDF() KDFParams { return KDFParams{Time: 5, Memory: 7 << 10, Threads: 1} }
 
 // keyFile is the JSON document stored at keys/<id>.
 type keyFile struct {
