@@ -113,6 +113,9 @@ type Overlay struct {
 	firstErr    string
 	closeOnce   sync.Once
 	compactions atomic.Int64
+
+	recovering     chan struct{} // closed at the first request to the WAL view
+	recoveringOnce sync.Once
 }
 
 // onode is a node of the overlay namespace.
@@ -169,6 +172,7 @@ func OpenOverlay(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, o
 		r: r, snap: snap, dir: dir, upperDir: filepath.Join(dir, scratchUpper), owner: opts.Owner,
 		pf: opts.Prefetcher, log: opts.Logger, now: opts.Now, lock: lock,
 		nodes: map[uint64]*onode{}, nextIno: overlayInoBase, cor: newCopyOnRead(opts.CopyOnRead),
+		recovering: make(chan struct{}),
 	}
 	if ov.log == nil {
 		ov.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -301,6 +305,13 @@ func (ov *Overlay) afterReplay() error {
 	}
 	return nil
 }
+
+// Recovering returns a channel that is closed when PostgreSQL first asks
+// the mount's WAL view (WALDirName) for a file: its restore_command runs,
+// so the server has started and is in archive recovery.
+func (ov *Overlay) Recovering() <-chan struct{} { return ov.recovering }
+
+func (ov *Overlay) noteRecovering() { ov.recoveringOnce.Do(func() { close(ov.recovering) }) }
 
 // Fresh reports whether the scratch folder was new (nothing to replay):
 // the caller then prepares the data directory (recovery configuration).

@@ -169,6 +169,7 @@ func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *rep
 }
 
 func (d *walServeDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d.ov.noteRecovering()
 	src, _, err := d.resolve(ctx, name)
 	if err != nil {
 		if errors.Is(err, repo.ErrWALNotFound) {

@@ -521,7 +521,7 @@ func TestInstantMount(t *testing.T) {
 	// To consistency, one segment of WAL: the mount turns the WAL
 	// prefetcher off, which would fetch the segments after it first.
 	t.Run("to consistency, without WAL prefetch", func(t *testing.T) {
-		_, dir := instantDir(t, env, t.TempDir(), "--backup", b.ID, "--to-immediate")
+		m, dir := instantDir(t, env, t.TempDir(), "--backup", b.ID, "--to-immediate")
 		conf, _ := os.ReadFile(filepath.Join(dir, "postgresql.auto.conf"))
 		if !strings.Contains(string(conf), "recovery_prefetch = 'off'") {
 			t.Fatalf("postgresql.auto.conf of a mount to consistency lacks recovery_prefetch = 'off':\n%s", conf)
@@ -538,6 +538,22 @@ func TestInstantMount(t *testing.T) {
 		before, _, ok := strings.Cut(string(log), "consistent recovery state reached")
 		if n := strings.Count(before, "restored log file"); !ok || n != 1 {
 			t.Fatalf("%d WAL files restored before consistency, want 1:\n%s", n, log)
+		}
+		// Once recovery asked for WAL, the mount loaded the system
+		// catalogs: global/ and those of postgres, the one database here
+		// besides the templates (a few hundred files in all).
+		r.Stop(t, "fast")
+		m.stop()
+		out := m.output()
+		_, after, ok := strings.Cut(out, "system catalogs loaded into the chunk cache")
+		var files int
+		if ok {
+			if _, f, found := strings.Cut(after, "files="); found {
+				fmt.Sscanf(f, "%d", &files)
+			}
+		}
+		if files < 100 {
+			t.Fatalf("the mount loaded %d catalog files, want the catalogs of global/ and postgres:\n%s", files, out)
 		}
 	})
 

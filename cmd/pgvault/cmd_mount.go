@@ -32,6 +32,7 @@ type mountOptions struct {
 	cacheSize    string
 	copyOnRead   string
 	hydrate      bool
+	warm         bool
 	hydrateRate  string
 	passthrough  bool
 	noRecovery   bool
@@ -71,6 +72,8 @@ func mountCommand() *cli.Command {
 				Usage: "instant mode: keep up to `SIZE` of what reads fetch from the repository in --scratch, so a re-read is local (0: off; stops early while the scratch file system has less than 10% or 1 GiB free)"},
 			&cli.IntFlag{Name: "prefetch", Destination: &o.prefetch, Value: 16, Usage: "`N` chunks read ahead of a sequential reader (0: off)"},
 			&cli.IntFlag{Name: "readahead", Destination: &o.readahead, Value: 1024, Usage: "kernel readahead in `KiB` (read_ahead_kb of the mount)"},
+			&cli.BoolFlag{Name: "warm-catalogs", Destination: &o.warm, Value: true,
+				Usage: "instant mode: load the system catalogs (global/ and each database's but the templates') into the chunk cache in the background once recovery starts, so the first connections do not wait for the repository file by file (at most a quarter of --cache-size)"},
 			&cli.BoolFlag{Name: "hydrate", Destination: &o.hydrate, Usage: "instant mode: copy the whole backup into the overlay in the background, so it converges to local-disk speed"},
 			&cli.StringFlag{Name: "hydrate-rate", Destination: &o.hydrateRate, Usage: "cap --hydrate at `RATE` bytes per second (e.g. 50MiB)"},
 			&cli.BoolFlag{Name: "passthrough", Destination: &o.passthrough, Value: true, Usage: "serve files held whole in the overlay through kernel FUSE passthrough"},
@@ -322,6 +325,28 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	}); err != nil {
 		return err
 	}
+	warmed := make(chan struct{})
+	if o.warm {
+		go func() {
+			defer close(warmed)
+			if !o.noRecovery && !rep.Reused {
+				// Not before the server asks for its first WAL: until then
+				// it is starting on a cold page cache, and a warm-up would
+				// only take the CPU and disk its start needs. From then on
+				// it mostly waits for WAL to be copied and synced, and its
+				// first connection comes after that.
+				select {
+				case <-ov.Recovering():
+				case <-bg.Done():
+					return
+				}
+			}
+			res := ov.WarmCatalogs(bg, cacheSize/4)
+			e.log.Info("system catalogs loaded into the chunk cache", "files", res.Files, "bytes", res.Bytes, "seconds", res.Duration.Seconds())
+		}()
+	} else {
+		close(warmed)
+	}
 	hydrated := make(chan struct{})
 	if o.hydrate {
 		go func() {
@@ -340,6 +365,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	err = serveUntilDone(ctx, e, m, func() {
 		stopBG()
 		<-hydrated
+		<-warmed
 	})
 	if cerr := ov.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
 		err = cerr

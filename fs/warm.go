@@ -1,0 +1,215 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pgvault/pgvault/chunk"
+)
+
+// Catalog warm-up. A server started on an instant mount reads the
+// shared catalogs (global/) as it starts, and the first connection to a
+// database reads that database's system catalogs to build its relation
+// cache (the backup leaves out pg_internal.init, so they are read from
+// the catalogs themselves). Read on demand, each first read of a file is
+// a round trip to the repository, one after the other: on an object
+// store dozens of requests in a row before the first query answers. The
+// mount therefore loads them into the blob cache in the background once
+// recovery starts (Overlay.Recovering), while the server replays WAL.
+
+// firstNormalObjectID is PostgreSQL's FirstNormalObjectId: relations
+// numbered below it are the system catalogs initdb created. (A catalog
+// rewritten by VACUUM FULL gets a number above it and is simply read on
+// demand.)
+const firstNormalObjectID = 16384
+
+// warmParallel is how many chunk loads the warm-up runs at once.
+const warmParallel = 2
+
+// idlePriority puts the calling thread at the lowest CPU priority (nice
+// 19) and in the idle I/O class.
+func idlePriority() {
+	tid := unix.Gettid()
+	unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+	const ioprioClassIdle, ioprioClassShift, ioprioWhoProcess = 3, 13, 1
+	unix.Syscall(unix.SYS_IOPRIO_SET, ioprioWhoProcess, uintptr(tid), ioprioClassIdle<<ioprioClassShift)
+}
+
+// WarmResult says what WarmCatalogs loaded.
+type WarmResult struct {
+	Files    int           `json:"files"`
+	Bytes    int64         `json:"bytes"` // plaintext bytes of the chunks loaded
+	Duration time.Duration `json:"duration"`
+}
+
+// WarmCatalogs loads into the repository's blob cache the snapshot
+// content of the files the first connections read: global/ and, database
+// by database, the main fork of every system catalog (a name that is a
+// number below firstNormalObjectID) and pg_filenode.map. It leaves out
+// the template databases (template1 is 1; from PostgreSQL 15 template0 is
+// 4, and it takes no connections). It chooses files in that order, the
+// smaller ones of a folder first, until budget bytes (so it never evicts
+// more than that from the cache), skips files whose content no longer
+// comes from the snapshot, stops when ctx ends, and leaves failures to
+// the reads that need the content.
+func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
+	start := time.Now()
+	res := WarmResult{}
+	var want []chunk.ID
+	seen := map[chunk.ID]bool{}
+	add := func(d *onode) bool {
+		for _, f := range ov.catalogFiles(ctx, d) {
+			bf, err := ov.baseFile(ctx, f)
+			if err != nil {
+				continue
+			}
+			res.Files++
+			for _, c := range bf.Chunks() {
+				if seen[c.ID] {
+					continue // templates share most of their catalogs
+				}
+				if res.Bytes+int64(c.Size) > budget {
+					return false
+				}
+				seen[c.ID] = true
+				res.Bytes += int64(c.Size)
+				want = append(want, c.ID)
+			}
+		}
+		return true
+	}
+	if g, err := ov.lookup(ctx, ov.root, "global"); err == nil && add(g) {
+		for _, d := range ov.databaseDirs(ctx) {
+			if !add(d) {
+				break
+			}
+		}
+	}
+	// In pack order: the catalogs of a database were stored together, so
+	// the loads become a few sequential runs through each pack (which the
+	// page cache reads ahead) instead of hundreds of small random reads
+	// that would compete with PostgreSQL's own start for the disk.
+	type loc struct {
+		id   chunk.ID
+		pack chunk.ID
+		off  uint32
+	}
+	locs := make([]loc, 0, len(want))
+	for _, id := range want {
+		if e, ok := ov.r.LookupBlob(id); ok {
+			locs = append(locs, loc{id, e.Pack, e.Offset})
+		}
+	}
+	sort.Slice(locs, func(i, j int) bool {
+		if c := bytes.Compare(locs[i].pack[:], locs[j].pack[:]); c != 0 {
+			return c < 0
+		}
+		return locs[i].off < locs[j].off
+	})
+	work := make(chan chunk.ID)
+	var wg sync.WaitGroup
+	for range warmParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The loads run on threads of their own at idle CPU and I/O
+			// priority: PostgreSQL is starting meanwhile, on a cold cache,
+			// and must not wait for the warm-up. Such a thread ends with
+			// its goroutine (it is never unlocked), so its priority cannot
+			// leak to other work.
+			runtime.LockOSThread()
+			idlePriority()
+			for id := range work {
+				ov.r.LoadBlob(ctx, id)
+			}
+		}()
+	}
+	for _, l := range locs {
+		select {
+		case work <- l.id:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	res.Duration = time.Since(start)
+	return res
+}
+
+// databaseDirs returns the folders of base/ named by the OID of a
+// database other than the templates, in OID order.
+func (ov *Overlay) databaseDirs(ctx context.Context) []*onode {
+	base, err := ov.lookup(ctx, ov.root, "base")
+	if err != nil {
+		return nil
+	}
+	ents, err := ov.list(ctx, base)
+	if err != nil {
+		return nil
+	}
+	type db struct {
+		oid uint64
+		n   *onode
+	}
+	var dbs []db
+	for _, e := range ents {
+		oid, err := strconv.ParseUint(e.Name, 10, 32)
+		if err != nil || e.Kind != kindDir || oid == 1 || oid == 4 {
+			continue // not a database's folder, or a template's
+		}
+		if n, err := ov.lookup(ctx, base, e.Name); err == nil {
+			dbs = append(dbs, db{oid, n})
+		}
+	}
+	sort.Slice(dbs, func(i, j int) bool { return dbs[i].oid < dbs[j].oid })
+	out := make([]*onode, len(dbs))
+	for i, d := range dbs {
+		out[i] = d.n
+	}
+	return out
+}
+
+// catalogFiles returns the files of folder d a cache build reads whose
+// content still comes from the snapshot, smallest first.
+func (ov *Overlay) catalogFiles(ctx context.Context, d *onode) []*onode {
+	ents, err := ov.list(ctx, d)
+	if err != nil {
+		return nil
+	}
+	var out []*onode
+	for _, e := range ents {
+		if e.Kind != kindFile {
+			continue
+		}
+		if e.Name != "pg_filenode.map" {
+			oid, err := strconv.ParseUint(e.Name, 10, 32)
+			if err != nil || oid >= firstNormalObjectID {
+				continue
+			}
+		}
+		n, err := ov.lookup(ctx, d, e.Name)
+		if err != nil || n.base == nil {
+			continue
+		}
+		f := n.file
+		f.mu.RLock()
+		// Only what reads would still fetch from the snapshot.
+		fromBase := !f.local && f.baseLimit > 0 && !f.present.allBelow(ceilDiv(f.baseLimit, ov.bs))
+		f.mu.RUnlock()
+		if fromBase {
+			out = append(out, n)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].base.Size < out[j].base.Size })
+	return out
+}

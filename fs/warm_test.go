@@ -1,0 +1,130 @@
+package fs
+
+import (
+	"context"
+	"testing"
+
+	"github.com/pgvault/pgvault/repo"
+)
+
+// catalogTree is a data directory with shared catalogs, the template
+// databases, postgres (5) and a user database, each with catalogs and a
+// user relation. Every file has its own content, so each is one chunk of
+// its own.
+func catalogTree() *testTree {
+	files := map[string][]byte{}
+	for i, p := range []string{
+		"PG_VERSION", "global/pg_control", "global/pg_filenode.map", "global/1262", "global/2671",
+		"base/1/1259", "base/4/1259", "base/5/pg_filenode.map", "base/5/1259", "base/5/2662", "base/5/16384", "base/5/1259_fsm",
+		"base/16390/1247", "base/16390/16400",
+	} {
+		files[p] = randBytes(int64(100+i), 8192*(1+i%3))
+	}
+	return &testTree{files: files, dirs: []string{"", "global", "base", "base/1", "base/4", "base/5", "base/16390"}}
+}
+
+// coldOverlay stores tree and opens its overlay through a second
+// repository handle whose blob cache is empty, as on a new machine.
+func coldOverlay(t *testing.T, tree *testTree) (*Overlay, *repo.Repository) {
+	t.Helper()
+	ctx := context.Background()
+	_, s, be := testSnapshotOn(t, tree)
+	r, err := repo.Open(ctx, be, []byte(repo.TestPassword), repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	snap, err := r.LoadSnapshot(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ov := openTestOverlay(t, r, snap, t.TempDir())
+	t.Cleanup(func() { ov.Close(ctx) })
+	return ov, r
+}
+
+// cached reports whether every chunk of the snapshot file at p is in the
+// blob cache.
+func cached(t *testing.T, ov *Overlay, r *repo.Repository, p string) bool {
+	t.Helper()
+	bf, err := ov.baseFile(context.Background(), mustNode(t, ov, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range bf.Chunks() {
+		if _, ok := r.CachedBlob(c.ID); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func TestWarmCatalogsLoadsCatalogsOnly(t *testing.T) {
+	ov, r := coldOverlay(t, catalogTree())
+	// A catalog the overlay already holds whole is not loaded again.
+	if err := ov.WriteFile(context.Background(), "base/5/2662", randBytes(7, 8192), 0o600, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	res := ov.WarmCatalogs(context.Background(), 1<<30)
+	want := map[string]bool{
+		"global/pg_filenode.map": true, "global/1262": true, "global/2671": true,
+		"base/5/pg_filenode.map": true, "base/5/1259": true, "base/16390/1247": true,
+		// Not: user relations, other forks, pg_control, the templates.
+		"PG_VERSION": false, "global/pg_control": false, "base/5/16384": false, "base/5/1259_fsm": false,
+		"base/16390/16400": false, "base/1/1259": false, "base/4/1259": false,
+	}
+	for p, w := range want {
+		if got := cached(t, ov, r, p); got != w {
+			t.Errorf("%s: cached %v, want %v", p, got, w)
+		}
+	}
+	if res.Files != 6 {
+		t.Errorf("warmed %d files, want 6", res.Files)
+	}
+}
+
+// TestWarmCatalogsBudget: the shared catalogs come first, and nothing
+// past the budget is loaded.
+func TestWarmCatalogsBudget(t *testing.T) {
+	tree := catalogTree()
+	ov, r := coldOverlay(t, tree)
+	budget := int64(len(tree.files["global/pg_filenode.map"]) + len(tree.files["global/1262"]) + len(tree.files["global/2671"]))
+	res := ov.WarmCatalogs(context.Background(), budget)
+	if res.Bytes != budget {
+		t.Errorf("loaded %d bytes, want %d", res.Bytes, budget)
+	}
+	for p, w := range map[string]bool{"global/1262": true, "global/2671": true, "base/5/1259": false, "base/16390/1247": false} {
+		if got := cached(t, ov, r, p); got != w {
+			t.Errorf("budget %d: %s cached %v, want %v", budget, p, got, w)
+		}
+	}
+}
+
+// TestWarmCatalogsStopsWithContext: a cancelled warm-up loads nothing.
+func TestWarmCatalogsStopsWithContext(t *testing.T) {
+	ov, r := coldOverlay(t, catalogTree())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ov.WarmCatalogs(ctx, 1<<30)
+	if cached(t, ov, r, "global/1262") {
+		t.Error("a cancelled warm-up loaded global/1262")
+	}
+}
+
+// TestRecoveringClosesOnWALLookup: the WAL view's first lookup tells
+// that recovery has started.
+func TestRecoveringClosesOnWALLookup(t *testing.T) {
+	ov, _ := coldOverlay(t, catalogTree())
+	select {
+	case <-ov.Recovering():
+		t.Fatal("recovering before any WAL request")
+	default:
+	}
+	d := &walServeDir{ov: ov, segSize: 16 << 20, served: &servedSegments{}}
+	d.Lookup(context.Background(), "00000002.history", nil)
+	select {
+	case <-ov.Recovering():
+	default:
+		t.Fatal("a WAL lookup did not mark recovery as started")
+	}
+}
