@@ -254,6 +254,10 @@ func handleOf(f gofs.FileHandle) *instHandle {
 	return nil
 }
 
+// isRestoreTarget reports whether name is one PostgreSQL has
+// restore_command write to (RestoreArchivedFile in xlogarchive.c).
+func isRestoreTarget(name string) bool { return name == "RECOVERYXLOG" || name == "RECOVERYHISTORY" }
+
 // Create makes and opens a new file.
 func (in *instNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	c, err := in.ov.create(ctx, in.n, name, kindFile, mode, caller(ctx), "")
@@ -265,8 +269,10 @@ func (in *instNode) Create(ctx context.Context, name string, flags uint32, mode 
 	// A new file is held whole in the overlay from the start, so it can be
 	// served by passthrough at once: PostgreSQL writes new WAL segments
 	// 8 KiB at a time (16 MiB as recovery ends and at every segment
-	// switch), and through the daemon each write is a round trip.
-	if cn, ok := child.Operations().(*instNode); ok && in.opts.Passthrough {
+	// switch), and through the daemon each write is a round trip. Not the
+	// file restore_command copies a segment into: that copy becomes a
+	// reference (cloneWAL), which no passthrough handle may bypass.
+	if cn, ok := child.Operations().(*instNode); ok && in.opts.Passthrough && !isRestoreTarget(name) {
 		if h := cn.passthroughHandle(); h != nil {
 			return child, h, 0, 0
 		}

@@ -50,6 +50,7 @@ const (
 	recRename  recKind = 3 // rename (flags: RENAME_NOREPLACE, RENAME_EXCHANGE)
 	recSetattr recKind = 4 // mode, owner, size, mtime changes (Valid says which)
 	recData    recKind = 5 // a file's block map, size and mtime as of an fsync
+	recClone   recKind = 6 // a created file's content is now a WAL segment of the repository (cloneWAL)
 )
 
 // Setattr record Valid bits.
@@ -104,6 +105,7 @@ type record struct {
 	BaseLimit int64
 	Target    string
 	Ranges    []blockRange
+	Timeline  uint32 // clone: the WAL file's timeline; Name is its catalogue name
 }
 
 // encodeRecord returns the payload of a record.
@@ -135,6 +137,12 @@ func encodeRecord(r *record) []byte {
 		b = binary.AppendUvarint(b, uint64(r.Mode))
 		b = binary.AppendUvarint(b, uint64(r.UID))
 		b = binary.AppendUvarint(b, uint64(r.GID))
+		b = binary.AppendVarint(b, r.Size)
+		b = binary.AppendVarint(b, r.MTime)
+	case recClone:
+		b = appendRef(b, r.Node)
+		b = binary.AppendUvarint(b, uint64(r.Timeline))
+		b = appendString(b, r.Name)
 		b = binary.AppendVarint(b, r.Size)
 		b = binary.AppendVarint(b, r.MTime)
 	case recData:
@@ -306,6 +314,18 @@ func decodeRecord(payload []byte) (record, error) {
 		r.MTime = d.varint()
 		if d.err == nil && r.Size < 0 {
 			d.fail("negative size")
+		}
+	case recClone:
+		r.Node = d.ref()
+		r.Timeline = d.u32()
+		r.Name = d.name()
+		r.Size = d.varint()
+		r.MTime = d.varint()
+		if d.err == nil && (r.Size < 0 || r.Size > 1<<40) {
+			d.fail("clone of %d bytes", r.Size)
+		}
+		if d.err == nil && r.Node.Base {
+			d.fail("clone into a file of the snapshot")
 		}
 	case recData:
 		r.Node = d.ref()

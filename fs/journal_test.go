@@ -17,6 +17,7 @@ func sampleRecords() []record {
 		{Kind: recRename, Parent: nodeRef{Ino: 1, Base: true}, Name: "backup_label", NewParent: nodeRef{Ino: 1, Base: true}, NewName: "backup_label.old", Flags: 1},
 		{Kind: recSetattr, Node: nodeRef{Ino: 9, Base: true, Path: "base/1/16384"}, Valid: attrMode | attrSize | attrMTime, Mode: 0o640, Size: 8192, MTime: 42},
 		{Kind: recData, Node: nodeRef{Ino: 9, Base: true, Path: "base/1/16384"}, Size: 307300, BaseLimit: 8192, MTime: 7, Ranges: []blockRange{{0, 1}, {5, 3}, {100, 1}}},
+		{Kind: recClone, Node: nodeRef{Ino: overlayInoBase + 2}, Timeline: 3, Name: "0000000300000001000000F1", Size: 16 << 20, MTime: 99},
 		{Kind: recData, Node: nodeRef{Ino: overlayInoBase + 2}, Flags: dataLocal, Size: 16 << 20},
 	}
 }
@@ -52,6 +53,9 @@ func TestDecodeRecordRejects(t *testing.T) {
 		{"bad node type", encodeRecord(&record{Kind: recCreate, Parent: nodeRef{Ino: 1}, Name: "x", Node: nodeRef{Ino: overlayInoBase}, Type: 9})},
 		{"base limit above size", encodeRecord(&record{Kind: recData, Node: nodeRef{Ino: 3}, Size: 10, BaseLimit: 11})},
 		{"empty range", encodeRecord(&record{Kind: recData, Node: nodeRef{Ino: 3}, Size: 10, Ranges: []blockRange{{1, 0}}})},
+		{"clone of a negative size", encodeRecord(&record{Kind: recClone, Node: nodeRef{Ino: overlayInoBase}, Timeline: 1, Name: "000000010000000000000001", Size: -1})},
+		{"clone into a snapshot file", encodeRecord(&record{Kind: recClone, Node: nodeRef{Ino: 3, Base: true, Path: "x"}, Timeline: 1, Name: "000000010000000000000001", Size: 1})},
+		{"clone without a name", encodeRecord(&record{Kind: recClone, Node: nodeRef{Ino: overlayInoBase}, Timeline: 1, Size: 1})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -615,6 +615,21 @@ func (ov *Overlay) apply(ctx context.Context, r *record) error {
 		for _, rg := range r.Ranges {
 			f.present.setRange(int64(rg.First), int64(rg.Count))
 		}
+	case recClone:
+		n, err := ov.resolveLocked(ctx, r.Node)
+		if err != nil || n == nil {
+			return err
+		}
+		if n.kind != kindFile || n.base != nil {
+			return fmt.Errorf("%w: clone into a node that is not a created file", ErrJournalCorrupt)
+		}
+		f := n.file
+		f.local, f.present, f.dirty, f.metaDirty = false, nil, nil, false
+		f.size, f.baseLimit, f.modified = r.Size, r.Size, true
+		f.baseMu.Lock()
+		f.clone, f.base = &walClone{tli: r.Timeline, name: r.Name, size: r.Size}, nil
+		f.baseMu.Unlock()
+		n.mtime.Store(r.MTime)
 	default:
 		return fmt.Errorf("%w: unknown record kind %d", ErrJournalCorrupt, r.Kind)
 	}
@@ -1093,14 +1108,14 @@ func (ov *Overlay) Compact(ctx context.Context) error {
 	}
 	for _, n := range files {
 		f := n.file
-		if n.removed || (n.base == nil && f.local) {
+		if n.removed || (n.base == nil && f.local && !cloned(f)) {
 			continue // created files are whole in the overlay from their create record on
 		}
 		if f.local {
 			recs = append(recs, record{Kind: recData, Node: n.ref(), Flags: dataLocal, Size: f.sizeLocked(), MTime: n.mtime.Load()})
 			continue
 		}
-		if f.present.empty() && f.size == n.base.Size && f.baseLimit == n.base.Size {
+		if bs := baseSize(n); f.present.empty() && f.size == bs && f.baseLimit == bs {
 			continue
 		}
 		recs = append(recs, record{Kind: recData, Node: n.ref(), Flags: dataAbsolute, Size: f.size, BaseLimit: f.baseLimit,
@@ -1114,6 +1129,14 @@ func (ov *Overlay) Compact(ctx context.Context) error {
 	}
 	ov.compactions.Add(1)
 	return nil
+}
+
+// cloned reports whether a clone record made f a copy of WAL (records
+// after it describe the file as it is now).
+func cloned(f *fileState) bool {
+	f.baseMu.Lock()
+	defer f.baseMu.Unlock()
+	return f.clone != nil
 }
 
 // Close makes everything durable, compacts the journal and releases the

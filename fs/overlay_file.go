@@ -49,6 +49,16 @@ type fileState struct {
 
 	baseMu sync.Mutex
 	base   *repo.File
+	clone  *walClone // a created file's content from the repository's WAL catalogue (guarded by baseMu)
+}
+
+// walClone names the WAL segment a created file is a copy of (cloneWAL):
+// its content below baseLimit, where no block is present, is the
+// segment's, read from the repository like snapshot content.
+type walClone struct {
+	tli  uint32
+	name string // catalogue name
+	size int64
 }
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
@@ -141,7 +151,25 @@ func (ov *Overlay) baseFile(ctx context.Context, n *onode) (*repo.File, error) {
 	if f.base != nil {
 		return f.base, nil
 	}
-	bf, err := ov.r.OpenNode(ctx, n.base)
+	node := n.base
+	if node == nil {
+		// No path in these errors: building one takes Overlay.mu, which
+		// may not be taken under baseMu.
+		c := f.clone
+		if c == nil {
+			return nil, errors.New("a file created in the overlay has no snapshot content")
+		}
+		wf, err := ov.r.LoadWALFile(ctx, c.tli, c.name)
+		if err == nil && (wf.Partial || wf.Size != c.size) {
+			err = fmt.Errorf("%w: it holds %d bytes, the copy %d", repo.ErrContentCorrupt, wf.Size, c.size)
+		}
+		if err != nil {
+			ov.noteReadError(err)
+			return nil, fmt.Errorf("copy of WAL %s: %w", c.name, err)
+		}
+		node = &repo.Node{Name: c.name, Type: repo.NodeFile, Size: wf.Size, Chunks: wf.Chunks}
+	}
+	bf, err := ov.r.OpenNode(ctx, node)
 	if err != nil {
 		ov.noteReadError(err)
 		return nil, err
@@ -226,7 +254,10 @@ func preadFull(u *os.File, dst []byte, off int64) error {
 func (ov *Overlay) read(ctx context.Context, n *onode, dst []byte, off int64, ra *readahead) (int, error) {
 	var fr fetchedRange
 	got, err := ov.readLocked(ctx, n, dst, off, ra, &fr)
-	if err == nil && fr.bf != nil {
+	// No copy-on-read of a WAL copy (cloneWAL): recovery reads each of
+	// its pages once, and copying them up would put back the scratch
+	// writes the reference saved.
+	if err == nil && fr.bf != nil && n.base != nil {
 		ov.fetched(n, fr.bf, fr.first, fr.last)
 	}
 	return got, err
@@ -488,7 +519,7 @@ func (ov *Overlay) persistLocked(ctx context.Context, n *onode) error {
 	nb := ceilDiv(f.size, ov.bs)
 	// Whole: every block present (an empty file counts only if it was
 	// emptied, not if the snapshot's file is empty anyway).
-	whole := f.present.allBelow(nb) && (nb > 0 || n.base == nil || n.base.Size > 0)
+	whole := f.present.allBelow(nb) && (nb > 0 || baseSize(n) > 0)
 	if !f.metaDirty && f.dirty.empty() && !whole {
 		return nil
 	}
@@ -574,4 +605,49 @@ func (ov *Overlay) hydrateRun(ctx context.Context, n *onode, limit int64) (int64
 		return copied, false, fmt.Errorf("write overlay upper file: %w", err)
 	}
 	return copied, f.present.allBelow(ceilDiv(f.size, bs)), nil
+}
+
+// baseSize is the size of the content a file's blocks fall back to: its
+// snapshot file's, or the WAL segment's it is a copy of (0 if none).
+func baseSize(n *onode) int64 {
+	if n.base != nil {
+		return n.base.Size
+	}
+	f := n.file
+	f.baseMu.Lock()
+	defer f.baseMu.Unlock()
+	if f.clone != nil {
+		return f.clone.size
+	}
+	return 0
+}
+
+// cloneWAL makes the empty file n, created in the overlay, a copy of a
+// complete WAL segment of the repository without copying it: n's content
+// becomes a reference to the segment, read like snapshot content, and a
+// write copies blocks up as in any other file. restore_command's cp from
+// the WAL view into pg_wal (RECOVERYXLOG) ends here: PostgreSQL then syncs
+// and renames the file (durable_rename), which for a 16 MiB copy in the
+// upper file was a 16 MiB write and fsync on the scratch disk per
+// segment; as a reference it is one journal record. It reports false,
+// and changes nothing, unless n is a created, empty file held whole in
+// the overlay that no kernel passthrough handle has open (such a handle
+// writes to the upper file without pgvault seeing it).
+func (ov *Overlay) cloneWAL(ctx context.Context, n *onode, c walClone) (bool, error) {
+	f := n.file
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.base != nil || !f.local || f.sizeLocked() != 0 {
+		return false, nil
+	}
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if n.ptOpens > 0 || n.removed {
+		return false, nil
+	}
+	r := &record{Kind: recClone, Node: n.ref(), Timeline: c.tli, Name: c.name, Size: c.size, MTime: ov.now().UnixNano()}
+	if err := ov.commitLocked(ctx, r); err != nil {
+		return false, err
+	}
+	return true, nil
 }

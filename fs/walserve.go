@@ -210,7 +210,12 @@ var (
 )
 
 // walServeHandle holds the whole file: restore_command copies it once.
-type walServeHandle struct{ data []byte }
+// clone is set for a complete segment as stored, which a whole copy
+// into the data directory may reference instead of copying (cloneWAL).
+type walServeHandle struct {
+	data  []byte
+	clone *walClone
+}
 
 func (f *walServeFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*walServeHandle); ok {
@@ -236,20 +241,27 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 		return nil, 0, syscall.EROFS
 	}
 	if data := f.dir.served.get(ctx, f.name); data != nil {
-		return &walServeHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+		// Only complete segments are kept.
+		h := &walServeHandle{data: data}
+		if seg, err := wal.ParseSegment(f.name, f.dir.segSize); err == nil {
+			h.clone = &walClone{tli: seg.Timeline, name: f.name, size: int64(len(data))}
+		}
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	data, src, err := f.dir.load(ctx, f.name)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
+	h := &walServeHandle{data: data}
 	if src.segment {
 		if !src.partial {
 			// A .partial is never kept: the streamer may add to it.
 			f.dir.served.keep(f.name, data)
+			h.clone = &walClone{tli: src.tli, name: src.stored, size: int64(len(data))}
 		}
 		go f.dir.prefetchNext(context.WithoutCancel(ctx), f.name)
 	}
-	return &walServeHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // load reads the WAL file called name from the repository: a .partial
@@ -298,6 +310,8 @@ func (f *walServeFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte
 // 128 KiB reads and writes through FUSE, a round trip each: 20-70 ms per
 // 16 MiB segment on the project's VM, and every start pays it at least
 // twice (PostgreSQL fetches the last segment again as recovery ends).
+// A whole complete segment copied into a new, empty file is not copied
+// at all: the file becomes a reference to the segment (cloneWAL).
 func (f *walServeFile) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, n uint64, flags uint64) (uint32, syscall.Errno) {
 	h, ok := fhIn.(*walServeHandle)
 	dst, isFile := out.Operations().(*instNode)
@@ -307,6 +321,15 @@ func (f *walServeFile) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, 
 	}
 	if offIn >= uint64(len(h.data)) || offOut > math.MaxInt64 {
 		return 0, 0
+	}
+	if h.clone != nil && offIn == 0 && offOut == 0 && n >= uint64(len(h.data)) && len(h.data) <= math.MaxUint32 {
+		ok, err := dst.ov.cloneWAL(ctx, dst.n, *h.clone)
+		if err != nil {
+			return 0, toErrno(err)
+		}
+		if ok {
+			return uint32(len(h.data)), 0
+		}
 	}
 	end := min(offIn+n, uint64(len(h.data)), offIn+math.MaxUint32)
 	written, err := dst.ov.write(ctx, dst.n, h.data[offIn:end], int64(offOut))

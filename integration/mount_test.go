@@ -463,19 +463,20 @@ func TestInstantMount(t *testing.T) {
 	// segment asked for again (PostgreSQL does as recovery ends) comes
 	// from the mount's last-segment cache. Both must be the archived
 	// bytes, and a file the copy created must show its size at once.
+	lsn, err := pglogrepl.ParseLSN(b.StartLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const segSize = 16 << 20
+	segName := wal.SegmentOf(1, lsn, segSize).Name(segSize)
+	fetched := filepath.Join(pgtest.TempDir(t), segName)
+	v.must("wal", "fetch", segName, fetched)
+	segment, err := os.ReadFile(fetched)
+	if err != nil || len(segment) != segSize {
+		t.Fatalf("wal fetch %s: %d bytes, %v", segName, len(segment), err)
+	}
 	t.Run("WAL copied into the mount", func(t *testing.T) {
-		lsn, err := pglogrepl.ParseLSN(b.StartLSN)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const segSize = 16 << 20
-		name := wal.SegmentOf(1, lsn, segSize).Name(segSize)
-		fetched := filepath.Join(pgtest.TempDir(t), name)
-		v.must("wal", "fetch", name, fetched)
-		want, err := os.ReadFile(fetched)
-		if err != nil || len(want) != segSize {
-			t.Fatalf("wal fetch %s: %d bytes, %v", name, len(want), err)
-		}
+		name, want := segName, segment
 		for i := range 2 {
 			dst := filepath.Join(latestDir, "pg_wal", fmt.Sprintf("copytest%d", i))
 			copyFileRange(t, filepath.Join(latestDir, ".pgvault-wal", name), dst, 5<<20)
@@ -490,6 +491,40 @@ func TestInstantMount(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	})
+
+	// restore_command's target: a whole segment copied into RECOVERYXLOG
+	// becomes a reference to the repository's copy, with no bytes in the
+	// scratch folder and nothing for PostgreSQL's fsync to write.
+	t.Run("WAL copied into RECOVERYXLOG is a reference", func(t *testing.T) {
+		scratch := t.TempDir()
+		m, dir := instantDir(t, env, scratch, "--backup", b.ID, "--to-immediate")
+		upper := func() int64 {
+			var n int64
+			filepath.WalkDir(filepath.Join(scratch, "upper"), func(_ string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					if fi, err := d.Info(); err == nil {
+						n += fi.Size()
+					}
+				}
+				return nil
+			})
+			return n
+		}
+		before := upper()
+		dst := filepath.Join(dir, "pg_wal", "RECOVERYXLOG")
+		copyFileRange(t, filepath.Join(dir, ".pgvault-wal", segName), dst, 1<<30)
+		if grew := upper() - before; grew > 1<<20 {
+			t.Fatalf("the copy into RECOVERYXLOG took %d bytes of scratch space, want a reference", grew)
+		}
+		got, err := os.ReadFile(dst)
+		if err != nil || !bytes.Equal(got, segment) {
+			t.Fatalf("RECOVERYXLOG reads %d bytes, not %s (%v)", len(got), segName, err)
+		}
+		if err := os.Remove(dst); err != nil {
+			t.Fatal(err)
+		}
+		m.stop()
 	})
 
 	start := time.Now()

@@ -1,0 +1,192 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// cloneFixture is an overlay with a WAL segment in its repository and an
+// empty file created in pg_wal, as restore_command's cp leaves it.
+func cloneFixture(t *testing.T, copyOnRead int64) (ov *Overlay, seg []byte, scratch string, n *onode, reopen func() *Overlay) {
+	t.Helper()
+	ctx := context.Background()
+	r, s := testSnapshot(t, sampleTree())
+	seg = randBytes(42, 1<<20+123)
+	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000002", seg, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	scratch = t.TempDir()
+	open := func() *Overlay { return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch, CopyOnRead: copyOnRead}) }
+	ov = open()
+	d := mustNode(t, ov, "pg_wal")
+	n, err := ov.create(ctx, d, "RECOVERYXLOG", kindFile, 0o600, Owner{UID: 1000, GID: 1001}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ov, seg, scratch, n, open
+}
+
+func upperBytes(t *testing.T, scratch string) int64 {
+	t.Helper()
+	var total int64
+	ents, _ := os.ReadDir(filepath.Join(scratch, scratchUpper))
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			total += fi.Size()
+		}
+	}
+	return total
+}
+
+// TestCloneWAL: a clone reads as the segment, takes no room in the
+// scratch folder, survives a crash once synced, a rename and compaction,
+// and a write into it copies up only what it writes.
+func TestCloneWAL(t *testing.T) {
+	ctx := context.Background()
+	ov, seg, scratch, n, reopen := cloneFixture(t, 1<<30)
+	c := walClone{tli: 1, name: "000000010000000000000002", size: int64(len(seg))}
+	ok, err := ov.cloneWAL(ctx, n, c)
+	if err != nil || !ok {
+		t.Fatalf("cloneWAL = %v, %v", ok, err)
+	}
+	if got := mustRead(t, ov, "pg_wal/RECOVERYXLOG"); !bytes.Equal(got, seg) {
+		t.Fatalf("clone reads %d bytes, not the segment", len(got))
+	}
+	ov.stopCopyOnRead() // waits for copies the read started
+	if u := upperBytes(t, scratch); u != 0 {
+		t.Fatalf("the clone, read once, took %d bytes of scratch space", u)
+	}
+	// A second clone into the now non-empty file is refused.
+	if ok, err := ov.cloneWAL(ctx, n, c); ok || err != nil {
+		t.Fatalf("clone into a file that is already a clone = %v, %v", ok, err)
+	}
+	// PostgreSQL's durable_rename: fsync, rename, fsync.
+	if err := ov.fsync(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := ov.rename(ctx, mustNode(t, ov, "pg_wal"), "RECOVERYXLOG", mustNode(t, ov, "pg_wal"), "000000010000000000000002", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ov.syncJournal(); err != nil {
+		t.Fatal(err)
+	}
+	ov.crash()
+
+	ov = reopen()
+	p := "pg_wal/000000010000000000000002"
+	if got := mustRead(t, ov, p); !bytes.Equal(got, seg) {
+		t.Fatalf("after a crash the clone reads %d bytes, not the segment", len(got))
+	}
+	// A write copies up its blocks; the rest still reads from the WAL.
+	want := append([]byte(nil), seg...)
+	patch := bytes.Repeat([]byte{7}, 8192)
+	copy(want[16384:], patch)
+	if _, err := ov.write(ctx, mustNode(t, ov, p), patch, 16384); err != nil {
+		t.Fatal(err)
+	}
+	if err := ov.fsync(ctx, mustNode(t, ov, p)); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
+		t.Fatal("the written clone reads wrong")
+	}
+	if u := upperBytes(t, scratch); u > 64<<10 {
+		t.Fatalf("an 8 KiB write into the clone took %d bytes of scratch space", u)
+	}
+	if err := ov.Close(ctx); err != nil { // compacts the journal
+		t.Fatal(err)
+	}
+	ov = reopen()
+	defer ov.Close(ctx)
+	if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
+		t.Fatal("after compaction and a remount the written clone reads wrong")
+	}
+}
+
+// TestCloneWALKilled: the clone is one journal frame, written whole by
+// one write(2): after a kill -9 without any sync the file is the segment,
+// never a part of it.
+func TestCloneWALKilled(t *testing.T) {
+	ctx := context.Background()
+	ov, seg, _, n, reopen := cloneFixture(t, 0)
+	if ok, err := ov.cloneWAL(ctx, n, walClone{tli: 1, name: "000000010000000000000002", size: int64(len(seg))}); !ok || err != nil {
+		t.Fatalf("cloneWAL = %v, %v", ok, err)
+	}
+	ov.crash()
+	ov = reopen()
+	defer ov.Close(ctx)
+	if got := mustRead(t, ov, "pg_wal/RECOVERYXLOG"); !bytes.Equal(got, seg) {
+		t.Fatalf("after kill -9 the clone reads %d bytes, not the segment", len(got))
+	}
+}
+
+// TestCloneWALRefused: only an empty file created in the overlay, with
+// no passthrough handle open, becomes a clone.
+func TestCloneWALRefused(t *testing.T) {
+	ctx := context.Background()
+	ov, seg, _, n, _ := cloneFixture(t, 0)
+	defer ov.Close(ctx)
+	c := walClone{tli: 1, name: "000000010000000000000002", size: int64(len(seg))}
+	tests := []struct {
+		name string
+		node func() *onode
+	}{
+		{"a file of the snapshot", func() *onode { return mustNode(t, ov, "base/1/empty") }},
+		{"a file with content", func() *onode {
+			if _, err := ov.write(ctx, n, []byte("x"), 0); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}},
+		{"a file open by passthrough", func() *onode {
+			m, err := ov.create(ctx, mustNode(t, ov, "pg_wal"), "other", kindFile, 0o600, Owner{}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ov.opened(m, true)
+			return m
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if ok, err := ov.cloneWAL(ctx, tt.node(), c); ok || err != nil {
+				t.Fatalf("cloneWAL = %v, %v; want refused", ok, err)
+			}
+		})
+	}
+}
+
+// TestCloneWALOverwritten: a clone whose every block was written is held
+// whole in the overlay, and stays so across compaction and a remount
+// (PostgreSQL recycles old segments by renaming and rewriting them).
+func TestCloneWALOverwritten(t *testing.T) {
+	ctx := context.Background()
+	ov, seg, _, n, reopen := cloneFixture(t, 0)
+	if ok, err := ov.cloneWAL(ctx, n, walClone{tli: 1, name: "000000010000000000000002", size: int64(len(seg))}); !ok || err != nil {
+		t.Fatalf("cloneWAL = %v, %v", ok, err)
+	}
+	want := randBytes(43, len(seg))
+	if _, err := ov.write(ctx, n, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ov.fsync(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if !n.file.local {
+		t.Fatal("a clone written all over is not held whole")
+	}
+	if err := ov.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ov = reopen()
+	defer ov.Close(ctx)
+	if got := mustRead(t, ov, "pg_wal/RECOVERYXLOG"); !bytes.Equal(got, want) {
+		t.Fatal("after compaction and a remount the rewritten clone reads the segment again")
+	}
+}
