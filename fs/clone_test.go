@@ -22,7 +22,9 @@ func cloneFixture(t *testing.T, copyOnRead int64) (ov *Overlay, seg []byte, scra
 		t.Fatal(err)
 	}
 	scratch = t.TempDir()
-	open := func() *Overlay { return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch, CopyOnRead: copyOnRead}) }
+	open := func() *Overlay {
+		return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch, CopyOnRead: copyOnRead})
+	}
 	ov = open()
 	d := mustNode(t, ov, "pg_wal")
 	n, err := ov.create(ctx, d, "RECOVERYXLOG", kindFile, 0o600, Owner{UID: 1000, GID: 1001}, "")
