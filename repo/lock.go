@@ -112,14 +112,21 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	}
 	var out []LockInfo
 	for _, name := range names {
-		sealed, err := r.be.Load(ctx, backend.Handle{Type: backend.LockFile, Name: name}, 0, 0)
+		var plain []byte
+		err := readAuthentic(ctx, r.log, "lock "+name, func(ctx context.Context) error {
+			sealed, err := r.be.Load(ctx, backend.Handle{Type: backend.LockFile, Name: name}, 0, 0)
+			if err != nil {
+				return fmt.Errorf("load lock %s: %w", name, err)
+			}
+			plain, err = r.codec.OpenMeta(lockLabel, sealed)
+			return err
+		})
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // released while we listed
 		}
-		if err != nil {
-			return nil, fmt.Errorf("load lock %s: %w", name, err)
+		if err != nil && !isDamage(err) {
+			return nil, err
 		}
-		plain, err := r.codec.OpenMeta(lockLabel, sealed)
 		if err != nil {
 			// A damaged lock must not block forever: treat it as stale.
 			out = append(out, LockInfo{Name: name, Purpose: "unreadable lock"})

@@ -382,16 +382,25 @@ func (m *masterIndex) loadOne(ctx context.Context, id chunk.ID, sealed []byte) (
 			m.log.Warn("local index cache entry is damaged; reloading it from the repository", "index", id.Short())
 		}
 	}
-	if sealed == nil {
-		var err error
-		h := backend.Handle{Type: backend.IndexFile, Name: id.String()}
-		if sealed, err = m.be.Load(ctx, h, 0, 0); err != nil {
-			return nil, nil, fmt.Errorf("load index %s: %w", id.Short(), err)
+	var plain []byte
+	err := readAuthentic(ctx, m.log, "index "+id.Short(), func(ctx context.Context) error {
+		if sealed == nil { // not fetched yet, or a re-read
+			var err error
+			h := backend.Handle{Type: backend.IndexFile, Name: id.String()}
+			if sealed, err = m.be.Load(ctx, h, 0, 0); err != nil {
+				return fmt.Errorf("load index %s: %w", id.Short(), err)
+			}
 		}
-	}
-	plain, err := m.codec.OpenMeta(indexLabel, sealed)
+		var err error
+		plain, err = m.codec.OpenMeta(indexLabel, sealed)
+		sealed = nil
+		if err != nil {
+			return fmt.Errorf("index %s: %w", id.Short(), err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("index %s: %w", id.Short(), err)
+		return nil, nil, err
 	}
 	tab, err := index.Decode(plain)
 	if err != nil {

@@ -215,19 +215,28 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	}
 	for _, pid := range repackPacks {
 		u := uses[pid]
-		data, err := r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
+		var data []byte
+		// Authenticate before copying: prune must not spread damage.
+		err := readAuthentic(ctx, r.log, "pack "+pid.Short(), func(ctx context.Context) (err error) {
+			data, err = r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
+			if err != nil {
+				return fmt.Errorf("prune: read pack %s: %w", pid.Short(), err)
+			}
+			for _, e := range u.live {
+				if int(e.Offset)+int(e.Length) > len(data) {
+					return fmt.Errorf("prune: pack %s is shorter than its index says; run `pgvault repo check`", pid.Short())
+				}
+				if _, err := r.codec.Open(nil, e.ID, data[e.Offset:e.Offset+e.Length]); err != nil {
+					return fmt.Errorf("prune: pack %s: %w; run `pgvault repo check --read-data`", pid.Short(), err)
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("prune: read pack %s: %w", pid.Short(), err)
+			return nil, err
 		}
 		for _, e := range u.live {
-			if int(e.Offset)+int(e.Length) > len(data) {
-				return nil, fmt.Errorf("prune: pack %s is shorter than its index says; run `pgvault repo check`", pid.Short())
-			}
 			sealed := data[e.Offset : e.Offset+e.Length]
-			// Authenticate before copying: prune must not spread damage.
-			if _, err := r.codec.Open(nil, e.ID, sealed); err != nil {
-				return nil, fmt.Errorf("prune: pack %s: %w; run `pgvault repo check --read-data`", pid.Short(), err)
-			}
 			w := writers[e.Type]
 			if w == nil {
 				w = pack.NewWriter(r.opts.PackSize + r.opts.PackSize/8)

@@ -102,8 +102,19 @@ func (r *Repository) RebuildIndex(ctx context.Context) (*RebuildResult, error) {
 	return res, r.idx.load(ctx)
 }
 
-// readPackHeader loads only the trailer and header of a pack.
+// readPackHeader loads only the trailer and header of a pack, reading
+// them again when they are damaged: a pack reported damaged is left out of
+// the rebuilt index.
 func (r *Repository) readPackHeader(ctx context.Context, id chunk.ID, size int64) ([]pack.Blob, error) {
+	var blobs []pack.Blob
+	err := readAuthentic(ctx, r.log, "pack "+id.Short()+" header", func(ctx context.Context) (err error) {
+		blobs, err = r.readPackHeaderOnce(ctx, id, size)
+		return err
+	})
+	return blobs, err
+}
+
+func (r *Repository) readPackHeaderOnce(ctx context.Context, id chunk.ID, size int64) ([]pack.Blob, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
 	if size < pack.TrailerSize {
 		return nil, fmt.Errorf("pack %s: %w: %d bytes", id.Short(), pack.ErrCorrupt, size)

@@ -364,6 +364,15 @@ func (r *Repository) ReadBlob(ctx context.Context, id chunk.ID, dst []byte) ([]b
 
 // loadBlob reads, authenticates and decompresses a blob into dst.
 func (r *Repository) loadBlob(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
+	var plain []byte
+	err := readAuthentic(ctx, r.log, "blob "+id.Short(), func(ctx context.Context) (err error) {
+		plain, err = r.loadBlobOnce(ctx, id, dst)
+		return err
+	})
+	return plain, err
+}
+
+func (r *Repository) loadBlobOnce(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
 	e, ok := r.idx.Lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", id.Short(), ErrBlobNotFound)

@@ -90,16 +90,22 @@ func DecodeSnapshot(plain []byte) (*Snapshot, error) {
 
 // LoadSnapshot reads one manifest by full ID.
 func (r *Repository) LoadSnapshot(ctx context.Context, id string) (*Snapshot, error) {
-	sealed, err := r.be.Load(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id}, 0, 0)
-	if errors.Is(err, backend.ErrNotFound) {
-		return nil, fmt.Errorf("snapshot %s: %w", short(id), ErrSnapshotNotFound)
-	}
+	var plain []byte
+	err := readAuthentic(ctx, r.log, "snapshot "+short(id), func(ctx context.Context) error {
+		sealed, err := r.be.Load(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id}, 0, 0)
+		if errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("snapshot %s: %w", short(id), ErrSnapshotNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("load snapshot %s: %w", short(id), err)
+		}
+		if plain, err = r.codec.OpenMeta(snapshotLabel, sealed); err != nil {
+			return fmt.Errorf("snapshot %s: %w", short(id), err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("load snapshot %s: %w", short(id), err)
-	}
-	plain, err := r.codec.OpenMeta(snapshotLabel, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", short(id), err)
+		return nil, err
 	}
 	s, err := DecodeSnapshot(plain)
 	if err != nil {

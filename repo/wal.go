@@ -137,17 +137,23 @@ func (r *Repository) LoadWALFile(ctx context.Context, tli uint32, name string) (
 	if err := h.Valid(); err != nil {
 		return nil, err
 	}
-	sealed, err := r.be.Load(ctx, h, 0, 0)
-	if errors.Is(err, backend.ErrNotFound) {
-		return nil, fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALNotFound)
-	}
+	var plain []byte
+	err := readAuthentic(ctx, r.log, "WAL catalogue entry "+h.Name, func(ctx context.Context) error {
+		sealed, err := r.be.Load(ctx, h, 0, 0)
+		if errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("load WAL %s: %w", name, err)
+		}
+		// The label binds the entry to its name: a renamed object will not open.
+		if plain, err = r.codec.OpenMeta(walLabel+"/"+h.Name, sealed); err != nil {
+			return fmt.Errorf("WAL catalogue entry %s: %w", h.Name, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("load WAL %s: %w", name, err)
-	}
-	// The label binds the entry to its name: a renamed object will not open.
-	plain, err := r.codec.OpenMeta(walLabel+"/"+h.Name, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("WAL catalogue entry %s: %w", h.Name, err)
+		return nil, err
 	}
 	wf, err := DecodeWALFile(plain)
 	if err != nil {

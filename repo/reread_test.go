@@ -1,0 +1,209 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/mem"
+	"github.com/pgvault/pgvault/repo/pack"
+)
+
+// damagingReads flips a bit in the first `damage` loads of each object of
+// one type, as a flaky link or buffer would; the stored objects stay whole.
+type damagingReads struct {
+	backend.Backend
+	typ    backend.FileType
+	damage int
+
+	mu    sync.Mutex
+	seen  map[string]int // loads per object
+	loads int
+}
+
+func (d *damagingReads) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
+	b, err := d.Backend.Load(ctx, h, off, n)
+	if err != nil || h.Type != d.typ || len(b) == 0 {
+		return b, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.loads++
+	if d.seen == nil {
+		d.seen = map[string]int{}
+	}
+	if d.seen[h.Name] < d.damage {
+		b[len(b)/2] ^= 0x10
+	}
+	d.seen[h.Name]++
+	return b, nil
+}
+
+func (d *damagingReads) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.loads
+}
+
+// TestDamagedReadIsReadAgain: a read whose bytes fail authentication is
+// read again; one damaged read costs nothing but a warning, damage on every
+// read is still an error that names the object, and never wrong bytes.
+func TestDamagedReadIsReadAgain(t *testing.T) {
+	const walName = "000000010000000000000003"
+	// Few objects: each damaged one waits for its re-reads in turn.
+	files := map[string][]byte{"PG_VERSION": []byte("15\n"), "base/1/1259": randBytes(3, 64<<10)}
+	wal := randBytes(7, 100<<10)
+	kinds := []struct {
+		name string
+		typ  backend.FileType
+		// read does what needs objects of typ from a repository opened on
+		// be: opening it reads every index object.
+		read func(ctx context.Context, be backend.Backend, snap string) error
+	}{
+		{"index", backend.IndexFile, func(ctx context.Context, be backend.Backend, _ string) error {
+			r, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err == nil {
+				r.Close()
+			}
+			return err
+		}},
+		{"snapshot", backend.SnapshotFile, func(ctx context.Context, be backend.Backend, snap string) error {
+			r, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = r.LoadSnapshot(ctx, snap)
+			return err
+		}},
+		{"WAL catalogue entry", backend.WALFile, func(ctx context.Context, be backend.Backend, _ string) error {
+			r, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = r.LoadWALFile(ctx, 1, walName)
+			return err
+		}},
+		{"blob", backend.PackFile, func(ctx context.Context, be backend.Backend, snap string) error {
+			r, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			got, _, err := r.LoadWAL(ctx, 1, walName)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, wal) {
+				return errors.New("WAL read back with different bytes and no error")
+			}
+			return nil
+		}},
+		{"pack header", backend.PackFile, func(ctx context.Context, be backend.Backend, _ string) error {
+			r, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			// A pack rebuild-index finds damaged is left out of the index.
+			res, err := r.RebuildIndex(ctx)
+			if err != nil {
+				return err
+			}
+			if len(res.DamagedPacks) > 0 {
+				return fmt.Errorf("%w: %v", pack.ErrCorrupt, res.Problems)
+			}
+			return nil
+		}},
+	}
+	for _, k := range kinds {
+		// Three reads are made; a third damaged one means the stored
+		// object is damaged.
+		for _, damaged := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%s, %d damaged reads", k.name, damaged), func(t *testing.T) {
+				t.Parallel()
+				be := mem.New()
+				r := TestRepositoryOn(t, be, Options{PackSize: 256 << 10})
+				snap := writeSnapshot(t, r, files)
+				if _, err := r.SaveWAL(ctx, 1, walName, wal, false); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+				d := &damagingReads{Backend: be, typ: k.typ, damage: damaged}
+				err := k.read(ctx, d, snap.ID)
+				if want := 1 + min(damaged, len(rereadDelays)); d.count() < want {
+					t.Fatalf("%d loads of %s objects, want at least %d", d.count(), k.name, want)
+				}
+				if damaged < 3 { // a whole read comes before the reads run out
+					if err != nil {
+						t.Fatalf("%d damaged read(s), then a whole one: %v", damaged, err)
+					}
+					return
+				}
+				if !isDamage(err) {
+					t.Fatalf("every read damaged: err = %v, want damage", err)
+				}
+			})
+		}
+	}
+}
+
+// nonAtomicStore shows a truncated index object, as a store without atomic
+// uploads does while a writer retries a failed upload, and puts the whole
+// object back shortly after a reader first sees the truncated one.
+type nonAtomicStore struct {
+	*mem.Backend
+	h     backend.Handle
+	whole []byte
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (s *nonAtomicStore) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
+	b, err := s.Backend.Load(ctx, h, off, n)
+	if h == s.h {
+		s.once.Do(func() {
+			time.AfterFunc(50*time.Millisecond, func() {
+				s.Backend.Save(context.Background(), s.h, s.whole)
+				close(s.done)
+			})
+		})
+	}
+	return b, err
+}
+
+// TestReaderOutlastsWritersRetry: a repository opened while another
+// process's index upload is being retried opens once the retry lands.
+func TestReaderOutlastsWritersRetry(t *testing.T) {
+	be := mem.New()
+	r := TestRepositoryOn(t, be, Options{PackSize: 256 << 10})
+	writeSnapshot(t, r, sampleFiles())
+	r.Close()
+	var h backend.Handle
+	be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error {
+		h = backend.Handle{Type: backend.IndexFile, Name: fi.Name}
+		return nil
+	})
+	whole, err := be.Load(ctx, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, h, whole[:len(whole)/2]); err != nil {
+		t.Fatal(err)
+	}
+	s := &nonAtomicStore{Backend: be, h: h, whole: whole, done: make(chan struct{})}
+	r2, err := Open(ctx, s, []byte(TestPassword), Options{})
+	if err != nil {
+		t.Fatalf("open while an index upload is retried: %v", err)
+	}
+	r2.Close()
+	<-s.done
+}
