@@ -121,6 +121,38 @@ func (c *checker) checkIndexes(ctx context.Context) error {
 	return nil
 }
 
+// errNotItsName is a read whose bytes do not hash to the object's name.
+var errNotItsName = fmt.Errorf("%w: content does not match its name", chunk.ErrMetaCorrupt)
+
+// loadNamed reads an object named by the SHA-256 of its content, reading
+// it again (readAuthentic) while the bytes read do not match the name: the
+// check reports damage in storage, not a bit flipped on the way, which it
+// notes as a warning. Bytes that never matched are returned without an
+// error, for the caller to report what is wrong with them.
+func (c *checker) loadNamed(ctx context.Context, h backend.Handle, id chunk.ID, obj string) ([]byte, error) {
+	var data []byte
+	reads := 0
+	err := readAuthentic(ctx, c.r.log, obj, func(ctx context.Context) error {
+		reads++
+		b, err := c.r.be.Load(ctx, h, 0, 0)
+		if err != nil {
+			return err
+		}
+		data = b
+		if sha256.Sum256(b) != id {
+			return errNotItsName
+		}
+		return nil
+	})
+	if errors.Is(err, errNotItsName) {
+		return data, nil
+	}
+	if err == nil && reads > 1 {
+		c.warnf(obj, "read damaged %d time(s), then whole: the damage was on the way (network, memory), not in storage", reads-1)
+	}
+	return data, err
+}
+
 // loadIndexes reads and checks the index objects not read yet.
 func (c *checker) loadIndexes(ctx context.Context) error {
 	c.refreshed = time.Now()
@@ -142,7 +174,7 @@ func (c *checker) loadIndexes(ctx context.Context) error {
 			c.warnf(obj, "not an index object name; ignored")
 			continue
 		}
-		sealed, err := c.r.be.Load(ctx, backend.Handle{Type: backend.IndexFile, Name: name}, 0, 0)
+		sealed, err := c.loadNamed(ctx, backend.Handle{Type: backend.IndexFile, Name: name}, id, obj)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // removed while we checked (compaction)
 		}
@@ -391,7 +423,7 @@ func (c *checker) readData(ctx context.Context, listed map[chunk.ID]int64, opts 
 
 func (c *checker) readPack(ctx context.Context, id chunk.ID, opts CheckOptions) error {
 	obj := "pack " + id.String()
-	data, err := c.r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, 0, 0)
+	data, err := c.loadNamed(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, id, obj)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil // removed while we checked; the structure pass reports missing packs
 	}

@@ -207,3 +207,47 @@ func TestReaderOutlastsWritersRetry(t *testing.T) {
 	r2.Close()
 	<-s.done
 }
+
+// TestCheckReadsDamageAgain: `repo check` calls damage in storage only what
+// every read shows; a damaged read followed by a whole one is a warning.
+func TestCheckReadsDamageAgain(t *testing.T) {
+	for _, tc := range []struct {
+		typ     backend.FileType
+		damaged int
+		want    string // "warning" or "error"
+	}{
+		{backend.PackFile, 1, "warning"},
+		{backend.IndexFile, 2, "warning"},
+		{backend.PackFile, 3, "error"},
+		{backend.IndexFile, 3, "error"},
+	} {
+		t.Run(fmt.Sprintf("%v, %d damaged reads", tc.typ, tc.damaged), func(t *testing.T) {
+			t.Parallel()
+			be := mem.New()
+			r := TestRepositoryOn(t, be, Options{})
+			writeSnapshot(t, r, map[string][]byte{"PG_VERSION": []byte("15\n")})
+			r.Close()
+			r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close()
+			// Only the check's own reads are damaged, not the opening.
+			r2.be = &damagingReads{Backend: be, typ: tc.typ, damage: tc.damaged}
+			res, err := r2.Check(ctx, CheckOptions{ReadData: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch tc.want {
+			case "warning":
+				if len(res.Errors) != 0 || !hasProblem(res.Warnings, "", "then whole") {
+					t.Fatalf("errors %v, warnings %v: want only a warning that a re-read was whole", res.Errors, res.Warnings)
+				}
+			case "error":
+				if !hasProblem(res.Errors, "", "does not match its name") {
+					t.Fatalf("errors %v: want the damage reported", res.Errors)
+				}
+			}
+		})
+	}
+}
