@@ -192,3 +192,47 @@ func TestCloneWALOverwritten(t *testing.T) {
 		t.Fatal("after compaction and a remount the rewritten clone reads the segment again")
 	}
 }
+
+// TestHydrateCopiesWALClones: hydration makes the overlay independent of
+// the repository, WAL copies included, and no new copy is a reference.
+func TestHydrateCopiesWALClones(t *testing.T) {
+	ctx := context.Background()
+	ov, seg, _, n, reopen := cloneFixture(t, 0)
+	const name = "000000010000000000000002"
+	if ok, err := ov.cloneWAL(ctx, n, walClone{tli: 1, name: name, size: int64(len(seg))}); !ok || err != nil {
+		t.Fatalf("cloneWAL = %v, %v", ok, err)
+	}
+	// PostgreSQL keeps the restored segment under its own name.
+	if err := ov.rename(ctx, mustNode(t, ov, "pg_wal"), "RECOVERYXLOG", mustNode(t, ov, "pg_wal"), name, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ov.Hydrate(ctx, HydrateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := "pg_wal/" + name
+	if !mustNode(t, ov, p).file.local {
+		t.Fatalf("the WAL copy is not local after hydration (%+v)", res)
+	}
+	m, err := ov.create(ctx, mustNode(t, ov, "pg_wal"), "RECOVERYXLOG", kindFile, 0o600, Owner{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ov.cloneWAL(ctx, m, walClone{tli: 1, name: name, size: int64(len(seg))}); ok || err != nil {
+		t.Fatalf("cloneWAL after hydration = %v, %v; want refused", ok, err)
+	}
+	// The segment leaves the repository; the hydrated copy stays.
+	if err := ov.r.DeleteWAL(ctx, 1, name); err != nil {
+		t.Fatal(err)
+	}
+	ov.crash()
+	ov = reopen()
+	defer ov.Close(ctx)
+	before := ov.Stats().BaseBytesRead
+	if got := mustRead(t, ov, p); !bytes.Equal(got, seg) {
+		t.Fatalf("the hydrated WAL copy reads %d bytes, not the segment", len(got))
+	}
+	if ov.Stats().BaseBytesRead != before {
+		t.Fatal("the hydrated WAL copy is still read from the repository")
+	}
+}

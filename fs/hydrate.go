@@ -28,12 +28,16 @@ const hydrateStep = 1 << 20
 
 // Hydrate copies every snapshot block that is not yet in the overlay into
 // it, file by file, at most opts.Rate bytes per second, so that a
-// long-lived instant restore converges to local-disk speed: a file whose
-// every block is present becomes local (and is then served from the
-// upper file, by kernel passthrough where possible). It runs alongside
-// normal use: a block written meanwhile is never overwritten. It returns
-// when everything is copied or ctx ends.
+// long-lived instant restore converges to local-disk speed and stops
+// depending on the repository: a file whose every block is present
+// becomes local (and is then served from the upper file, by kernel
+// passthrough where possible). WAL segments that are references to the
+// repository (cloneWAL) are copied too, and no new ones are made. It runs
+// alongside normal use: a block written meanwhile is never overwritten. It
+// returns when everything is copied or ctx ends.
 func (ov *Overlay) Hydrate(ctx context.Context, opts HydrateOptions) (*HydrateResult, error) {
+	// Before the walk: a clone made while it runs could be missed by it.
+	ov.noClones.Store(true)
 	start := time.Now()
 	res := &HydrateResult{}
 	var sinceSync int64
@@ -51,6 +55,32 @@ func (ov *Overlay) Hydrate(ctx context.Context, opts HydrateOptions) (*HydrateRe
 				return ctx.Err()
 			case <-t.C:
 			}
+		}
+		return nil
+	}
+	file := func(c *onode) error {
+		for {
+			n, done, err := ov.hydrateRun(ctx, c, hydrateStep)
+			if err != nil {
+				return err
+			}
+			sinceSync += n
+			if err := pace(n); err != nil {
+				return err
+			}
+			if done || sinceSync >= 64<<20 {
+				if err := ov.fsync(ctx, c); err != nil {
+					return err
+				}
+				sinceSync = 0
+			}
+			if done {
+				break
+			}
+		}
+		res.Files++
+		if opts.Progress != nil {
+			opts.Progress(res.Bytes)
 		}
 		return nil
 	}
@@ -72,36 +102,30 @@ func (ov *Overlay) Hydrate(ctx context.Context, opts HydrateOptions) (*HydrateRe
 				}
 			case kindFile:
 				if c.base == nil {
-					continue
+					continue // created in the overlay; clones come after the walk
 				}
-				for {
-					n, done, err := ov.hydrateRun(ctx, c, hydrateStep)
-					if err != nil {
-						return err
-					}
-					sinceSync += n
-					if err := pace(n); err != nil {
-						return err
-					}
-					if done || sinceSync >= 64<<20 {
-						if err := ov.fsync(ctx, c); err != nil {
-							return err
-						}
-						sinceSync = 0
-					}
-					if done {
-						break
-					}
-				}
-				res.Files++
-				if opts.Progress != nil {
-					opts.Progress(res.Bytes)
+				if err := file(c); err != nil {
+					return err
 				}
 			}
 		}
 		return nil
 	}
 	err := walk(ov.root)
+	if err == nil {
+		// WAL copies, wherever PostgreSQL renamed them to.
+		for _, n := range ov.fileNodes() {
+			ov.mu.Lock()
+			removed := n.removed
+			ov.mu.Unlock()
+			if removed || n.base != nil || !cloned(n.file) {
+				continue
+			}
+			if err = file(n); err != nil {
+				break
+			}
+		}
+	}
 	res.Duration = time.Since(start)
 	return res, err
 }

@@ -637,7 +637,7 @@ func (ov *Overlay) cloneWAL(ctx context.Context, n *onode, c walClone) (bool, er
 	f := n.file
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n.base != nil || !f.local || f.sizeLocked() != 0 {
+	if ov.noClones.Load() || n.base != nil || !f.local || f.sizeLocked() != 0 {
 		return false, nil
 	}
 	ov.mu.Lock()
