@@ -36,8 +36,6 @@ const hydrateStep = 1 << 20
 // alongside normal use: a block written meanwhile is never overwritten. It
 // returns when everything is copied or ctx ends.
 func (ov *Overlay) Hydrate(ctx context.Context, opts HydrateOptions) (*HydrateResult, error) {
-	// Before the walk: a clone made while it runs could be missed by it.
-	ov.noClones.Store(true)
 	start := time.Now()
 	res := &HydrateResult{}
 	var sinceSync int64
@@ -113,7 +111,12 @@ func (ov *Overlay) Hydrate(ctx context.Context, opts HydrateOptions) (*HydrateRe
 	}
 	err := walk(ov.root)
 	if err == nil {
-		// WAL copies, wherever PostgreSQL renamed them to.
+		// Then the WAL copies, wherever PostgreSQL renamed them to. Under
+		// mu, which cloneWAL commits under: every clone is either made
+		// before, and so in the list below, or refused.
+		ov.mu.Lock()
+		ov.noClones = true
+		ov.mu.Unlock()
 		for _, n := range ov.fileNodes() {
 			ov.mu.Lock()
 			removed := n.removed

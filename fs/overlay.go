@@ -117,9 +117,10 @@ type Overlay struct {
 	recovering     chan struct{} // closed at the first request to the WAL view
 	recoveringOnce sync.Once
 
-	// noClones is set when hydration starts: a hydrated overlay must not
-	// depend on the repository, so WAL copies are real copies from then on.
-	noClones atomic.Bool
+	// noClones (guarded by mu) is set when hydration has copied the backup's
+	// files: a hydrated overlay must not depend on the repository, so WAL
+	// copies are real copies from then on.
+	noClones bool
 }
 
 // onode is a node of the overlay namespace.

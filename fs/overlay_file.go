@@ -637,12 +637,12 @@ func (ov *Overlay) cloneWAL(ctx context.Context, n *onode, c walClone) (bool, er
 	f := n.file
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if ov.noClones.Load() || n.base != nil || !f.local || f.sizeLocked() != 0 {
+	if n.base != nil || !f.local || f.sizeLocked() != 0 {
 		return false, nil
 	}
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	if n.ptOpens > 0 || n.removed {
+	if n.ptOpens > 0 || n.removed || ov.noClones {
 		return false, nil
 	}
 	r := &record{Kind: recClone, Node: n.ref(), Timeline: c.tli, Name: c.name, Size: c.size, MTime: ov.now().UnixNano()}
