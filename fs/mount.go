@@ -114,9 +114,14 @@ func Mount(ctx context.Context, dir string, root gofs.InodeEmbedder, opts MountO
 		NullPermissions: true,
 		Logger:          logger,
 	}
-	server, err := gofs.Mount(dir, root, gopts)
+	// gofs.Mount, with every request served to its end (uninterruptible).
+	server, err := fuse.NewServer(uninterruptible{gofs.NewNodeFS(root, gopts)}, dir, &gopts.MountOptions)
 	if err != nil {
 		return nil, mountError(dir, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, mountError(dir, err) // the serve loop ends by itself
 	}
 	m := &Mounted{dir: dir, server: server, done: make(chan struct{})}
 	go func() {
