@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bytes"
 	"context"
 	"runtime"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/repo"
 )
 
 // Catalog warm-up. A server started on an instant mount reads the
@@ -45,7 +45,8 @@ func idlePriority() {
 // WarmResult says what WarmCatalogs loaded.
 type WarmResult struct {
 	Files    int           `json:"files"`
-	Bytes    int64         `json:"bytes"` // plaintext bytes of the chunks loaded
+	Bytes    int64         `json:"bytes"`    // plaintext bytes of the chunks loaded
+	Requests int           `json:"requests"` // range reads from the repository
 	Duration time.Duration `json:"duration"`
 }
 
@@ -92,28 +93,13 @@ func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
 			}
 		}
 	}
-	// In pack order: the catalogs of a database were stored together, so
-	// the loads become a few sequential runs through each pack (which the
-	// page cache reads ahead) instead of hundreds of small random reads
-	// that would compete with PostgreSQL's own start for the disk.
-	type loc struct {
-		id   chunk.ID
-		pack chunk.ID
-		off  uint32
-	}
-	locs := make([]loc, 0, len(want))
-	for _, id := range want {
-		if e, ok := ov.r.LookupBlob(id); ok {
-			locs = append(locs, loc{id, e.Pack, e.Offset})
-		}
-	}
-	sort.Slice(locs, func(i, j int) bool {
-		if c := bytes.Compare(locs[i].pack[:], locs[j].pack[:]); c != 0 {
-			return c < 0
-		}
-		return locs[i].off < locs[j].off
-	})
-	work := make(chan chunk.ID)
+	// In pack order, and with blobs that lie close together in a pack
+	// read as one range: the catalogs of a database were stored together,
+	// so the loads become a few sequential requests through each pack
+	// instead of hundreds of small random reads, each a round trip on an
+	// object store and a seek competing with PostgreSQL's start on a disk.
+	runs := ov.r.PlanPreload(want)
+	work := make(chan repo.BlobRun)
 	var wg sync.WaitGroup
 	for range warmParallel {
 		wg.Add(1)
@@ -126,14 +112,14 @@ func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
 			// leak to other work.
 			runtime.LockOSThread()
 			idlePriority()
-			for id := range work {
-				ov.r.LoadBlob(ctx, id)
+			for run := range work {
+				ov.r.PreloadRun(ctx, run)
 			}
 		}()
 	}
-	for _, l := range locs {
+	for _, run := range runs {
 		select {
-		case work <- l.id:
+		case work <- run:
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
@@ -142,6 +128,7 @@ func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
 	}
 	close(work)
 	wg.Wait()
+	res.Requests = len(runs)
 	res.Duration = time.Since(start)
 	return res
 }

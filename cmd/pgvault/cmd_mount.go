@@ -342,7 +342,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 				}
 			}
 			res := ov.WarmCatalogs(bg, cacheSize/4)
-			e.log.Info("system catalogs loaded into the chunk cache", "files", res.Files, "bytes", res.Bytes, "seconds", res.Duration.Seconds())
+			e.log.Info("system catalogs loaded into the chunk cache", "files", res.Files, "bytes", res.Bytes, "requests", res.Requests, "seconds", res.Duration.Seconds())
 		}()
 	} else {
 		close(warmed)
