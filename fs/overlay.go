@@ -121,6 +121,8 @@ type Overlay struct {
 	// files: a hydrated overlay must not depend on the repository, so WAL
 	// copies are real copies from then on.
 	noClones bool
+
+	walEntries walEntries // the WAL view's catalogue lookups
 }
 
 // onode is a node of the overlay namespace.

@@ -159,7 +159,7 @@ func (ov *Overlay) baseFile(ctx context.Context, n *onode) (*repo.File, error) {
 		if c == nil {
 			return nil, errors.New("a file created in the overlay has no snapshot content")
 		}
-		wf, err := ov.r.LoadWALFile(ctx, c.tli, c.name)
+		wf, err := ov.loadWALFile(ctx, c.tli, c.name)
 		if err == nil && (wf.Partial || wf.Size != c.size) {
 			err = fmt.Errorf("%w: it holds %d bytes, the copy %d", repo.ErrContentCorrupt, wf.Size, c.size)
 		}

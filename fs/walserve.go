@@ -146,20 +146,20 @@ func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *rep
 	}
 	switch fn.Kind {
 	case wal.KindSegment:
-		wf, err := d.ov.r.LoadWALFile(ctx, fn.Timeline, name)
+		wf, err := d.ov.loadWALFile(ctx, fn.Timeline, name)
 		if err == nil {
 			return walSource{tli: fn.Timeline, stored: name, size: wf.Size, segment: true}, wf, nil
 		}
 		if !errors.Is(err, repo.ErrWALNotFound) {
 			return walSource{}, nil, err
 		}
-		wf, err = d.ov.r.LoadWALFile(ctx, fn.Timeline, name+".partial")
+		wf, err = d.ov.loadWALFile(ctx, fn.Timeline, name+".partial")
 		if err != nil {
 			return walSource{}, nil, err
 		}
 		return walSource{tli: fn.Timeline, stored: name + ".partial", size: int64(d.segSize), partial: true, segment: true}, wf, nil
 	case wal.KindHistory, wal.KindBackupHistory:
-		wf, err := d.ov.r.LoadWALFile(ctx, fn.Timeline, name)
+		wf, err := d.ov.loadWALFile(ctx, fn.Timeline, name)
 		if err != nil {
 			return walSource{}, nil, err
 		}
@@ -375,7 +375,7 @@ func (d *walServeDir) prefetchNext(ctx context.Context, name string) {
 		return
 	}
 	next := seg.Next()
-	wf, err := d.ov.r.LoadWALFile(ctx, next.Timeline, next.Name(d.segSize))
+	wf, err := d.ov.loadWALFile(ctx, next.Timeline, next.Name(d.segSize))
 	if err != nil {
 		return
 	}

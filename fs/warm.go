@@ -45,8 +45,9 @@ func idlePriority() {
 // WarmResult says what WarmCatalogs loaded.
 type WarmResult struct {
 	Files    int           `json:"files"`
-	Bytes    int64         `json:"bytes"`    // plaintext bytes of the chunks loaded
-	Requests int           `json:"requests"` // range reads from the repository
+	Folders  int           `json:"folders,omitempty"` // listings loaded (WarmStartup)
+	Bytes    int64         `json:"bytes"`             // plaintext bytes of the chunks loaded
+	Requests int           `json:"requests"`          // range reads from the repository
 	Duration time.Duration `json:"duration"`
 }
 
@@ -93,12 +94,20 @@ func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
 			}
 		}
 	}
-	// In pack order, and with blobs that lie close together in a pack
-	// read as one range: the catalogs of a database were stored together,
-	// so the loads become a few sequential requests through each pack
-	// instead of hundreds of small random reads, each a round trip on an
-	// object store and a seek competing with PostgreSQL's start on a disk.
-	runs := ov.r.PlanPreload(want)
+	res.Requests = ov.preload(ctx, want)
+	res.Duration = time.Since(start)
+	return res
+}
+
+// preload loads the chunks ids into the blob cache and returns the
+// requests it made. In pack order, and with chunks that lie close together
+// in a pack read as one range: the files of a folder were stored
+// together, so the loads become a few sequential requests through each
+// pack instead of hundreds of small random reads, each a round trip on an
+// object store and a seek competing with PostgreSQL's start on a disk.
+// Failures are left to the reads that need the content.
+func (ov *Overlay) preload(ctx context.Context, ids []chunk.ID) int {
+	runs := ov.r.PlanPreload(ids)
 	work := make(chan repo.BlobRun)
 	var wg sync.WaitGroup
 	for range warmParallel {
@@ -128,9 +137,7 @@ func (ov *Overlay) WarmCatalogs(ctx context.Context, budget int64) WarmResult {
 	}
 	close(work)
 	wg.Wait()
-	res.Requests = len(runs)
-	res.Duration = time.Since(start)
-	return res
+	return len(runs)
 }
 
 // databaseDirs returns the folders of base/ named by the OID of a
@@ -185,18 +192,116 @@ func (ov *Overlay) catalogFiles(ctx context.Context, d *onode) []*onode {
 			}
 		}
 		n, err := ov.lookup(ctx, d, e.Name)
-		if err != nil || n.base == nil {
-			continue
-		}
-		f := n.file
-		f.mu.RLock()
-		// Only what reads would still fetch from the snapshot.
-		fromBase := !f.local && f.baseLimit > 0 && !f.present.allBelow(ceilDiv(f.baseLimit, ov.bs))
-		f.mu.RUnlock()
-		if fromBase {
+		if err == nil && ov.readsFromSnapshot(n) {
 			out = append(out, n)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].base.Size < out[j].base.Size })
 	return out
+}
+
+// readsFromSnapshot reports whether reads of file node n would still fetch
+// content from the snapshot.
+func (ov *Overlay) readsFromSnapshot(n *onode) bool {
+	if n.kind != kindFile || n.base == nil {
+		return false
+	}
+	f := n.file
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return !f.local && f.baseLimit > 0 && !f.present.allBelow(ceilDiv(f.baseLimit, ov.bs))
+}
+
+// startupFileMax is the largest file WarmStartup loads: the control files
+// a server reads as it starts are small (a commit log segment is 256 KiB).
+const startupFileMax = 1 << 20
+
+// dataFolders hold the relations and the WAL: WarmStartup lists them but
+// loads none of their files.
+var dataFolders = map[string]bool{"base": true, "pg_tblspc": true, "pg_wal": true}
+
+// warmListings is how many folder listings WarmStartup loads at once.
+const warmListings = 8
+
+// WarmStartup loads, while a server starts on the mount, what its start
+// reads before redo begins: the listing of every folder (the startup
+// process scans every database's folder for the init forks of unlogged
+// relations, and creates what is missing of pg_wal, pg_logical and the
+// rest) and the content of the small files outside base/, pg_tblspc/ and
+// pg_wal/ (pg_control, the current segments of pg_xact/ and
+// pg_multixact/, pg_logical/ state), up to budget bytes. Read on demand,
+// each is a round trip to the repository, one after another. Listings are
+// loaded a level of the tree at a time, in parallel, so they cost as many
+// round trips as the tree is deep. Like WarmCatalogs it stops when ctx
+// ends and leaves failures to the reads that need the content.
+func (ov *Overlay) WarmStartup(ctx context.Context, budget int64) WarmResult {
+	start := time.Now()
+	res := WarmResult{}
+	type folder struct {
+		n    *onode
+		data bool // in a data folder
+	}
+	var (
+		mu    sync.Mutex
+		files []*onode
+	)
+	level := []folder{{n: ov.root}}
+	for len(level) > 0 && ctx.Err() == nil {
+		var next []folder
+		sem := make(chan struct{}, warmListings)
+		var wg sync.WaitGroup
+		for _, d := range level {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				ents, err := ov.list(ctx, d.n)
+				if err != nil {
+					return
+				}
+				for _, e := range ents {
+					c, err := ov.lookup(ctx, d.n, e.Name)
+					if err != nil {
+						continue
+					}
+					data := d.data || (d.n == ov.root && dataFolders[e.Name])
+					mu.Lock()
+					switch {
+					case c.kind == kindDir:
+						next = append(next, folder{c, data})
+					case !data && c.base != nil && c.base.Size <= startupFileMax && ov.readsFromSnapshot(c):
+						files = append(files, c)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		res.Folders += len(level)
+		level = next
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].base.Size < files[j].base.Size })
+	var want []chunk.ID
+	seen := map[chunk.ID]bool{}
+	for _, f := range files {
+		bf, err := ov.baseFile(ctx, f)
+		if err != nil {
+			continue
+		}
+		if res.Bytes+bf.Size() > budget {
+			break
+		}
+		res.Files++
+		for _, c := range bf.Chunks() {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				res.Bytes += int64(c.Size)
+				want = append(want, c.ID)
+			}
+		}
+	}
+	res.Requests = ov.preload(ctx, want)
+	res.Duration = time.Since(start)
+	return res
 }

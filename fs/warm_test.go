@@ -128,3 +128,44 @@ func TestRecoveringClosesOnWALLookup(t *testing.T) {
 		t.Fatal("a WAL lookup did not mark recovery as started")
 	}
 }
+
+// TestWarmStartupLoadsListingsAndControlFiles: every folder is listed and
+// the small files outside the data folders are loaded; no relation, no
+// WAL, nothing larger than startupFileMax, nothing past the budget.
+func TestWarmStartupLoadsListingsAndControlFiles(t *testing.T) {
+	tree := catalogTree()
+	tree.dirs = append(tree.dirs, "pg_xact", "pg_multixact", "pg_multixact/offsets", "pg_wal", "pg_tblspc", "pg_logical")
+	tree.files["pg_xact/0000"] = randBytes(200, 8192)
+	tree.files["pg_multixact/offsets/0000"] = randBytes(201, 8192)
+	tree.files["pg_logical/replorigin_checkpoint"] = randBytes(202, 8)
+	tree.files["pg_wal/000000010000000000000002"] = randBytes(203, 16384)
+	tree.files["pg_xact/big"] = randBytes(204, startupFileMax+1)
+	ov, r := coldOverlay(t, tree)
+	res := ov.WarmStartup(context.Background(), 1<<30)
+	if res.Folders != len(tree.dirs) {
+		t.Errorf("listed %d folders, want %d", res.Folders, len(tree.dirs))
+	}
+	ov.mu.Lock()
+	for _, n := range ov.nodes {
+		if n.kind == kindDir && n.children == nil {
+			t.Errorf("folder %s not listed", n.basePath)
+		}
+	}
+	ov.mu.Unlock()
+	for p, w := range map[string]bool{
+		"PG_VERSION": true, "global/pg_control": true, "global/1262": true, "pg_xact/0000": true,
+		"pg_multixact/offsets/0000": true, "pg_logical/replorigin_checkpoint": true,
+		"base/5/1259": false, "base/16390/16400": false, "pg_wal/000000010000000000000002": false, "pg_xact/big": false,
+	} {
+		if got := cached(t, ov, r, p); got != w {
+			t.Errorf("%s: cached %v, want %v", p, got, w)
+		}
+	}
+
+	// The budget holds: smaller files first, nothing past it.
+	ov2, r2 := coldOverlay(t, tree)
+	res = ov2.WarmStartup(context.Background(), 10)
+	if res.Bytes > 10 || !cached(t, ov2, r2, "pg_logical/replorigin_checkpoint") || cached(t, ov2, r2, "pg_xact/0000") {
+		t.Errorf("budget 10 bytes: loaded %d bytes (%+v)", res.Bytes, res)
+	}
+}

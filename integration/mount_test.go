@@ -590,6 +590,20 @@ func TestInstantMount(t *testing.T) {
 		if files < 100 {
 			t.Fatalf("the mount loaded %d catalog files, want the catalogs of global/ and postgres:\n%s", files, out)
 		}
+		// And, from the start, every folder's listing and the small
+		// control files (pg_control, pg_xact/0000, ...).
+		_, after, _ = strings.Cut(out, "folder listings and control files loaded into the chunk cache")
+		var folders int
+		if _, f, found := strings.Cut(after, "folders="); found {
+			fmt.Sscanf(f, "%d", &folders)
+		}
+		files = 0
+		if _, f, found := strings.Cut(after, "files="); found {
+			fmt.Sscanf(f, "%d", &files)
+		}
+		if folders < 20 || files < 10 {
+			t.Fatalf("the mount loaded %d folder listings and %d control files at its start, want every folder and the control files:\n%s", folders, files, out)
+		}
 	})
 
 	t.Run("pgbench writes", func(t *testing.T) {

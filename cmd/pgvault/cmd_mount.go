@@ -72,8 +72,8 @@ func mountCommand() *cli.Command {
 				Usage: "instant mode: keep up to `SIZE` of what reads fetch from the repository in --scratch, so a re-read is local (0: off; stops early while the scratch file system has less than 10% or 1 GiB free)"},
 			&cli.IntFlag{Name: "prefetch", Destination: &o.prefetch, Value: 16, Usage: "`N` chunks read ahead of a sequential reader (0: off)"},
 			&cli.IntFlag{Name: "readahead", Destination: &o.readahead, Value: 1024, Usage: "kernel readahead in `KiB` (read_ahead_kb of the mount)"},
-			&cli.BoolFlag{Name: "warm-catalogs", Destination: &o.warm, Value: true,
-				Usage: "instant mode: load the system catalogs (global/ and each database's but the templates') into the chunk cache in the background once recovery starts, so the first connections do not wait for the repository file by file (at most a quarter of --cache-size)"},
+			&cli.BoolFlag{Name: "warm", Aliases: []string{"warm-catalogs"}, Destination: &o.warm, Value: true,
+				Usage: "instant mode: load in the background, into the chunk cache, what the server's start and first connections read, so they do not wait for the repository file by file: every folder's listing and the small control files from the start, the system catalogs (global/ and each database's but the templates') once recovery starts (each at most a quarter of --cache-size)"},
 			&cli.BoolFlag{Name: "hydrate", Destination: &o.hydrate, Usage: "instant mode: copy the whole backup into the overlay in the background, so it converges to local-disk speed"},
 			&cli.StringFlag{Name: "hydrate-rate", Destination: &o.hydrateRate, Usage: "cap --hydrate at `RATE` bytes per second (e.g. 50MiB)"},
 			&cli.BoolFlag{Name: "passthrough", Destination: &o.passthrough, Value: true, Usage: "serve files held whole in the overlay through kernel FUSE passthrough"},
@@ -258,7 +258,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	if o.noRecovery && !rc.Target.IsEnd() {
 		return usagef("--no-recovery-config and a recovery target: the target needs the recovery configuration")
 	}
-	in, err := planInput(ctx, r)
+	in, snaps, err := planInput(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -267,10 +267,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	if err != nil {
 		return err
 	}
-	s, err := r.LoadSnapshot(ctx, plan.Backup.ID)
-	if err != nil {
-		return err
-	}
+	s := snaps[plan.Backup.ID]
 	var prepare pgfs.PrepareOptions
 	prepare.Owner = pgfs.Owner{UID: owner.UID, GID: owner.GID}
 	prepare.Note = fmt.Sprintf("pgvault instant mount of backup %s (%s) at %s", s.ShortID(), rc.Target, time.Now().UTC().Format(time.RFC3339))
@@ -290,10 +287,27 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	if err != nil {
 		return err
 	}
+	// What the server's start reads, loaded from now on: the preparation
+	// below and the server's start then find most of it in memory.
+	startWarmed := make(chan struct{})
+	if o.warm {
+		go func() {
+			defer close(startWarmed)
+			res := ov.WarmStartup(bg, cacheSize/4)
+			e.log.Info("folder listings and control files loaded into the chunk cache", "folders", res.Folders, "files", res.Files, "bytes", res.Bytes, "requests", res.Requests, "seconds", res.Duration.Seconds())
+		}()
+	} else {
+		close(startWarmed)
+	}
+	closeOverlay := func() {
+		stopBG()
+		<-startWarmed
+		ov.Close(ctx)
+	}
 	rep := mountReport{Mountpoint: mnt, Mode: "instant", ID: s.ID, Scratch: ov.Scratch(), Reused: !ov.Fresh(), Owner: owner.Name, Plan: plan}
 	if ov.Fresh() {
 		if rep.Prepared, err = ov.Prepare(ctx, prepare); err != nil {
-			ov.Close(ctx)
+			closeOverlay()
 			return err
 		}
 	}
@@ -304,7 +318,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 	}
 	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, instOpts), mopts)
 	if err != nil {
-		ov.Close(ctx)
+		closeOverlay()
 		return err
 	}
 	rep.MountSecond = time.Since(start).Seconds()
@@ -366,6 +380,7 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 		stopBG()
 		<-hydrated
 		<-warmed
+		<-startWarmed
 	})
 	if cerr := ov.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
 		err = cerr

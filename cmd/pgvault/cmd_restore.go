@@ -231,7 +231,7 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 		}
 	}
 
-	in, err := planInput(ctx, r)
+	in, snaps, err := planInput(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -263,10 +263,7 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 		})
 	}
 
-	s, err := r.LoadSnapshot(ctx, plan.Backup.ID)
-	if err != nil {
-		return err
-	}
+	s := snaps[plan.Backup.ID]
 	bar := newProgress(e.out, e.stderr, "restore")
 	ropts.Progress = func(done, total int64) { bar.update(done, total, "bytes") }
 	fresh := restoreDirs(o.target, plan.Backup.Info, mapping)
@@ -332,39 +329,72 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 }
 
 // planInput reads what the planner decides from: every base backup, the
-// WAL catalogue and the timeline history files.
-func planInput(ctx context.Context, r *repo.Repository) (backup.PlanInput, error) {
+// WAL catalogue and the timeline history files. It also returns the
+// backups' snapshots by ID, so that the caller need not load the chosen
+// one again. The snapshots and the WAL catalogue are listed at the same
+// time, and the history files loaded in parallel: on an object store each
+// is a round trip.
+func planInput(ctx context.Context, r *repo.Repository) (backup.PlanInput, map[string]*repo.Snapshot, error) {
 	var in backup.PlanInput
-	snaps, err := r.Snapshots(ctx)
-	if err != nil {
-		return in, err
+	var snaps []*repo.Snapshot
+	var snapErr error
+	listed := make(chan struct{})
+	go func() {
+		defer close(listed)
+		snaps, snapErr = r.Snapshots(ctx)
+	}()
+	var walErr error
+	in.WAL, walErr = r.ListWAL(ctx)
+	<-listed
+	if snapErr != nil {
+		return in, nil, snapErr
 	}
+	if walErr != nil {
+		return in, nil, walErr
+	}
+	byID := map[string]*repo.Snapshot{}
 	for _, s := range snaps {
 		if s.Kind != backup.SnapshotKind {
 			continue
 		}
 		info, err := backup.InfoOf(s)
 		if err != nil {
-			return in, err
+			return in, nil, err
 		}
 		in.Backups = append(in.Backups, backup.PlanBackup{ID: s.ID, Label: s.Label, Info: info})
+		byID[s.ID] = s
 	}
-	if in.WAL, err = r.ListWAL(ctx); err != nil {
-		return in, err
+	type history struct {
+		tli  uint32
+		data []byte
+		err  error
 	}
-	in.Histories = map[uint32][]byte{}
+	var loads []chan history
 	for _, e := range in.WAL {
 		f, err := wal.ParseFileName(e.Name, wal.DefaultSegmentSize)
 		if err != nil || f.Kind != wal.KindHistory {
 			continue
 		}
-		data, _, err := r.LoadWAL(ctx, e.Timeline, e.Name)
-		if err != nil {
-			return in, fmt.Errorf("timeline history %s: %w", e.Name, err)
-		}
-		in.Histories[f.Timeline] = data
+		ch := make(chan history, 1)
+		loads = append(loads, ch)
+		go func() {
+			data, _, err := r.LoadWAL(ctx, e.Timeline, e.Name)
+			if err != nil {
+				err = fmt.Errorf("timeline history %s: %w", e.Name, err)
+			}
+			ch <- history{f.Timeline, data, err}
+		}()
 	}
-	return in, nil
+	in.Histories = map[uint32][]byte{}
+	var firstErr error
+	for _, ch := range loads {
+		h := <-ch
+		if h.err != nil && firstErr == nil {
+			firstErr = h.err
+		}
+		in.Histories[h.tli] = h.data
+	}
+	return in, byID, firstErr
 }
 
 // restoreCommand builds the restore_command for the restored server. It

@@ -132,7 +132,7 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 		return err
 	}
 	defer r.Close()
-	in, err := planInput(ctx, r)
+	in, snaps, err := planInput(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -144,10 +144,7 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 	if err != nil {
 		return err
 	}
-	s, err := r.LoadSnapshot(ctx, plan.Backup.ID)
-	if err != nil {
-		return err
-	}
+	s := snaps[plan.Backup.ID]
 	rep := verifyReport{ID: s.ID, Target: rc.Target, Plan: plan}
 
 	if !o.boot {
