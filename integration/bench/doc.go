@@ -35,6 +35,9 @@
 //	COUNT                  rounds per scale (default 3)
 //	MOUNT_PGBENCH_SECONDS  pgbench -S -c 2 -T of the measured run (default 20)
 //	MOUNT_WARMUP_SECONDS   pgbench -S -c 2 -T of the warm-up run before it (default 20)
+//	MOUNT_LATENCY_MS       also time the instant mount with every repository request
+//	                       this much slower, as an object store in another region
+//	                       (the test fault backend's latency; default 30, 0 skips it)
 //	BENCH_DOC, BENCH_NOTE  as above
 //	BENCH_MOUNT=0          (.ci/bench) skip it
 //

@@ -22,6 +22,7 @@ type mountConfig struct {
 	count      int
 	pgbenchSec int // pgbench -S -T, measured run
 	warmupSec  int // pgbench -S -T, warm-up run
+	latencyMS  int // extra delay of every repository request in the remote-repository variant; 0: not run
 	doc        string
 	reproduce  string
 }
@@ -31,6 +32,7 @@ func loadMountConfig(t *testing.T) mountConfig {
 		count:      envInt(t, "COUNT", 3),
 		pgbenchSec: envInt(t, "MOUNT_PGBENCH_SECONDS", 20),
 		warmupSec:  envInt(t, "MOUNT_WARMUP_SECONDS", 20),
+		latencyMS:  envInt(t, "MOUNT_LATENCY_MS", 30),
 		doc:        os.Getenv("BENCH_DOC"),
 	}
 	spec := os.Getenv("MOUNT_SCALES")
@@ -71,7 +73,7 @@ func TestMountScales(t *testing.T) {
 	}
 	t.Cleanup(led.remove)
 	rep := &MountReport{Date: time.Now(), Machine: machine(), LoadStart: loadAvg(), Count: cfg.count,
-		Reproduce: cfg.reproduce, PgbenchSec: cfg.pgbenchSec, WarmupSec: cfg.warmupSec, Headline: os.Getenv("BENCH_NOTE")}
+		Reproduce: cfg.reproduce, PgbenchSec: cfg.pgbenchSec, WarmupSec: cfg.warmupSec, LatencyMS: cfg.latencyMS, Headline: os.Getenv("BENCH_NOTE")}
 	t.Logf("%s scales %v, %d round(s); load average %s", time.Now().Format("15:04:05"), cfg.scales, cfg.count, rep.LoadStart)
 
 	seen := map[string]bool{}
@@ -150,10 +152,16 @@ func (b *bench) mountScale(ms *MountScale, cfg mountConfig) {
 
 	for r := 0; r < cfg.count; r++ {
 		b.logf("scale %d: round %d of %d", scale, r+1, cfg.count)
-		for _, tool := range rotate([]string{ToolPgvaultMount, ToolPgvault, ToolPgbackrest}, r) {
+		tools := []string{ToolPgvaultMount, ToolPgvault, ToolPgbackrest}
+		if cfg.latencyMS > 0 {
+			tools = append(tools, ToolPgvaultMountRemote)
+		}
+		for _, tool := range rotate(tools, r) {
 			switch tool {
 			case ToolPgvaultMount:
 				b.pgvaultInstant(pv, r)
+			case ToolPgvaultMountRemote:
+				b.pgvaultInstantRemote(pv, cfg.latencyMS)
 			case ToolPgvault:
 				b.pgvaultRestore(pv, r)
 			case ToolPgbackrest:
@@ -315,6 +323,7 @@ func mountNotes(cfg mountConfig) []string {
 		"Before every mount, restore and pgbench -S pair: sync and `echo 3 > /proc/sys/vm/drop_caches`. The three time-to-first-query paths run in a rotated order each round, then the two mount reads, then the two pgbench -S measurements, so drift on the host hits all alike.",
 		"Time to first query counts from the start of the mount or restore command; the PostgreSQL server is started with `pg_ctl start --no-wait` (archive_mode=off, its own port and socket folder), then the benchmark connects and tries the query every 10 ms until it answers (pg_ctl's own wait looks only every 100 ms) (and checks that it counts one row per scale unit).",
 		fmt.Sprintf("pgbench -S: the instant mount's server runs alongside the idle original cluster; it is measured once promoted (`pg_is_in_recovery()` false), on a mount made after dropping the page cache. Both clusters have the same settings (initdb defaults, shared_buffers 128MB) except archive_mode. pgbench's own VACUUM of pgbench_branches and pgbench_tellers runs before each run, on the mount through the overlay. Warm-up %d s, measured %d s.", cfg.warmupSec, cfg.pgbenchSec),
+		fmt.Sprintf("The remote-repository row (MOUNT_LATENCY_MS=%d) is the same instant mount of the same repository with PGVAULT_TEST_FAULTS=seed=1,latency=1,latency_ms=%d: pgvault's test fault backend delays every request to the repository (load, list, stat) by %d ms and injects nothing else, as a store a round trip away would. It has no peer and no goal; it shows how many requests the path to the first query waits for one after another.", cfg.latencyMS, cfg.latencyMS, cfg.latencyMS),
 		"pgvault's and restic's repositories are encrypted (AES-256-GCM); pgBackRest's is not (no repo cipher), all three compress with zstd. Every repository is a folder on the same disk as the data.",
 		"Nothing else was stopped on the host while measuring: the load averages at the start and end are above.",
 	}

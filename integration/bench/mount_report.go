@@ -64,6 +64,7 @@ type MountReport struct {
 	Reproduce          string
 	PgbenchSec         int
 	WarmupSec          int
+	LatencyMS          int    // the remote-repository variant's added delay per request; 0: not run
 	Headline           string // BENCH_NOTE
 }
 
@@ -253,6 +254,11 @@ func (rep *MountReport) Render() string {
 	row("**pgBackRest restore** + start + query", wall(StepFirstQuery, ToolPgbackrest))
 	row("&nbsp;&nbsp;`pgbackrest restore`", wall(StepRestore, ToolPgbackrest))
 	row("&nbsp;&nbsp;`pg_ctl start` + first query", wall(StepStart, ToolPgbackrest))
+	if rep.LatencyMS > 0 {
+		row(fmt.Sprintf("**pgvault instant mount, every repository request %d ms slower**: mount + start + query", rep.LatencyMS), wall(StepFirstQuery, ToolPgvaultMountRemote))
+		row("&nbsp;&nbsp;mount until the data directory is visible", wall(StepMountReady, ToolPgvaultMountRemote))
+		row("&nbsp;&nbsp;`pg_ctl start` + first query", wall(StepStart, ToolPgvaultMountRemote))
+	}
 	row("instant mount: promoted (from the mount's start; the pgbench -S runs' mounts)", wall(StepPromoted, ToolPgvaultMount))
 	ratioRow := func(label string, peer string) {
 		w("| %s |", label)

@@ -22,6 +22,7 @@ func mountScaleFor(scale int, mb, ttfq, restoreS, mountReadS, nativeTPS, mountTP
 	add(StepRestore, ToolPgvault, restoreS, mb, nan)
 	add(StepFirstQuery, ToolPgbackrest, restoreS+2, nan, nan)
 	add(StepRestore, ToolPgbackrest, restoreS+1, mb, nan)
+	add(StepFirstQuery, ToolPgvaultMountRemote, ttfq*2, nan, nan)
 	add(StepMountRead, ToolPgvault, mountReadS, mb, nan)
 	add(StepMountRead, ToolRestic, mountReadS*2, mb*1.2, nan)
 	add(StepSelectTPS, ToolNative, nan, nan, nativeTPS)
@@ -51,10 +52,11 @@ func TestMountGoalsAndRender(t *testing.T) {
 			t.Errorf("goal %q: %s (%s), want %s", g.Name, g.Status, g.Detail, want[i])
 		}
 	}
-	rep := &MountReport{Date: time.Unix(0, 0), Machine: "test", Count: 1, Scales: scales, Goals: goals, Reproduce: "make bench", PgbenchSec: 20, WarmupSec: 20}
+	rep := &MountReport{Date: time.Unix(0, 0), Machine: "test", Count: 1, Scales: scales, Goals: goals, Reproduce: "make bench", PgbenchSec: 20, WarmupSec: 20, LatencyMS: 30}
 	md := rep.Render()
 	for _, w := range []string{
 		"| **pgvault instant mount**: mount + start + query | 1.20 | 2.00 | 1.67x |",
+		"| **pgvault instant mount, every repository request 30 ms slower**: mount + start + query | 2.40 | 4.00 | 1.67x |",
 		"| 100 | pgvault browse mount | 1600 | 6.00 | 267 | 133% |",
 		"| 300 | 20000 | 10000 | 50% |",
 		"scale 300 <= 1.5x scale 100",

@@ -33,6 +33,9 @@ var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort,
 const (
 	ToolPgvault      = "pgvault"
 	ToolPgvaultMount = "pgvault instant mount"
+	// ToolPgvaultMountRemote is the instant mount on a repository every
+	// request to which is MOUNT_LATENCY_MS slower (mount bench only).
+	ToolPgvaultMountRemote = "pgvault instant mount, remote repository"
 	// ToolPgvaultStream is a diagnostic: pgvault's full backup with the
 	// files sent by BASE_BACKUP (--method stream), where ToolPgvault reads
 	// them from the data directory (--method auto picks local).

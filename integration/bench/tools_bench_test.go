@@ -233,10 +233,11 @@ type instant struct {
 // root, owner postgres by default) on a new mount point and scratch
 // folder and waits until the data directory is visible. prof, when not
 // empty, is where the mount writes its CPU profile.
-func (b *bench) mountInstant(pv *pgvaultRepo, prof string) (*instant, error) {
+func (b *bench) mountInstant(pv *pgvaultRepo, prof string, env ...string) (*instant, error) {
 	in := &instant{mnt: b.pgDir(), scratch: b.rootDir("scratch")}
 	cmd := rootCmd(context.Background(), pgvaultBin, "mount", in.mnt, "--backup", "latest", "--to-immediate", "--scratch", in.scratch)
 	cmd.Env = append(cmd.Env, pv.rootEnv...)
+	cmd.Env = append(cmd.Env, env...)
 	if prof != "" {
 		cmd.Env = append(cmd.Env, "PGVAULT_CPUPROFILE="+prof)
 	}
@@ -294,6 +295,37 @@ func (b *bench) pgvaultInstant(pv *pgvaultRepo, r int) {
 		b.res.Add(StepMountReady, ToolPgvaultMount, st)
 	}
 	b.logf("pgvault instant mount: mounted in %.2fs, first query after %.2fs", in.ready.Seconds(), first.Seconds())
+}
+
+// pgvaultInstantRemote is pgvaultInstant on a repository every request to
+// which takes ms milliseconds longer, as an object store in another
+// region does: the test fault backend's latency (PGVAULT_TEST_FAULTS,
+// every call delayed, nothing else injected) on the same repository.
+func (b *bench) pgvaultInstantRemote(pv *pgvaultRepo, ms int) {
+	dropCaches()
+	in, err := b.mountInstant(pv, "", fmt.Sprintf("PGVAULT_TEST_FAULTS=seed=1,latency=1,latency_ms=%d", ms))
+	if err != nil {
+		b.fail(StepFirstQuery, ToolPgvaultMountRemote, err)
+		return
+	}
+	srv, took, err := b.startServer(in.mnt)
+	first := time.Since(in.start)
+	if err != nil {
+		in.close(b, 30*time.Second)
+		b.fail(StepFirstQuery, ToolPgvaultMountRemote, err)
+		return
+	}
+	srv.stop()
+	u := in.close(b, 60*time.Second)
+	s := sampleOf(u, NaN(), NaN())
+	s.Wall = first.Seconds()
+	b.res.Add(StepFirstQuery, ToolPgvaultMountRemote, s)
+	st := NewSample()
+	st.Wall = took.Seconds()
+	b.res.Add(StepStart, ToolPgvaultMountRemote, st)
+	st.Wall = in.ready.Seconds()
+	b.res.Add(StepMountReady, ToolPgvaultMountRemote, st)
+	b.logf("pgvault instant mount, requests %d ms slower: mounted in %.2fs, first query after %.2fs", ms, in.ready.Seconds(), first.Seconds())
 }
 
 func (b *bench) pgvaultBrowse(pv *pgvaultRepo, r int) {
