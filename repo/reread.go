@@ -35,8 +35,10 @@ func readAuthentic(ctx context.Context, log *slog.Logger, what string, read func
 		return first
 	}
 	for i, d := range rereadDelays {
-		// Info, not Warn: when every read is damaged the caller's error
-		// says so, in the one line a failed command prints.
+		// Info, as the retry wrapper's retries: a command prints its
+		// failure in one line, and when every read is damaged its error
+		// says so; the agent logs at info. repo check reports a damaged
+		// read that was whole again as a warning of its own.
 		log.Info("object read damaged; reading it again", "object", what, "read", i+2, "err", first)
 		t := time.NewTimer(d)
 		select {
@@ -47,7 +49,7 @@ func readAuthentic(ctx context.Context, log *slog.Logger, what string, read func
 		}
 		err := read(ctx)
 		if err == nil {
-			log.Warn("object read damaged, then whole when read again: the damage was on the way, not in storage", "object", what, "reads", i+2)
+			log.Info("object read damaged, then whole when read again: the damage was on the way, not in storage", "object", what, "reads", i+2)
 			return nil
 		}
 	}
