@@ -61,65 +61,33 @@ func TestDamagedReadIsReadAgain(t *testing.T) {
 	kinds := []struct {
 		name string
 		typ  backend.FileType
-		// read does what needs objects of typ from a repository opened on
-		// be: opening it reads every index object.
-		read func(ctx context.Context, be backend.Backend, snap string) error
+		// read does what needs objects of typ with a repository opened on
+		// the damaging backend (opening it reads every index object).
+		read func(ctx context.Context, r *Repository, snap string) error
 	}{
-		{"index", backend.IndexFile, func(ctx context.Context, be backend.Backend, _ string) error {
-			r, err := Open(ctx, be, []byte(TestPassword), Options{})
-			if err == nil {
-				r.Close()
-			}
+		{"index", backend.IndexFile, func(context.Context, *Repository, string) error { return nil }},
+		{"snapshot", backend.SnapshotFile, func(ctx context.Context, r *Repository, snap string) error {
+			_, err := r.LoadSnapshot(ctx, snap)
 			return err
 		}},
-		{"snapshot", backend.SnapshotFile, func(ctx context.Context, be backend.Backend, snap string) error {
-			r, err := Open(ctx, be, []byte(TestPassword), Options{})
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			_, err = r.LoadSnapshot(ctx, snap)
+		{"WAL catalogue entry", backend.WALFile, func(ctx context.Context, r *Repository, _ string) error {
+			_, err := r.LoadWALFile(ctx, 1, walName)
 			return err
 		}},
-		{"WAL catalogue entry", backend.WALFile, func(ctx context.Context, be backend.Backend, _ string) error {
-			r, err := Open(ctx, be, []byte(TestPassword), Options{})
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			_, err = r.LoadWALFile(ctx, 1, walName)
-			return err
-		}},
-		{"blob", backend.PackFile, func(ctx context.Context, be backend.Backend, snap string) error {
-			r, err := Open(ctx, be, []byte(TestPassword), Options{})
-			if err != nil {
-				return err
-			}
-			defer r.Close()
+		{"blob", backend.PackFile, func(ctx context.Context, r *Repository, _ string) error {
 			got, _, err := r.LoadWAL(ctx, 1, walName)
-			if err != nil {
-				return err
+			if err == nil && !bytes.Equal(got, wal) {
+				err = errors.New("WAL read back with different bytes and no error")
 			}
-			if !bytes.Equal(got, wal) {
-				return errors.New("WAL read back with different bytes and no error")
-			}
-			return nil
+			return err
 		}},
-		{"pack header", backend.PackFile, func(ctx context.Context, be backend.Backend, _ string) error {
-			r, err := Open(ctx, be, []byte(TestPassword), Options{})
-			if err != nil {
-				return err
-			}
-			defer r.Close()
+		{"pack header", backend.PackFile, func(ctx context.Context, r *Repository, _ string) error {
 			// A pack rebuild-index finds damaged is left out of the index.
 			res, err := r.RebuildIndex(ctx)
-			if err != nil {
-				return err
+			if err == nil && len(res.DamagedPacks) > 0 {
+				err = fmt.Errorf("%w: %v", pack.ErrCorrupt, res.Problems)
 			}
-			if len(res.DamagedPacks) > 0 {
-				return fmt.Errorf("%w: %v", pack.ErrCorrupt, res.Problems)
-			}
-			return nil
+			return err
 		}},
 	}
 	for _, k := range kinds {
@@ -138,7 +106,14 @@ func TestDamagedReadIsReadAgain(t *testing.T) {
 					t.Fatal(err)
 				}
 				d := &damagingReads{Backend: be, typ: k.typ, damage: damaged}
-				err := k.read(ctx, d, snap.ID)
+				err := func() error {
+					r, err := Open(ctx, d, []byte(TestPassword), Options{})
+					if err != nil {
+						return err
+					}
+					defer r.Close()
+					return k.read(ctx, r, snap.ID)
+				}()
 				if want := 1 + min(damaged, len(rereadDelays)); d.count() < want {
 					t.Fatalf("%d loads of %s objects, want at least %d", d.count(), k.name, want)
 				}

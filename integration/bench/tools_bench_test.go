@@ -269,32 +269,7 @@ func (in *instant) close(b *bench, grace time.Duration) usage {
 }
 
 func (b *bench) pgvaultInstant(pv *pgvaultRepo, r int) {
-	dropCaches()
-	in, err := b.mountInstant(pv, b.profFile(StepFirstQuery, r))
-	if err != nil {
-		b.fail(StepFirstQuery, ToolPgvaultMount, err)
-		return
-	}
-	srv, took, err := b.startServer(in.mnt)
-	first := time.Since(in.start)
-	if err != nil {
-		in.close(b, 30*time.Second)
-		b.fail(StepFirstQuery, ToolPgvaultMount, err)
-		return
-	}
-	srv.stop()
-	u := in.close(b, 60*time.Second)
-	s := sampleOf(u, NaN(), NaN())
-	s.Wall = first.Seconds()
-	b.res.Add(StepFirstQuery, ToolPgvaultMount, s)
-	st := NewSample()
-	st.Wall = took.Seconds()
-	b.res.Add(StepStart, ToolPgvaultMount, st)
-	if b.mountDetail {
-		st.Wall = in.ready.Seconds()
-		b.res.Add(StepMountReady, ToolPgvaultMount, st)
-	}
-	b.logf("pgvault instant mount: mounted in %.2fs, first query after %.2fs", in.ready.Seconds(), first.Seconds())
+	b.instantFirstQuery(pv, ToolPgvaultMount, b.profFile(StepFirstQuery, r), b.mountDetail)
 }
 
 // pgvaultInstantRemote is pgvaultInstant on a repository every request to
@@ -302,30 +277,39 @@ func (b *bench) pgvaultInstant(pv *pgvaultRepo, r int) {
 // region does: the test fault backend's latency (PGVAULT_TEST_FAULTS,
 // every call delayed, nothing else injected) on the same repository.
 func (b *bench) pgvaultInstantRemote(pv *pgvaultRepo, ms int) {
+	b.instantFirstQuery(pv, ToolPgvaultMountRemote, "", true, fmt.Sprintf("PGVAULT_TEST_FAULTS=seed=1,latency=1,latency_ms=%d", ms))
+}
+
+// instantFirstQuery times an instant mount (with env added to its
+// environment) to the first query, recorded as tool; detail also records
+// when the data directory became visible.
+func (b *bench) instantFirstQuery(pv *pgvaultRepo, tool, prof string, detail bool, env ...string) {
 	dropCaches()
-	in, err := b.mountInstant(pv, "", fmt.Sprintf("PGVAULT_TEST_FAULTS=seed=1,latency=1,latency_ms=%d", ms))
+	in, err := b.mountInstant(pv, prof, env...)
 	if err != nil {
-		b.fail(StepFirstQuery, ToolPgvaultMountRemote, err)
+		b.fail(StepFirstQuery, tool, err)
 		return
 	}
 	srv, took, err := b.startServer(in.mnt)
 	first := time.Since(in.start)
 	if err != nil {
 		in.close(b, 30*time.Second)
-		b.fail(StepFirstQuery, ToolPgvaultMountRemote, err)
+		b.fail(StepFirstQuery, tool, err)
 		return
 	}
 	srv.stop()
 	u := in.close(b, 60*time.Second)
 	s := sampleOf(u, NaN(), NaN())
 	s.Wall = first.Seconds()
-	b.res.Add(StepFirstQuery, ToolPgvaultMountRemote, s)
+	b.res.Add(StepFirstQuery, tool, s)
 	st := NewSample()
 	st.Wall = took.Seconds()
-	b.res.Add(StepStart, ToolPgvaultMountRemote, st)
-	st.Wall = in.ready.Seconds()
-	b.res.Add(StepMountReady, ToolPgvaultMountRemote, st)
-	b.logf("pgvault instant mount, requests %d ms slower: mounted in %.2fs, first query after %.2fs", ms, in.ready.Seconds(), first.Seconds())
+	b.res.Add(StepStart, tool, st)
+	if detail {
+		st.Wall = in.ready.Seconds()
+		b.res.Add(StepMountReady, tool, st)
+	}
+	b.logf("%s: mounted in %.2fs, first query after %.2fs", tool, in.ready.Seconds(), first.Seconds())
 }
 
 func (b *bench) pgvaultBrowse(pv *pgvaultRepo, r int) {
