@@ -2,9 +2,12 @@ package fs
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // catalogTree is a data directory with shared catalogs, the template
@@ -167,5 +170,35 @@ func TestWarmStartupLoadsListingsAndControlFiles(t *testing.T) {
 	res = ov2.WarmStartup(context.Background(), 10)
 	if res.Bytes > 10 || !cached(t, ov2, r2, "pg_logical/replorigin_checkpoint") || cached(t, ov2, r2, "pg_xact/0000") {
 		t.Errorf("budget 10 bytes: loaded %d bytes (%+v)", res.Bytes, res)
+	}
+}
+
+// TestWarmStartupAlongsidePrepare: the mount starts the warm-up as the
+// overlay opens and prepares the view meanwhile; both touch the same
+// folders (run with -race in make test).
+func TestWarmStartupAlongsidePrepare(t *testing.T) {
+	tree := sampleTree()
+	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree.files[wal.ControlFilePath] = control
+	ov, _ := coldOverlay(t, tree)
+	ctx := context.Background()
+	warmed := make(chan WarmResult, 1)
+	go func() { warmed <- ov.WarmStartup(ctx, 1<<30) }()
+	cfg := &wal.RecoveryConfig{RestoreCommand: "cp /x/%f %p", Target: wal.ImmediateTarget(), Action: wal.ActionPromote}
+	if _, err := ov.Prepare(ctx, PrepareOptions{Recovery: cfg, Owner: Owner{UID: 1000, GID: 1001}}); err != nil {
+		t.Fatal(err)
+	}
+	res := <-warmed
+	if res.Folders < len(tree.dirs) {
+		t.Errorf("warm-up listed %d folders, want at least %d", res.Folders, len(tree.dirs))
+	}
+	if conf := string(mustRead(t, ov, "postgresql.auto.conf")); !strings.Contains(conf, "restore_command = 'cp /x/%f %p'") {
+		t.Fatalf("postgresql.auto.conf after Prepare alongside the warm-up:\n%s", conf)
+	}
+	if !ov.Exists(ctx, "recovery.signal") || ov.Exists(ctx, "postmaster.opts") {
+		t.Fatal("Prepare's changes to the namespace are not all there")
 	}
 }
