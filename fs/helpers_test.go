@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend/mem"
+	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // testData is a small data directory: path -> content (nil for
@@ -44,6 +45,19 @@ func sampleTree() *testTree {
 		dirs:  []string{"", "base", "base/1", "global", "pg_wal", "pg_wal/archive_status", "pg_tblspc", "pg_tblspc/16385", "pg_tblspc/16385/PG_15_202209061", "pg_tblspc/16385/PG_15_202209061/1"},
 		links: map[string]string{"lnk": "PG_VERSION"},
 	}
+}
+
+// startableTree is sampleTree with a real PostgreSQL 15 pg_control, as
+// Prepare needs.
+func startableTree(t testing.TB) *testTree {
+	t.Helper()
+	tree := sampleTree()
+	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree.files[wal.ControlFilePath] = control
+	return tree
 }
 
 var testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

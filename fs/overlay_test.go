@@ -384,12 +384,7 @@ func TestOverlayScratchChecks(t *testing.T) {
 }
 
 func TestPrepare(t *testing.T) {
-	tree := sampleTree()
-	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree.files[wal.ControlFilePath] = control
+	tree := startableTree(t)
 	r, s := testSnapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
@@ -177,12 +176,7 @@ func TestWarmStartupLoadsListingsAndControlFiles(t *testing.T) {
 // overlay opens and prepares the view meanwhile; both touch the same
 // folders (run with -race in make test).
 func TestWarmStartupAlongsidePrepare(t *testing.T) {
-	tree := sampleTree()
-	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree.files[wal.ControlFilePath] = control
+	tree := startableTree(t)
 	ov, _ := coldOverlay(t, tree)
 	ctx := context.Background()
 	warmed := make(chan WarmResult, 1)
