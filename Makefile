@@ -8,7 +8,7 @@ BIN         := bin/pgvault
 FUZZTIME    ?= 30s
 TEST_TIMEOUT ?= 18m
 # Packages whose tests are pure Go (no servers): run under the race detector.
-RACE_PKGS   := ./chunk/... ./repo/... ./backup/... ./stream/... ./fs/... ./cmd/...
+RACE_PKGS   := ./chunk/... ./repo/... ./backup/... ./stream/... ./fs/... ./internal/... ./cmd/...
 
 .PHONY: all build test unit deps bench fuzz torture demo lint clean
 

@@ -10,13 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/pgvault/pgvault/repo"
 )
@@ -51,125 +49,82 @@ var ErrPostgresRunning = errors.New("PostgreSQL is running on the target")
 // directory of the backup's cluster.
 var ErrNotDataDir = errors.New("the target is not a data directory of this cluster")
 
-// restoreDelta brings an existing data directory (and its tablespaces) to
-// the content of snapshot s: for every file of the backup it compares the
-// file on disk chunk by chunk, at the backup's own chunk boundaries, by
-// chunk ID (the repository's keyed hash of the bytes), and writes only
-// the chunks that differ, at their offsets, then truncates to the
-// backup's size; files and folders the backup does not hold are removed.
-//
-// It refuses a directory on which a postmaster runs, and a non-empty one
-// that is not a data directory of the backup's cluster (no PG_VERSION, or
-// another system identifier in global/pg_control), so that a wrong
-// --target is never wiped.
-func restoreDelta(ctx context.Context, r *repo.Repository, s *repo.Snapshot, info *Info, target string,
-	locations map[uint32]string, opts RestoreOptions, started time.Time) (*RestoreResult, error) {
+// deltaRun is a delta restore: it brings an existing data directory (and
+// its tablespaces) to the content of a snapshot. For every file of the
+// backup it compares the file on disk chunk by chunk, at the backup's own
+// chunk boundaries, by chunk ID (the repository's keyed hash of the
+// bytes), and writes only the chunks that differ, at their offsets, then
+// truncates to the backup's size; files and folders the backup does not
+// hold are removed (finish).
+type deltaRun struct {
+	r        *repo.Repository
+	bufs     sync.Pool // *[]byte for reading what is on disk
+	mu       sync.Mutex
+	res      *DeltaResult
+	expected map[string]bool // every path the backup puts on disk
+	links    map[string]bool // expected symbolic links (not descended into)
+}
+
+var _ restorer = (*deltaRun)(nil)
+
+// newDeltaRun refuses a target on which a postmaster runs, and a
+// non-empty one that is not a data directory of the backup's cluster (no
+// PG_VERSION, or another system identifier in global/pg_control), so that
+// a wrong --target is never wiped. It creates the tablespace folders.
+// roots are the data directory, then the tablespace locations.
+func newDeltaRun(r *repo.Repository, target string, info *Info, roots []string) (*deltaRun, error) {
 	if err := checkDeltaTarget(target, info); err != nil {
 		return nil, err
 	}
-	d := &deltaRun{r: r, res: &DeltaResult{}, expected: map[string]bool{}, links: map[string]bool{}}
-	d.expected[target] = true
-	roots := []string{target}
-	for _, loc := range values(locations) {
+	d := &deltaRun{r: r, res: &DeltaResult{}, expected: map[string]bool{target: true}, links: map[string]bool{}}
+	d.bufs.New = func() any { b := make([]byte, 0, 1<<20); return &b }
+	for _, loc := range roots[1:] {
 		if err := os.MkdirAll(loc, 0o700); err != nil {
 			return nil, fmt.Errorf("restore: create tablespace folder %s: %w", loc, err)
 		}
 		d.expected[loc] = true
-		roots = append(roots, loc)
 	}
-	sort.Strings(roots[1:])
+	return d, nil
+}
 
-	type fileJob struct {
-		path string // in the snapshot
-		dst  string
-		node repo.Node
-	}
-	var files []fileJob
-	var dirs []struct {
-		dst  string
-		node repo.Node
-	}
-	var total int64
-	err := r.Walk(ctx, s.Root, func(p string, n *repo.Node) error {
-		dst, isTablespaceRoot := placePath(target, locations, p)
-		switch n.Type {
-		case repo.NodeDir:
-			if isTablespaceRoot {
-				link := filepath.Join(target, filepath.FromSlash(p))
-				if err := d.ensureSymlink(link, dst); err != nil {
-					return err
-				}
-				d.links[link] = true
-			}
-			if err := d.ensureDir(dst); err != nil {
-				return err
-			}
-			dirs = append(dirs, struct {
-				dst  string
-				node repo.Node
-			}{dst, *n})
-		case repo.NodeSymlink:
-			if err := d.ensureSymlink(dst, n.Target); err != nil {
-				return err
-			}
-			d.links[dst] = true
-			lchown(dst, n)
-		case repo.NodeFile:
-			files = append(files, fileJob{p, dst, *n})
-			total += n.Size
-		}
-		d.expected[dst] = true
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	overrides, err := tablespaceOverrides(ctx, r, s, info, target, locations)
-	if err != nil {
-		return nil, err
-	}
+func (d *deltaRun) dir(dst string) error {
+	d.expected[dst] = true
+	return d.ensureDir(dst)
+}
 
-	par := opts.Parallel
-	if par <= 0 {
-		par = 8
-	}
-	var done atomic.Int64
-	bufs := sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
-	err = forEach(ctx, par, files, func(ctx context.Context, j fileJob) error {
-		buf := bufs.Get().(*[]byte)
-		defer bufs.Put(buf)
-		err := d.file(ctx, j.path, j.dst, &j.node, overrides[j.dst], buf)
-		done.Add(j.node.Size)
-		if opts.Progress != nil {
-			opts.Progress(done.Load(), total)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
+func (d *deltaRun) symlink(link, target string) error {
+	d.expected[link] = true
+	d.links[link] = true
+	return d.ensureSymlink(link, target)
+}
 
+func (d *deltaRun) file(ctx context.Context, j fileJob, override []byte) (int64, error) {
+	buf := d.bufs.Get().(*[]byte)
+	defer d.bufs.Put(buf)
+	// Progress counts what was compared, not what was written.
+	return j.node.Size, d.update(ctx, j.path, j.dst, &j.node, override, buf)
+}
+
+// finish removes, below every root, what the backup does not hold.
+func (d *deltaRun) finish(roots []string, files []fileJob) error {
+	for _, j := range files {
+		d.expected[j.dst] = true
+	}
 	for _, root := range roots {
 		if err := d.removeStale(root); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		applyMeta(dirs[i].dst, &dirs[i].node)
-	}
-	rootNode := s.RootNode
-	applyMeta(target, &rootNode)
-	for _, dir := range roots {
-		if err := syncFS(dir); err != nil {
-			return nil, fmt.Errorf("restore: sync %s: %w", dir, err)
-		}
-	}
+	return nil
+}
+
+// result is what the run compared and changed, its lists sorted.
+func (d *deltaRun) result() *DeltaResult {
 	res := d.res
-	sort.Strings(res.RewrittenFiles)
-	sort.Strings(res.CreatedFiles)
-	sort.Strings(res.RemovedPaths)
-	return &RestoreResult{Files: int64(len(files)), Bytes: res.BytesWritten, Duration: time.Since(started),
-		Tablespaces: locations, Delta: res}, nil
+	slices.Sort(res.RewrittenFiles)
+	slices.Sort(res.CreatedFiles)
+	slices.Sort(res.RemovedPaths)
+	return res
 }
 
 // checkDeltaTarget refuses a target PostgreSQL runs on, and a non-empty
@@ -229,14 +184,6 @@ func controlSystemID(dataDir string) (string, bool) {
 		return "", false
 	}
 	return strconv.FormatUint(binary.NativeEndian.Uint64(b[:]), 10), true
-}
-
-type deltaRun struct {
-	r        *repo.Repository
-	mu       sync.Mutex
-	res      *DeltaResult
-	expected map[string]bool // every path the backup puts on disk
-	links    map[string]bool // expected symbolic links (not descended into)
 }
 
 // ensureDir makes dst a directory, keeping a symbolic link to a directory
@@ -326,8 +273,8 @@ func (d *deltaRun) removeStale(dir string) error {
 	return nil
 }
 
-// file brings one file to the backup's content.
-func (d *deltaRun) file(ctx context.Context, path, dst string, n *repo.Node, override []byte, buf *[]byte) error {
+// update brings one file to the backup's content.
+func (d *deltaRun) update(ctx context.Context, path, dst string, n *repo.Node, override []byte, buf *[]byte) error {
 	fi, err := os.Lstat(dst)
 	if err == nil && !fi.Mode().IsRegular() {
 		if err := d.remove(dst); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
 
 const testSysID = 7300000000000000001
@@ -104,7 +105,7 @@ func sameTree(t *testing.T, want, got string) {
 
 func TestDeltaRestore(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	src := sampleDataDir(t)
 	s := saveBackup(t, r, src)
 	target := filepath.Join(t.TempDir(), "data")
@@ -188,7 +189,7 @@ func TestDeltaRestore(t *testing.T) {
 
 func TestDeltaRestoreRefuses(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	s := saveBackup(t, r, sampleDataDir(t))
 
 	running := filepath.Join(t.TempDir(), "running")

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
 
 // Fuzz targets for the decoders of what the server sends during
@@ -126,7 +126,7 @@ func FuzzReadTar(f *testing.F) {
 	f.Add(b.Bytes(), false)
 	f.Add(b.Bytes()[:700], true)
 	f.Add([]byte{}, false)
-	r, _ := repo.TestRepository(f)
+	r, _ := repotest.New(f)
 	f.Fuzz(func(t *testing.T, data []byte, tablespace bool) {
 		w := r.NewSnapshotWriter(context.Background())
 		defer w.Abort()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
 
 // TestIngestReassemblesArchive feeds a tar archive to ingest in pieces of
@@ -45,7 +46,7 @@ func TestIngestReassemblesArchive(t *testing.T) {
 	tw.Close()
 
 	for _, maxPiece := range []int{1 << 10, 32 << 10, 3 * blockSize} {
-		r, _ := repo.TestRepository(t)
+		r, _ := repotest.New(t)
 		ctx := context.Background()
 		info := &Info{StartTime: time.Unix(1e9, 0)}
 		in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: info, t0: time.Now()}
@@ -108,7 +109,7 @@ func TestIngestReassemblesArchive(t *testing.T) {
 // TestIngestReportsDamagedArchive: a damaged tar header is an error by the
 // end of the archive at the latest, not a hang or a silent skip.
 func TestIngestReportsDamagedArchive(t *testing.T) {
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	ctx := context.Background()
 	in := &ingest{w: r.NewSnapshotWriter(ctx), r: r, info: &Info{}, t0: time.Now()}
 	defer in.w.Abort()

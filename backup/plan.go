@@ -1,11 +1,12 @@
 package backup
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -440,15 +441,9 @@ func (pl *planner) byAge() []*PlanBackup {
 	for i := range pl.in.Backups {
 		order[i] = &pl.in.Backups[i]
 	}
-	sort.SliceStable(order, func(i, j int) bool {
-		a, b := order[i].Info, order[j].Info
-		if !a.StopTime.Equal(b.StopTime) {
-			return a.StopTime.After(b.StopTime)
-		}
-		if a.StopLSN != b.StopLSN {
-			return a.StopLSN > b.StopLSN
-		}
-		return order[i].ID > order[j].ID
+	slices.SortStableFunc(order, func(x, y *PlanBackup) int {
+		a, b := x.Info, y.Info
+		return cmp.Or(b.StopTime.Compare(a.StopTime), cmp.Compare(b.StopLSN, a.StopLSN), strings.Compare(y.ID, x.ID))
 	})
 	return order
 }

@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -45,7 +47,12 @@ func WriteRecoveryConfig(dataDir string, c wal.RecoveryConfig, note string) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("recovery configuration: %w", err)
 	}
-	uid, gid := ownerOf(st)
+	// Durable (synced, folder synced) and owned by the data directory's
+	// owner when we may give files away (running as root).
+	write := atomicfile.Options{Perm: 0o600}
+	if uid, gid := ownerOf(st); os.Geteuid() == 0 && uid >= 0 {
+		write.Owner = &atomicfile.Owner{UID: uid, GID: gid}
+	}
 	res := &RecoveryResult{
 		SignalFile: filepath.Join(dataDir, c.SignalFile()),
 		AutoConf:   filepath.Join(dataDir, "postgresql.auto.conf"),
@@ -57,7 +64,7 @@ func WriteRecoveryConfig(dataDir string, c wal.RecoveryConfig, note string) (*Re
 	}
 	updated := wal.ApplyRecoveryConfig(old, c, note)
 	res.Disabled = disabledLines(updated) - disabledLines(old)
-	if err := writeFileAtomic(res.AutoConf, updated, 0o600, uid, gid); err != nil {
+	if err := atomicfile.WriteFile(res.AutoConf, updated, write); err != nil {
 		return nil, fmt.Errorf("recovery configuration: %w", err)
 	}
 	other := filepath.Join(dataDir, wal.StandbySignalFile)
@@ -67,10 +74,9 @@ func WriteRecoveryConfig(dataDir string, c wal.RecoveryConfig, note string) (*Re
 	if err := os.Remove(other); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("recovery configuration: %w", err)
 	}
-	if err := writeFileAtomic(res.SignalFile, nil, 0o600, uid, gid); err != nil {
-		return nil, fmt.Errorf("recovery configuration: %w", err)
-	}
-	if err := syncDir(dataDir); err != nil {
+	// Writing the signal file syncs the folder, which makes the removal
+	// of the other one durable too.
+	if err := atomicfile.WriteFile(res.SignalFile, nil, write); err != nil {
 		return nil, fmt.Errorf("recovery configuration: %w", err)
 	}
 	res.Warnings = confConflicts(filepath.Join(dataDir, "postgresql.conf"), res.Settings)
@@ -106,21 +112,12 @@ func confConflicts(path string, written []wal.Setting) []string {
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		name, ok := confSettingName(line)
-		if !ok || set[name] || !isRecoveryParam(name) {
+		if !ok || set[name] || !slices.Contains(wal.RecoveryParams, name) {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s line %d sets %s, which still applies: %s", path, n, name, strings.TrimSpace(line)))
 	}
 	return out
-}
-
-func isRecoveryParam(name string) bool {
-	for _, p := range wal.RecoveryParams {
-		if p == name {
-			return true
-		}
-	}
-	return false
 }
 
 // confSettingName returns the parameter a postgresql.conf line sets.
@@ -145,46 +142,6 @@ func ownerOf(fi fs.FileInfo) (uid, gid int) {
 		return int(st.Uid), int(st.Gid)
 	}
 	return -1, -1
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it,
-// gives it to uid:gid (when running as root) and renames it over path.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode, uid, gid int) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".pgvault-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(name, mode); err != nil {
-		return err
-	}
-	if os.Geteuid() == 0 && uid >= 0 {
-		if err := os.Chown(name, uid, gid); err != nil {
-			return err
-		}
-	}
-	return os.Rename(name, path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // DataDirOwner returns the owner of a data directory: the OS user

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -41,9 +42,11 @@ func TestWriteRecoveryConfig(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("postgresql.auto.conf mode %v", fi.Mode().Perm())
 	}
-	left, _ := filepath.Glob(filepath.Join(dir, ".*pgvault*"))
-	if len(left) != 0 {
-		t.Errorf("temporary files left: %v", left)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if atomicfile.IsTemp(e.Name()) {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
 	}
 
 	// A standby next: recovery.signal goes, standby.signal comes.

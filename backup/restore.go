@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/repo"
@@ -70,93 +73,182 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 	if err != nil {
 		return nil, err
 	}
+	// The data directory, then the tablespaces in a fixed order.
+	roots := append([]string{target}, slices.Sorted(maps.Values(locations))...)
+	var (
+		place restorer
+		delta *deltaRun
+	)
 	if opts.Delta {
-		return restoreDelta(ctx, r, s, info, target, locations, opts, started)
-	}
-	for _, dir := range append([]string{target}, values(locations)...) {
-		if err := ensureEmptyDir(dir); err != nil {
+		if delta, err = newDeltaRun(r, target, info, roots); err != nil {
 			return nil, err
 		}
+		place = delta
+	} else {
+		for _, dir := range roots {
+			if err := ensureEmptyDir(dir); err != nil {
+				return nil, err
+			}
+		}
+		place = plainRestore{r: r}
 	}
-	res := &RestoreResult{Tablespaces: locations}
+	files, written, err := restoreTree(ctx, r, s, info, target, locations, roots, opts, place)
+	if err != nil {
+		return nil, err
+	}
+	res := &RestoreResult{Files: files, Bytes: written, Tablespaces: locations}
+	if delta != nil {
+		res.Delta = delta.result()
+		res.Bytes = res.Delta.BytesWritten
+	}
+	res.Duration = time.Since(started)
+	return res, nil
+}
 
-	type fileJob struct {
+// restorer is what a restore does to put each entry of a snapshot on
+// disk; restoreTree walks the snapshot and calls it. plainRestore creates
+// everything in empty folders; a delta restore (deltaRun) brings what is
+// already there to the backup's content.
+type restorer interface {
+	// dir makes dst a folder. Called during the walk, parents first.
+	dir(dst string) error
+	// symlink makes link a symbolic link to target: a symbolic link of
+	// the backup, or pg_tblspc/<oid> pointing to its tablespace. Called
+	// during the walk.
+	symlink(link, target string) error
+	// file gives j.dst the content of j.node, or override instead when
+	// it is not nil, with the node's metadata. Called concurrently, after
+	// the walk; it returns the bytes to count as progress.
+	file(ctx context.Context, j fileJob, override []byte) (int64, error)
+	// finish runs once every file is written, before folder modes and
+	// times are set; files are all of them.
+	finish(roots []string, files []fileJob) error
+}
+
+// fileJob is one file of the snapshot to restore.
+type fileJob struct {
+	path string // in the snapshot
+	dst  string
+	node repo.Node
+}
+
+// restoreTree puts snapshot s on disk through place: one walk that makes
+// folders and symbolic links in order (pg_tblspc/<oid> of a known
+// tablespace becomes a link to its location), then every file,
+// opts.Parallel at a time (tablespace_map and backup_manifest rewritten
+// when tablespaces moved; the first error cancels the rest), then
+// place.finish, then folder modes and times (writing files changed the
+// times), and a sync of each root's file system. It returns the number of
+// files and the progress bytes place.file reported.
+func restoreTree(ctx context.Context, r *repo.Repository, s *repo.Snapshot, info *Info, target string,
+	locations map[uint32]string, roots []string, opts RestoreOptions, place restorer) (files, progress int64, err error) {
+	type dirJob struct {
 		dst  string
 		node repo.Node
 	}
-	var files []fileJob
-	var dirs []struct {
-		dst  string
-		node repo.Node
-	}
-	var total int64
+	var (
+		jobs  []fileJob
+		dirs  []dirJob
+		total int64
+	)
 	err = r.Walk(ctx, s.Root, func(p string, n *repo.Node) error {
 		dst, isTablespaceRoot := placePath(target, locations, p)
 		switch n.Type {
 		case repo.NodeDir:
 			if isTablespaceRoot {
-				link := filepath.Join(target, filepath.FromSlash(p))
-				if err := os.Symlink(dst, link); err != nil {
-					return fmt.Errorf("restore: tablespace link %s: %w", link, err)
+				if err := place.symlink(filepath.Join(target, filepath.FromSlash(p)), dst); err != nil {
+					return err
 				}
 			}
-			if err := os.MkdirAll(dst, 0o700); err != nil {
-				return fmt.Errorf("restore: %w", err)
+			if err := place.dir(dst); err != nil {
+				return err
 			}
-			dirs = append(dirs, struct {
-				dst  string
-				node repo.Node
-			}{dst, *n})
+			dirs = append(dirs, dirJob{dst, *n})
 		case repo.NodeSymlink:
-			if err := os.Symlink(n.Target, dst); err != nil {
-				return fmt.Errorf("restore: %w", err)
+			if err := place.symlink(dst, n.Target); err != nil {
+				return err
 			}
 			lchown(dst, n)
 		case repo.NodeFile:
-			files = append(files, fileJob{dst, *n})
+			jobs = append(jobs, fileJob{path: p, dst: dst, node: *n})
 			total += n.Size
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return 0, 0, err
 	}
-
 	overrides, err := tablespaceOverrides(ctx, r, s, info, target, locations)
 	if err != nil {
-		return nil, err
+		return 0, 0, err
 	}
+
 	par := opts.Parallel
 	if par <= 0 {
 		par = 8
 	}
 	var done atomic.Int64
-	err = forEach(ctx, par, files, func(ctx context.Context, j fileJob) error {
-		n, err := restoreFile(ctx, r, j.dst, &j.node, overrides[j.dst])
-		done.Add(n)
-		if opts.Progress != nil {
-			opts.Progress(done.Load(), total)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(par)
+	for _, j := range jobs {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // another file failed
+			}
+			n, err := place.file(gctx, j, overrides[j.dst])
+			done.Add(n)
+			if opts.Progress != nil {
+				opts.Progress(done.Load(), total)
+			}
+			return err
+		})
 	}
-	// Directory modes and times last: writing files changed the times.
+	if err := g.Wait(); err != nil {
+		return 0, 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	if err := place.finish(roots, jobs); err != nil {
+		return 0, 0, err
+	}
 	for i := len(dirs) - 1; i >= 0; i-- {
-		d := dirs[i]
-		applyMeta(d.dst, &d.node)
+		applyMeta(dirs[i].dst, &dirs[i].node)
 	}
 	root := s.RootNode
 	applyMeta(target, &root)
-	for _, dir := range append([]string{target}, values(locations)...) {
+	for _, dir := range roots {
 		if err := syncFS(dir); err != nil {
-			return nil, fmt.Errorf("restore: sync %s: %w", dir, err)
+			return 0, 0, fmt.Errorf("restore: sync %s: %w", dir, err)
 		}
 	}
-	res.Files, res.Bytes, res.Duration = int64(len(files)), done.Load(), time.Since(started)
-	return res, nil
+	return int64(len(jobs)), done.Load(), nil
 }
+
+// plainRestore creates the snapshot's entries in empty folders.
+type plainRestore struct{ r *repo.Repository }
+
+var _ restorer = plainRestore{}
+
+func (p plainRestore) dir(dst string) error {
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+func (p plainRestore) symlink(link, target string) error {
+	if err := os.Symlink(target, link); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+func (p plainRestore) file(ctx context.Context, j fileJob, override []byte) (int64, error) {
+	return restoreFile(ctx, p.r, j.dst, &j.node, override)
+}
+
+func (p plainRestore) finish([]string, []fileJob) error { return nil }
 
 // tablespaceLocations says where each tablespace of a backup goes: its
 // original location, or where mapping moves it.
@@ -170,11 +262,7 @@ func tablespaceLocations(info *Info, mapping map[string]string) (map[uint32]stri
 		locations[ts.OID] = filepath.Clean(loc)
 	}
 	for old := range mapping {
-		found := false
-		for _, ts := range info.Tablespaces {
-			found = found || filepath.Clean(ts.Location) == old
-		}
-		if !found {
+		if !slices.ContainsFunc(info.Tablespaces, func(ts Tablespace) bool { return filepath.Clean(ts.Location) == old }) {
 			return nil, fmt.Errorf("restore: --tablespace-map %s: the backup has no tablespace there", old)
 		}
 	}
@@ -198,14 +286,6 @@ func placePath(target string, locations map[uint32]string, p string) (dst string
 		}
 	}
 	return filepath.Join(target, filepath.FromSlash(p)), false
-}
-
-func values(m map[uint32]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // CheckTarget reports, without changing anything, why Restore with opts
@@ -234,7 +314,7 @@ func CheckTarget(opts RestoreOptions, info *Info) error {
 		if err != nil {
 			return err
 		}
-		dirs = append(dirs, values(locations)...)
+		dirs = append(dirs, slices.Sorted(maps.Values(locations))...)
 	}
 	for _, dir := range dirs {
 		entries, err := os.ReadDir(dir)

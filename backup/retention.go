@@ -1,9 +1,10 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,7 +72,7 @@ type Decision struct {
 // is newest first.
 func PlanRetention(backups []Backup, p Policy, now time.Time) []Decision {
 	sorted := append([]Backup(nil), backups...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Snapshot.StartTime.After(sorted[j].Snapshot.StartTime) })
+	slices.SortFunc(sorted, func(a, b Backup) int { return b.Snapshot.StartTime.Compare(a.Snapshot.StartTime) }) // newest first
 	out := make([]Decision, len(sorted))
 	for i, b := range sorted {
 		out[i] = Decision{ID: b.Snapshot.ID, Time: b.Snapshot.StartTime}
@@ -174,11 +175,8 @@ func PlanWALRetention(entries []repo.WALEntry, retained []Backup, segSize uint64
 			}
 		}
 	}
-	sort.Slice(drop, func(i, j int) bool {
-		if drop[i].Name != drop[j].Name {
-			return drop[i].Name < drop[j].Name
-		}
-		return drop[i].Timeline < drop[j].Timeline
+	slices.SortFunc(drop, func(a, b WALDecision) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.Timeline, b.Timeline))
 	})
 	return keepFrom, drop
 }

@@ -9,12 +9,13 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
 func TestStreamedWALWait(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	if streamerActive(ctx, r) {
 		t.Fatal("no streamer, yet one is active")
 	}

@@ -3,11 +3,9 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,13 +15,16 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/pgvault/pgvault/fs/chunkread"
+	"github.com/pgvault/pgvault/fs/inode"
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 )
 
 // BrowseOptions configure a browse mount.
 type BrowseOptions struct {
 	// Prefetcher reads ahead of sequential readers; nil reads on demand.
-	Prefetcher *Prefetcher
+	Prefetcher *chunkread.Prefetcher
 	// Logger receives read errors; nil discards them.
 	Logger *slog.Logger
 	// Refresh is how long the lists of snapshots and WAL files are reused
@@ -41,7 +42,7 @@ const dynamicTimeout = time.Second
 type browser struct {
 	started time.Time // the mount's own folders carry this time
 	r       *repo.Repository
-	pf      *Prefetcher
+	pf      *chunkread.Prefetcher
 	log     *slog.Logger
 	refresh time.Duration
 
@@ -51,7 +52,7 @@ type browser struct {
 	snapsAt   time.Time
 	wal       map[string][]string // timeline dir -> file names
 	walAt     time.Time
-	owner     Owner
+	owner     overlay.Owner
 	// latestLink is the latest link's inode once looked up.
 	latestLink *gofs.Inode
 
@@ -103,7 +104,7 @@ func (b *browser) loadSnapshots(ctx context.Context, force bool) error {
 	b.snaps, b.snapNames, b.snapsAt = m, order, time.Now()
 	if len(snaps) > 0 {
 		root := snaps[len(snaps)-1].RootNode
-		b.owner = Owner{UID: root.UID, GID: root.GID}
+		b.owner = overlay.Owner{UID: root.UID, GID: root.GID}
 	}
 	b.mu.Unlock()
 	return nil
@@ -132,35 +133,6 @@ func snapshotNames(snaps []*repo.Snapshot) []string {
 	return out
 }
 
-// loadWAL rereads the WAL catalogue listing if it is older than refresh.
-func (b *browser) loadWAL(ctx context.Context) (map[string][]string, error) {
-	b.mu.Lock()
-	if b.wal != nil && time.Since(b.walAt) < b.refresh {
-		w := b.wal
-		b.mu.Unlock()
-		return w, nil
-	}
-	b.mu.Unlock()
-	ents, err := b.r.ListWAL(ctx)
-	if err != nil {
-		return nil, err
-	}
-	w := map[string][]string{}
-	for _, e := range ents {
-		d := tliName(e.Timeline)
-		w[d] = append(w[d], e.Name)
-	}
-	for _, names := range w {
-		sort.Strings(names)
-	}
-	b.mu.Lock()
-	b.wal, b.walAt = w, time.Now()
-	b.mu.Unlock()
-	return w, nil
-}
-
-func tliName(tli uint32) string { return fmt.Sprintf("%08X", tli) }
-
 func (b *browser) readFailed(what string, off int64, err error) syscall.Errno {
 	if errors.Is(err, context.Canceled) {
 		return syscall.EINTR
@@ -171,7 +143,7 @@ func (b *browser) readFailed(what string, off int64, err error) syscall.Errno {
 }
 
 func nodeAttr(n *repo.Node, out *fuse.Attr) {
-	out.Mode = uint32(n.Mode.Perm()) | modeExtra(n.Mode)
+	out.Mode = inode.ModeBits(n.Mode)
 	switch n.Type {
 	case repo.NodeDir:
 		out.Mode |= syscall.S_IFDIR
@@ -193,7 +165,7 @@ func nodeAttr(n *repo.Node, out *fuse.Attr) {
 	out.SetTimes(&t, &t, &t)
 }
 
-func dirAttr(out *fuse.Attr, mode uint32, o Owner, t time.Time) {
+func dirAttr(out *fuse.Attr, mode uint32, o overlay.Owner, t time.Time) {
 	out.Mode = syscall.S_IFDIR | mode
 	out.Nlink = 2
 	out.Size = 4096
@@ -214,26 +186,26 @@ var (
 )
 
 func (n *browseRoot) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr, 0o555, Owner{}, n.b.started)
+	dirAttr(&out.Attr, 0o555, overlay.Owner{}, n.b.started)
 	return 0
 }
 
 func (n *browseRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	switch name {
 	case "snapshots":
-		dirAttr(&out.Attr, 0o555, Owner{}, n.b.started)
-		return n.NewInode(ctx, &snapshotsDir{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("dir", "snapshots")}), 0
+		dirAttr(&out.Attr, 0o555, overlay.Owner{}, n.b.started)
+		return n.NewInode(ctx, &snapshotsDir{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "snapshots")}), 0
 	case "wal":
-		dirAttr(&out.Attr, 0o555, Owner{}, n.b.started)
-		return n.NewInode(ctx, &walDir{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("dir", "wal")}), 0
+		dirAttr(&out.Attr, 0o555, overlay.Owner{}, n.b.started)
+		return n.NewInode(ctx, &walDir{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "wal")}), 0
 	}
 	return nil, syscall.ENOENT
 }
 
 func (n *browseRoot) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(withDots(n.EmbeddedInode(), []fuse.DirEntry{
-		{Name: "snapshots", Mode: syscall.S_IFDIR, Ino: hashIno("dir", "snapshots")},
-		{Name: "wal", Mode: syscall.S_IFDIR, Ino: hashIno("dir", "wal")},
+		{Name: "snapshots", Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "snapshots")},
+		{Name: "wal", Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "wal")},
 	})), 0
 }
 
@@ -250,7 +222,7 @@ var (
 )
 
 func (d *snapshotsDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr, 0o555, Owner{}, d.b.started)
+	dirAttr(&out.Attr, 0o555, overlay.Owner{}, d.b.started)
 	out.SetTimeout(dynamicTimeout)
 	return 0
 }
@@ -282,7 +254,7 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 		out.Nlink = 1
 		out.SetEntryTimeout(dynamicTimeout)
 		out.SetAttrTimeout(dynamicTimeout)
-		in := d.NewInode(ctx, &latestLink{d: d}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: hashIno("latest")})
+		in := d.NewInode(ctx, &latestLink{d: d}, gofs.StableAttr{Mode: syscall.S_IFLNK, Ino: inode.Hash("latest")})
 		b.mu.Lock()
 		b.latestLink = in
 		b.mu.Unlock()
@@ -294,7 +266,7 @@ func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	root := s.RootNode
 	nodeAttr(&root, &out.Attr)
 	out.SetEntryTimeout(dynamicTimeout) // a pruned snapshot disappears
-	return d.NewInode(ctx, &snapNode{b: b, snap: s, node: root}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("snap", s.ID, "")}), 0
+	return d.NewInode(ctx, &snapNode{b: b, snap: s, node: root}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("snap", s.ID, "")}), 0
 }
 
 func (d *snapshotsDir) latest() (string, bool) {
@@ -314,13 +286,13 @@ func (d *snapshotsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Err
 	b.mu.Lock()
 	var ents []fuse.DirEntry
 	for _, name := range b.snapNames {
-		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno("snap", b.snaps[name].ID, "")})
+		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: inode.Hash("snap", b.snaps[name].ID, "")})
 	}
 	if len(b.snapNames) > 0 {
-		ents = append(ents, fuse.DirEntry{Name: "latest", Mode: syscall.S_IFLNK, Ino: hashIno("latest")})
+		ents = append(ents, fuse.DirEntry{Name: "latest", Mode: syscall.S_IFLNK, Ino: inode.Hash("latest")})
 	}
 	b.mu.Unlock()
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	slices.SortFunc(ents, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return gofs.NewListDirStream(withDots(d.EmbeddedInode(), ents)), 0
 }
 
@@ -415,7 +387,7 @@ func (s *snapNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	nodeAttr(c, &out.Attr)
 	p := s.childPath(name)
 	child := &snapNode{b: s.b, snap: s.snap, node: *c, path: p}
-	return s.NewInode(ctx, child, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: hashIno("snap", s.snap.ID, p)}), 0
+	return s.NewInode(ctx, child, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: inode.Hash("snap", s.snap.ID, p)}), 0
 }
 
 func (s *snapNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -427,7 +399,7 @@ func (s *snapNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	for i := range t.Nodes {
 		var a fuse.Attr
 		nodeAttr(&t.Nodes[i], &a)
-		ents[i] = fuse.DirEntry{Name: t.Nodes[i].Name, Mode: a.Mode & syscall.S_IFMT, Ino: hashIno("snap", s.snap.ID, s.childPath(t.Nodes[i].Name))}
+		ents[i] = fuse.DirEntry{Name: t.Nodes[i].Name, Mode: a.Mode & syscall.S_IFMT, Ino: inode.Hash("snap", s.snap.ID, s.childPath(t.Nodes[i].Name))}
 	}
 	return gofs.NewListDirStream(withDots(s.EmbeddedInode(), ents)), 0
 }
@@ -447,7 +419,7 @@ func (s *snapNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // browseHandle is an open file of a browse mount.
 type browseHandle struct {
 	f  *repo.File
-	ra readahead
+	ra chunkread.Readahead
 }
 
 func (s *snapNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -482,196 +454,9 @@ func readHandle(ctx context.Context, b *browser, h *browseHandle, what string, d
 		return fuse.ReadResultData(nil), 0
 	}
 	dest = dest[:min(int64(len(dest)), h.f.Size()-off)]
-	n, err := readBase(ctx, b.pf, &h.ra, h.f, dest, off)
+	n, err := chunkread.Read(ctx, b.pf, &h.ra, h.f, dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && n == len(dest)) {
 		return nil, b.readFailed(what, off, err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
-}
-
-// walDir lists the timelines of the WAL catalogue.
-type walDir struct {
-	gofs.Inode
-	b *browser
-}
-
-var (
-	_ gofs.NodeLookuper  = (*walDir)(nil)
-	_ gofs.NodeReaddirer = (*walDir)(nil)
-	_ gofs.NodeGetattrer = (*walDir)(nil)
-)
-
-func (d *walDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr, 0o555, Owner{}, d.b.started)
-	out.SetTimeout(dynamicTimeout)
-	return 0
-}
-
-func (d *walDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	w, err := d.b.loadWAL(ctx)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	if _, ok := w[name]; !ok {
-		return nil, syscall.ENOENT
-	}
-	tli, err := strconv.ParseUint(name, 16, 32)
-	if err != nil {
-		return nil, syscall.ENOENT
-	}
-	d.b.mu.Lock()
-	o := d.b.owner
-	d.b.mu.Unlock()
-	dirAttr(&out.Attr, 0o700, o, d.b.started)
-	out.SetEntryTimeout(dynamicTimeout)
-	out.SetAttrTimeout(dynamicTimeout)
-	return d.NewInode(ctx, &walTimelineDir{b: d.b, tli: uint32(tli), name: name}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("wal", name)}), 0
-}
-
-func (d *walDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	w, err := d.b.loadWAL(ctx)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	var ents []fuse.DirEntry
-	for name := range w {
-		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: hashIno("wal", name)})
-	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
-	return gofs.NewListDirStream(withDots(d.EmbeddedInode(), ents)), 0
-}
-
-// walTimelineDir lists the WAL files of one timeline.
-type walTimelineDir struct {
-	gofs.Inode
-	b    *browser
-	tli  uint32
-	name string
-}
-
-var (
-	_ gofs.NodeLookuper  = (*walTimelineDir)(nil)
-	_ gofs.NodeReaddirer = (*walTimelineDir)(nil)
-	_ gofs.NodeGetattrer = (*walTimelineDir)(nil)
-)
-
-func (d *walTimelineDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.b.mu.Lock()
-	o := d.b.owner
-	d.b.mu.Unlock()
-	dirAttr(&out.Attr, 0o700, o, d.b.started)
-	out.SetTimeout(dynamicTimeout)
-	return 0
-}
-
-func walAttr(wf *repo.WALFile, o Owner, out *fuse.Attr) {
-	out.Mode = syscall.S_IFREG | 0o600
-	out.Size = uint64(wf.Size)
-	out.Nlink = 1
-	out.Uid, out.Gid = o.UID, o.GID
-	out.Blksize = 4096
-	out.Blocks = (out.Size + 511) / 512
-	t := wf.Created
-	out.SetTimes(&t, &t, &t)
-}
-
-func (d *walTimelineDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	wf, err := d.b.r.LoadWALFile(ctx, d.tli, name)
-	if err != nil {
-		if errors.Is(err, repo.ErrWALNotFound) {
-			return nil, syscall.ENOENT
-		}
-		return nil, d.b.readFailed("wal/"+d.name+"/"+name, 0, err)
-	}
-	d.b.mu.Lock()
-	o := d.b.owner
-	d.b.mu.Unlock()
-	walAttr(wf, o, &out.Attr)
-	if wf.Partial {
-		out.SetEntryTimeout(dynamicTimeout)
-		out.SetAttrTimeout(dynamicTimeout)
-	}
-	return d.NewInode(ctx, &walFileNode{b: d.b, dir: d, name: name}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: hashIno("wal", d.name, name)}), 0
-}
-
-func (d *walTimelineDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	w, err := d.b.loadWAL(ctx)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	var ents []fuse.DirEntry
-	for _, name := range w[d.name] {
-		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: hashIno("wal", d.name, name)})
-	}
-	return gofs.NewListDirStream(withDots(d.EmbeddedInode(), ents)), 0
-}
-
-// walFileNode is one WAL file of the catalogue, served byte-exact. A
-// complete segment or history file never changes; a .partial segment is
-// replaced while the streamer runs, so it is read afresh at every open and
-// not kept in the page cache.
-type walFileNode struct {
-	gofs.Inode
-	b    *browser
-	dir  *walTimelineDir
-	name string
-}
-
-var (
-	_ gofs.NodeOpener    = (*walFileNode)(nil)
-	_ gofs.NodeReader    = (*walFileNode)(nil)
-	_ gofs.NodeGetattrer = (*walFileNode)(nil)
-)
-
-func (w *walFileNode) load(ctx context.Context) (*repo.WALFile, syscall.Errno) {
-	wf, err := w.b.r.LoadWALFile(ctx, w.dir.tli, w.name)
-	if err != nil {
-		if errors.Is(err, repo.ErrWALNotFound) {
-			return nil, syscall.ENOENT
-		}
-		return nil, w.b.readFailed("wal/"+w.dir.name+"/"+w.name, 0, err)
-	}
-	return wf, 0
-}
-
-func (w *walFileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	wf, errno := w.load(ctx)
-	if errno != 0 {
-		return errno
-	}
-	w.b.mu.Lock()
-	o := w.b.owner
-	w.b.mu.Unlock()
-	walAttr(wf, o, &out.Attr)
-	if wf.Partial {
-		out.SetTimeout(dynamicTimeout)
-	}
-	return 0
-}
-
-func (w *walFileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EROFS
-	}
-	wf, errno := w.load(ctx)
-	if errno != 0 {
-		return nil, 0, errno
-	}
-	f, err := w.b.r.OpenNode(ctx, &repo.Node{Name: w.name, Type: repo.NodeFile, Size: wf.Size, Chunks: wf.Chunks})
-	if err != nil {
-		return nil, 0, w.b.readFailed("wal/"+w.dir.name+"/"+w.name, 0, err)
-	}
-	var fl uint32
-	if !wf.Partial {
-		fl = fuse.FOPEN_KEEP_CACHE
-	}
-	return &browseHandle{f: f}, fl, 0
-}
-
-func (w *walFileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h, ok := fh.(*browseHandle)
-	if !ok {
-		return nil, syscall.EBADF
-	}
-	return readHandle(ctx, w.b, h, "wal/"+w.dir.name+"/"+w.name, dest, off)
 }

@@ -10,23 +10,32 @@
 //	snapshots/latest     -> the newest snapshot
 //	wal/<timeline>/<name>   every WAL file of the catalogue, byte-exact
 //
-// Instant mode (OpenOverlay + NewInstantRoot) shows one snapshot as a
-// writable data directory. Reads of untouched content come lazily from
-// the repository; every change goes to a copy-on-write overlay in a
-// scratch folder: per-block (8 KiB) tracking of changed ranges in a
-// sparse upper file per file, and a journal of namespace changes and
-// block-map updates that survives kill -9 of the mount process (what an
-// fsync acknowledged is there after a remount with the same scratch).
-// docs/explanation/mount.md describes the formats and why they are
-// crash-consistent.
+// Instant mode (overlay.Open, then NewInstantRoot) shows one snapshot as
+// a writable data directory, plus the WAL view (WALDirName) that
+// restore_command copies from. The nodes are a thin FUSE face over the
+// copy-on-write engine of package fs/overlay, which holds all the state:
+// reads of untouched content come lazily from the repository, every
+// change goes to the overlay's scratch folder and survives kill -9 of the
+// mount process once fsynced. docs/explanation/mount.md describes the
+// formats and why they are crash-consistent.
+//
+// # Packages
+//
+//	fs            the go-fuse nodes (browse, instant, WAL view), Mount, Unmount
+//	fs/overlay    the copy-on-write engine: namespace, block maps, journal,
+//	              copy-on-read, hydration, warm-up, Changes; no FUSE
+//	fs/chunkread  chunk reads with sequential readahead (Prefetcher)
+//	fs/inode      deterministic inode numbers and mode bits
+//	fs/verify     checks that a backup restores (chunks, or a boot on a mount)
 //
 // # Reads
 //
 // File content is fetched chunk by chunk through the repository's bounded
 // blob cache, which merges concurrent loads of one chunk. Each open file
 // detects sequential access and prefetches the next chunks in parallel
-// (Prefetcher). Immutable content is served with long entry and attribute
-// timeouts and FOPEN_KEEP_CACHE, so the kernel page cache keeps it.
+// (chunkread.Prefetcher). Immutable content is served with long entry
+// and attribute timeouts and FOPEN_KEEP_CACHE, so the kernel page cache
+// keeps it.
 //
 // # Contract
 //

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend/mem"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
+
+// The fixtures here repeat those of fs/overlay's helpers_test.go (keep
+// them in step): test files cannot be shared between packages, and a
+// helper package would ship test code.
 
 // testData is a small data directory: path -> content (nil for
 // directories, "->target" entries in links).
@@ -47,19 +51,6 @@ func sampleTree() *testTree {
 	}
 }
 
-// startableTree is sampleTree with a real PostgreSQL 15 pg_control, as
-// Prepare needs.
-func startableTree(t testing.TB) *testTree {
-	t.Helper()
-	tree := sampleTree()
-	control, err := os.ReadFile("../stream/wal/testdata/pg15-basebackup/pg_control")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree.files[wal.ControlFilePath] = control
-	return tree
-}
-
 var testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // testSnapshot stores tree as a snapshot of a fresh in-memory repository.
@@ -72,7 +63,7 @@ func testSnapshot(t testing.TB, tree *testTree) (*repo.Repository, *repo.Snapsho
 // testSnapshotOn is testSnapshot that also returns the backend.
 func testSnapshotOn(t testing.TB, tree *testTree) (*repo.Repository, *repo.Snapshot, *mem.Backend) {
 	t.Helper()
-	r, be := repo.TestRepository(t)
+	r, be := repotest.New(t)
 	ctx := context.Background()
 	w := r.NewSnapshotWriter(ctx)
 	for _, d := range tree.dirs {
@@ -102,55 +93,27 @@ func testSnapshotOn(t testing.TB, tree *testTree) (*repo.Repository, *repo.Snaps
 }
 
 // openTestOverlay opens an overlay of s in scratch.
-func openTestOverlay(t testing.TB, r *repo.Repository, s *repo.Snapshot, scratch string) *Overlay {
+func openTestOverlay(t testing.TB, r *repo.Repository, s *repo.Snapshot, scratch string) *overlay.Overlay {
 	t.Helper()
-	return openTestOverlayWith(t, r, s, OverlayOptions{Scratch: scratch})
+	return openTestOverlayWith(t, r, s, overlay.Options{Scratch: scratch})
 }
 
 // openTestOverlayWith opens an overlay with opts (owner 1000:1001).
-func openTestOverlayWith(t testing.TB, r *repo.Repository, s *repo.Snapshot, opts OverlayOptions) *Overlay {
+func openTestOverlayWith(t testing.TB, r *repo.Repository, s *repo.Snapshot, opts overlay.Options) *overlay.Overlay {
 	t.Helper()
-	opts.Owner = Owner{UID: 1000, GID: 1001}
-	ov, err := OpenOverlay(context.Background(), r, s, opts)
+	opts.Owner = overlay.Owner{UID: 1000, GID: 1001}
+	ov, err := overlay.Open(context.Background(), r, s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ov
 }
 
-// crash drops an overlay the way kill -9 does: nothing synced, no
-// compaction; only what was written to files survives (the page cache
-// keeps it).
-func (ov *Overlay) crash() {
-	ov.stopCopyOnRead()
-	for _, n := range ov.fileNodes() {
-		if n.file.upper != nil {
-			n.file.upper.Close()
-		}
-	}
-	ov.j.f.Close()
-	ov.lock.Close()
-}
-
-func mustRead(t testing.TB, ov *Overlay, p string) []byte {
+func mustRead(t testing.TB, ov *overlay.Overlay, p string) []byte {
 	t.Helper()
 	b, err := ov.ReadFile(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func mustNode(t testing.TB, ov *Overlay, p string) *onode {
-	t.Helper()
-	n, err := ov.walkPath(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

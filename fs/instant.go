@@ -9,6 +9,9 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/pgvault/pgvault/fs/chunkread"
+	"github.com/pgvault/pgvault/fs/inode"
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -35,23 +38,23 @@ type InstantOptions struct {
 // node. All state lives in the Overlay.
 type instNode struct {
 	gofs.Inode
-	ov   *Overlay
-	n    *onode
+	ov   *overlay.Overlay
+	n    *overlay.Node
 	opts *InstantOptions
 }
 
 // NewInstantRoot returns the root node of an instant mount of ov.
-func NewInstantRoot(ov *Overlay, opts InstantOptions) gofs.InodeEmbedder {
+func NewInstantRoot(ov *overlay.Overlay, opts InstantOptions) gofs.InodeEmbedder {
 	if opts.SegmentSize == 0 {
 		opts.SegmentSize = wal.DefaultSegmentSize
 	}
 	opts.served = &servedSegments{}
-	return &instNode{ov: ov, n: ov.root, opts: &opts}
+	return &instNode{ov: ov, n: ov.Root(), opts: &opts}
 }
 
 // OnAdd starts loading the first WAL segment when the root is mounted.
 func (in *instNode) OnAdd(ctx context.Context) {
-	if in.n != in.ov.root || !in.opts.ServeWAL || in.opts.FirstSegment == "" {
+	if in.n != in.ov.Root() || !in.opts.ServeWAL || in.opts.FirstSegment == "" {
 		return
 	}
 	d := &walServeDir{ov: in.ov, segSize: in.opts.SegmentSize, served: in.opts.served}
@@ -86,7 +89,7 @@ var (
 
 // instHandle is an open file of an instant mount.
 type instHandle struct {
-	ra readahead
+	ra chunkread.Readahead
 	pt bool
 }
 
@@ -101,22 +104,22 @@ var _ gofs.FilePassthroughFder = (*ptHandle)(nil)
 // PassthroughFd hands the upper file to the kernel.
 func (h *ptHandle) PassthroughFd() (int, bool) { return h.fd, true }
 
-func stableMode(k nodeKind) uint32 {
+func stableMode(k overlay.Kind) uint32 {
 	switch k {
-	case kindDir:
+	case overlay.KindDir:
 		return syscall.S_IFDIR
-	case kindSymlink:
+	case overlay.KindSymlink:
 		return syscall.S_IFLNK
 	}
 	return syscall.S_IFREG
 }
 
 // child wraps an overlay node in an Inode.
-func (in *instNode) child(ctx context.Context, c *onode) *gofs.Inode {
-	return in.NewInode(ctx, &instNode{ov: in.ov, n: c, opts: in.opts}, gofs.StableAttr{Mode: stableMode(c.kind), Ino: c.ino})
+func (in *instNode) child(ctx context.Context, c *overlay.Node) *gofs.Inode {
+	return in.NewInode(ctx, &instNode{ov: in.ov, n: c, opts: in.opts}, gofs.StableAttr{Mode: stableMode(c.Kind()), Ino: c.Ino()})
 }
 
-func fillAttr(a nodeAttrs, out *fuse.Attr) {
+func fillAttr(a overlay.Attr, out *fuse.Attr) {
 	out.Ino = a.Ino
 	out.Mode = stableMode(a.Kind) | a.Mode
 	out.Size = uint64(a.Size)
@@ -127,30 +130,30 @@ func fillAttr(a nodeAttrs, out *fuse.Attr) {
 	out.SetTimes(&a.MTime, &a.MTime, &a.CTime)
 }
 
-func caller(ctx context.Context) Owner {
+func caller(ctx context.Context) overlay.Owner {
 	if c, ok := fuse.FromContext(ctx); ok {
-		return Owner{UID: c.Uid, GID: c.Gid}
+		return overlay.Owner{UID: c.Uid, GID: c.Gid}
 	}
-	return Owner{}
+	return overlay.Owner{}
 }
 
 // Lookup finds a directory entry.
 func (in *instNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if name == WALDirName && in.opts.ServeWAL && in.n == in.ov.root {
-		dirAttr(&out.Attr, 0o500, in.ov.owner, in.ov.now())
-		return in.NewInode(ctx, &walServeDir{ov: in.ov, segSize: in.opts.SegmentSize, served: in.opts.served}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: hashIno("serve-wal")}), 0
+	if name == WALDirName && in.opts.ServeWAL && in.n == in.ov.Root() {
+		dirAttr(&out.Attr, 0o500, in.ov.Owner(), in.ov.Now())
+		return in.NewInode(ctx, &walServeDir{ov: in.ov, segSize: in.opts.SegmentSize, served: in.opts.served}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("serve-wal")}), 0
 	}
-	c, err := in.ov.lookup(ctx, in.n, name)
+	c, err := in.ov.Lookup(ctx, in.n, name)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	fillAttr(in.ov.attr(c), &out.Attr)
+	fillAttr(in.ov.Attr(c), &out.Attr)
 	return in.child(ctx, c), 0
 }
 
 // Readdir lists a directory.
 func (in *instNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ents, err := in.ov.list(ctx, in.n)
+	ents, err := in.ov.List(ctx, in.n)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -163,13 +166,13 @@ func (in *instNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 
 // Getattr reports a node's attributes.
 func (in *instNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(in.ov.attr(in.n), &out.Attr)
+	fillAttr(in.ov.Attr(in.n), &out.Attr)
 	return 0
 }
 
 // Setattr changes mode, owner, size or times.
 func (in *instNode) Setattr(ctx context.Context, f gofs.FileHandle, set *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	var s attrChange
+	var s overlay.AttrChange
 	if m, ok := set.GetMode(); ok {
 		s.Mode = &m
 	}
@@ -189,10 +192,10 @@ func (in *instNode) Setattr(ctx context.Context, f gofs.FileHandle, set *fuse.Se
 		now := time.Now()
 		s.MTime = &now
 	}
-	if err := in.ov.setattr(ctx, in.n, s); err != nil {
+	if err := in.ov.Setattr(ctx, in.n, s); err != nil {
 		return toErrno(err)
 	}
-	fillAttr(in.ov.attr(in.n), &out.Attr)
+	fillAttr(in.ov.Attr(in.n), &out.Attr)
 	return 0
 }
 
@@ -202,22 +205,18 @@ func (in *instNode) Setattr(ctx context.Context, f gofs.FileHandle, set *fuse.Se
 // whole in the overlay may be served by kernel passthrough.
 func (in *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	n := in.n
-	if n.kind != kindFile {
+	if n.Kind() != overlay.KindFile {
 		return nil, 0, syscall.EINVAL
 	}
-	f := n.file
-	f.mu.RLock()
-	untouched := !f.modified
-	local := f.local
-	f.mu.RUnlock()
+	local, modified := in.ov.OpenState(n)
 	if local && in.opts.Passthrough {
 		if h := in.passthroughHandle(); h != nil {
 			return h, 0, 0
 		}
 	}
-	in.ov.opened(n, false)
+	in.ov.Opened(n, false)
 	var fl uint32
-	if untouched {
+	if !modified {
 		fl = fuse.FOPEN_KEEP_CACHE
 	}
 	return &instHandle{}, fl, 0
@@ -227,21 +226,11 @@ func (in *instNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 // other kind of handle open (the kernel refuses to mix cached and
 // passthrough opens of one inode).
 func (in *instNode) passthroughHandle() *ptHandle {
-	ov, n := in.ov, in.n
-	f := n.file
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.local || ov.openUpperLocked(n) != nil {
+	fd, ok := in.ov.OpenPassthrough(in.n)
+	if !ok {
 		return nil
 	}
-	ov.mu.Lock()
-	defer ov.mu.Unlock()
-	if n.opens != n.ptOpens {
-		return nil
-	}
-	n.opens++
-	n.ptOpens++
-	return &ptHandle{instHandle: instHandle{pt: true}, fd: int(f.upper.Fd())}
+	return &ptHandle{instHandle: instHandle{pt: true}, fd: fd}
 }
 
 func handleOf(f gofs.FileHandle) *instHandle {
@@ -260,34 +249,34 @@ func isRestoreTarget(name string) bool { return name == "RECOVERYXLOG" || name =
 
 // Create makes and opens a new file.
 func (in *instNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	c, err := in.ov.create(ctx, in.n, name, kindFile, mode, caller(ctx), "")
+	c, err := in.ov.Create(ctx, in.n, name, overlay.KindFile, mode, caller(ctx), "")
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	fillAttr(in.ov.attr(c), &out.Attr)
+	fillAttr(in.ov.Attr(c), &out.Attr)
 	child := in.child(ctx, c)
 	// A new file is held whole in the overlay from the start, so it can be
 	// served by passthrough at once: PostgreSQL writes new WAL segments
 	// 8 KiB at a time (16 MiB as recovery ends and at every segment
 	// switch), and through the daemon each write is a round trip. Not the
 	// file restore_command copies a segment into: that copy becomes a
-	// reference (cloneWAL), which no passthrough handle may bypass.
+	// reference (CloneWAL), which no passthrough handle may bypass.
 	if cn, ok := child.Operations().(*instNode); ok && in.opts.Passthrough && !isRestoreTarget(name) {
 		if h := cn.passthroughHandle(); h != nil {
 			return child, h, 0, 0
 		}
 	}
-	in.ov.opened(c, false)
+	in.ov.Opened(c, false)
 	return child, &instHandle{}, 0, 0
 }
 
 // Read reads file content.
 func (in *instNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	var ra *readahead
+	var ra *chunkread.Readahead
 	if h := handleOf(f); h != nil {
 		ra = &h.ra
 	}
-	n, err := in.ov.read(ctx, in.n, dest, off, ra)
+	n, err := in.ov.Read(ctx, in.n, dest, off, ra)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -296,10 +285,7 @@ func (in *instNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, of
 
 // Write writes file content into the overlay.
 func (in *instNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	if in.n.kind != kindFile {
-		return 0, syscall.EINVAL
-	}
-	n, err := in.ov.write(ctx, in.n, data, off)
+	n, err := in.ov.Write(ctx, in.n, data, off)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -308,7 +294,7 @@ func (in *instNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, o
 
 // Fsync makes the file and every namespace change so far durable.
 func (in *instNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
-	return toErrno(in.ov.fsync(ctx, in.n))
+	return toErrno(in.ov.Fsync(ctx, in.n))
 }
 
 // Flush is called on every close; durability is Fsync's job, so there is
@@ -323,34 +309,34 @@ func (in *instNode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno 
 // Release closes a handle.
 func (in *instNode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	if h := handleOf(f); h != nil {
-		in.ov.released(in.n, h.pt)
+		in.ov.Released(in.n, h.pt)
 	}
 	return 0
 }
 
 // Mkdir makes a directory.
 func (in *instNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, err := in.ov.create(ctx, in.n, name, kindDir, mode, caller(ctx), "")
+	c, err := in.ov.Create(ctx, in.n, name, overlay.KindDir, mode, caller(ctx), "")
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	fillAttr(in.ov.attr(c), &out.Attr)
+	fillAttr(in.ov.Attr(c), &out.Attr)
 	return in.child(ctx, c), 0
 }
 
 // Symlink makes a symbolic link.
 func (in *instNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, err := in.ov.create(ctx, in.n, name, kindSymlink, 0o777, caller(ctx), target)
+	c, err := in.ov.Create(ctx, in.n, name, overlay.KindSymlink, 0o777, caller(ctx), target)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	fillAttr(in.ov.attr(c), &out.Attr)
+	fillAttr(in.ov.Attr(c), &out.Attr)
 	return in.child(ctx, c), 0
 }
 
 // Readlink returns a symbolic link's target.
 func (in *instNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	t, err := in.ov.readlink(in.n)
+	t, err := in.ov.Readlink(in.n)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -359,12 +345,12 @@ func (in *instNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // Rmdir removes an empty directory.
 func (in *instNode) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return toErrno(in.ov.remove(ctx, in.n, name, true))
+	return toErrno(in.ov.Remove(ctx, in.n, name, true))
 }
 
 // Unlink removes a file or symbolic link; open handles keep working.
 func (in *instNode) Unlink(ctx context.Context, name string) syscall.Errno {
-	return toErrno(in.ov.remove(ctx, in.n, name, false))
+	return toErrno(in.ov.Remove(ctx, in.n, name, false))
 }
 
 // Rename moves an entry (replacing the destination, or exchanging).
@@ -373,7 +359,7 @@ func (in *instNode) Rename(ctx context.Context, name string, newParent gofs.Inod
 	if !ok {
 		return syscall.EXDEV
 	}
-	return toErrno(in.ov.rename(ctx, in.n, name, to.n, newName, flags))
+	return toErrno(in.ov.Rename(ctx, in.n, name, to.n, newName, flags))
 }
 
 // Link is not supported: a node has one parent in the overlay.
@@ -388,16 +374,13 @@ func (in *instNode) Mknod(ctx context.Context, name string, mode uint32, dev uin
 
 // Allocate implements fallocate.
 func (in *instNode) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
-	if in.n.kind != kindFile {
-		return syscall.ENODEV
-	}
-	return toErrno(in.ov.allocate(ctx, in.n, int64(off), int64(size), mode))
+	return toErrno(in.ov.Allocate(ctx, in.n, int64(off), int64(size), mode))
 }
 
 // Statfs reports the scratch folder's filesystem: that is where writes go.
 func (in *instNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var st unix.Statfs_t
-	if err := unix.Statfs(in.ov.dir, &st); err != nil {
+	if err := unix.Statfs(in.ov.Scratch(), &st); err != nil {
 		return toErrno(err)
 	}
 	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
@@ -411,7 +394,7 @@ func (in *instNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Err
 // are an optimisation a reader may not rely on), the only hole is at the
 // end.
 func (in *instNode) Lseek(ctx context.Context, f gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	size := uint64(in.ov.attr(in.n).Size)
+	size := uint64(in.ov.Attr(in.n).Size)
 	switch whence {
 	case unix.SEEK_DATA:
 		if off >= size {

@@ -53,23 +53,3 @@ func TestScanMountinfo(t *testing.T) {
 		}
 	}
 }
-
-func TestHashIno(t *testing.T) {
-	seen := map[uint64]string{}
-	for _, p := range []string{"", "a", "b", "base/1/16384", "base/1/16385", "global/pg_control"} {
-		ino := hashIno("base", p)
-		if ino <= rootIno || ino >= overlayInoBase {
-			t.Fatalf("hashIno(%q) = %d: outside (1, 2^63)", p, ino)
-		}
-		if q, dup := seen[ino]; dup {
-			t.Fatalf("%q and %q share inode %d", p, q, ino)
-		}
-		seen[ino] = p
-		if hashIno("base", p) != ino {
-			t.Fatal("not deterministic")
-		}
-	}
-	if hashIno("a", "b") == hashIno("ab") {
-		t.Fatal("parts are not separated")
-	}
-}

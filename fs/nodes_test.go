@@ -13,8 +13,12 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/fs/chunkread"
+	"github.com/pgvault/pgvault/fs/inode"
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -97,7 +101,7 @@ func TestBrowseNodes(t *testing.T) {
 	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000003.partial", segment[:5000], true); err != nil {
 		t.Fatal(err)
 	}
-	root, err := NewBrowseRoot(ctx, r, BrowseOptions{Prefetcher: NewPrefetcher(ctx, r, 4, 8)})
+	root, err := NewBrowseRoot(ctx, r, BrowseOptions{Prefetcher: chunkread.NewPrefetcher(ctx, r, 4, 8)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +196,7 @@ func TestBrowseReadErrorIsEIO(t *testing.T) {
 	}
 	chunks, _ := r.ChunkList(ctx, n)
 	damageBlob(t, be, r, chunks[1].ID)
-	fresh, err := repo.Open(ctx, be, []byte(repo.TestPassword), repo.Options{})
+	fresh, err := repo.Open(ctx, be, []byte(repotest.Password), repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +286,7 @@ func TestInstantNodes(t *testing.T) {
 	// Create, write, rename over, unlink, mkdir, symlink, setattr.
 	var eout fuse.EntryOut
 	in, fh, _, errno := root.(gofs.NodeCreater).Create(ctx, "new.conf", syscall.O_RDWR, 0o600, &eout)
-	if errno != 0 || eout.Uid != 1000 || eout.Ino < overlayInoBase {
+	if errno != 0 || eout.Uid != 1000 || eout.Ino < inode.OverlayBase {
 		t.Fatalf("create: %v uid %d ino %d", errno, eout.Uid, eout.Ino)
 	}
 	in.Operations().(gofs.NodeWriter).Write(ctx, fh, []byte("port = 5433\n"), 0)
@@ -372,13 +376,13 @@ func TestInstantServesWarmSegment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	open := func() (*Overlay, *servedSegments, gofs.InodeEmbedder) {
-		fresh, err := repo.Open(ctx, be, []byte(repo.TestPassword), repo.Options{})
+	open := func() (*overlay.Overlay, *servedSegments, gofs.InodeEmbedder) {
+		fresh, err := repo.Open(ctx, be, []byte(repotest.Password), repo.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { fresh.Close() })
-		ov, err := OpenOverlay(ctx, fresh, s, OverlayOptions{Scratch: t.TempDir()})
+		ov, err := overlay.Open(ctx, fresh, s, overlay.Options{Scratch: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
 
 // slowPacks delays every pack read, as a distant object store does.
@@ -44,12 +45,12 @@ func TestRequestsOutlastSignals(t *testing.T) {
 	}
 	ctx := context.Background()
 	_, s, be := testSnapshotOn(t, sampleTree())
-	r, err := repo.Open(ctx, slowPacks{be, 300 * time.Millisecond}, []byte(repo.TestPassword), repo.Options{})
+	r, err := repo.Open(ctx, slowPacks{be, 300 * time.Millisecond}, []byte(repotest.Password), repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	ov := openTestOverlayWith(t, r, s, OverlayOptions{Scratch: t.TempDir()})
+	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(ctx)
 	dir := t.TempDir()
 	m, err := Mount(ctx, dir, NewInstantRoot(ov, InstantOptions{}), MountOptions{})

@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -34,10 +36,11 @@ func (w *walLoads) count(name string) int {
 	return w.n[name]
 }
 
-// TestWALEntriesAsked: a complete segment's entry is read from the
-// repository once however often recovery asks; a missing history file is
-// asked again only after historyMissTTL; a .partial and a missing segment
-// are asked every time.
+// TestWALEntriesAsked: the WAL view resolves names through the overlay's
+// catalogue cache: a complete segment's entry is read from the repository
+// once however often recovery asks, a missing history file once for a
+// while; a .partial and a missing segment (and its .partial) are asked
+// every time.
 func TestWALEntriesAsked(t *testing.T) {
 	ctx := context.Background()
 	r, s, be := testSnapshotOn(t, sampleTree())
@@ -52,13 +55,13 @@ func TestWALEntriesAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 	wl := &walLoads{Backend: be, n: map[string]int{}}
-	fresh, err := repo.Open(ctx, wl, []byte(repo.TestPassword), repo.Options{})
+	fresh, err := repo.Open(ctx, wl, []byte(repotest.Password), repo.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
 	now := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
-	ov, err := OpenOverlay(ctx, fresh, s, OverlayOptions{Scratch: t.TempDir(), Now: func() time.Time { return now }})
+	ov, err := overlay.Open(ctx, fresh, s, overlay.Options{Scratch: t.TempDir(), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,18 +82,14 @@ func TestWALEntriesAsked(t *testing.T) {
 		}
 	}
 	// The copy PostgreSQL made of the segment reads through the entry too.
-	if _, err := ov.loadWALFile(ctx, 1, seg); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(historyMissTTL)
-	if _, _, err := d.resolve(ctx, history); !errors.Is(err, repo.ErrWALNotFound) {
+	if _, err := ov.LoadWALFile(ctx, 1, seg); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]int{
 		seg:               1,
 		part + ".partial": 3,
 		missing:           3, // and as many lookups of its .partial
-		history:           2,
+		history:           1, // asked again only after a while (fs/overlay tests that)
 	} {
 		if got := wl.count("00000001/"+name) + wl.count("00000002/"+name); got != want {
 			t.Errorf("%s: %d loads, want %d", name, got, want)

@@ -13,7 +13,10 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/pgvault/pgvault/fs/inode"
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -38,7 +41,7 @@ func WALRestoreCommand(mountpoint string) string {
 // walServeDir is the root's WALDirName folder.
 type walServeDir struct {
 	gofs.Inode
-	ov      *Overlay
+	ov      *overlay.Overlay
 	segSize uint64
 	served  *servedSegments
 }
@@ -115,7 +118,7 @@ var (
 )
 
 func (d *walServeDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr, 0o500, d.ov.owner, d.ov.now())
+	dirAttr(&out.Attr, 0o500, d.ov.Owner(), d.ov.Now())
 	out.SetTimeout(dynamicTimeout)
 	return 0
 }
@@ -146,20 +149,20 @@ func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *rep
 	}
 	switch fn.Kind {
 	case wal.KindSegment:
-		wf, err := d.ov.loadWALFile(ctx, fn.Timeline, name)
+		wf, err := d.ov.LoadWALFile(ctx, fn.Timeline, name)
 		if err == nil {
 			return walSource{tli: fn.Timeline, stored: name, size: wf.Size, segment: true}, wf, nil
 		}
 		if !errors.Is(err, repo.ErrWALNotFound) {
 			return walSource{}, nil, err
 		}
-		wf, err = d.ov.loadWALFile(ctx, fn.Timeline, name+".partial")
+		wf, err = d.ov.LoadWALFile(ctx, fn.Timeline, name+".partial")
 		if err != nil {
 			return walSource{}, nil, err
 		}
 		return walSource{tli: fn.Timeline, stored: name + ".partial", size: int64(d.segSize), partial: true, segment: true}, wf, nil
 	case wal.KindHistory, wal.KindBackupHistory:
-		wf, err := d.ov.loadWALFile(ctx, fn.Timeline, name)
+		wf, err := d.ov.LoadWALFile(ctx, fn.Timeline, name)
 		if err != nil {
 			return walSource{}, nil, err
 		}
@@ -169,23 +172,23 @@ func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *rep
 }
 
 func (d *walServeDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d.ov.noteRecovering()
+	d.ov.MarkRecovering()
 	src, _, err := d.resolve(ctx, name)
 	if err != nil {
 		if errors.Is(err, repo.ErrWALNotFound) {
 			return nil, syscall.ENOENT
 		}
-		d.ov.log.Error("WAL lookup failed", "file", name, "err", err)
+		d.ov.Logger().Error("WAL lookup failed", "file", name, "err", err)
 		return nil, toErrno(err)
 	}
-	walServeAttr(src.size, d.ov.owner, d.ov.now(), &out.Attr)
+	walServeAttr(src.size, d.ov.Owner(), d.ov.Now(), &out.Attr)
 	// Not cached: a .partial grows while the streamer runs.
 	out.SetEntryTimeout(0)
 	out.SetAttrTimeout(0)
-	return d.NewInode(ctx, &walServeFile{dir: d, name: name}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: hashIno("serve-wal", name)}), 0
+	return d.NewInode(ctx, &walServeFile{dir: d, name: name}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode.Hash("serve-wal", name)}), 0
 }
 
-func walServeAttr(size int64, o Owner, t time.Time, out *fuse.Attr) {
+func walServeAttr(size int64, o overlay.Owner, t time.Time, out *fuse.Attr) {
 	out.Mode = syscall.S_IFREG | 0o600 // cp gives its copy this mode; PostgreSQL needs to write pg_wal files
 	out.Size = uint64(size)
 	out.Nlink = 1
@@ -211,15 +214,15 @@ var (
 
 // walServeHandle holds the whole file: restore_command copies it once.
 // clone is set for a complete segment as stored, which a whole copy
-// into the data directory may reference instead of copying (cloneWAL).
+// into the data directory may reference instead of copying (CloneWAL).
 type walServeHandle struct {
 	data  []byte
-	clone *walClone
+	clone *overlay.WALRef
 }
 
 func (f *walServeFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*walServeHandle); ok {
-		walServeAttr(int64(len(h.data)), f.dir.ov.owner, f.dir.ov.now(), &out.Attr)
+		walServeAttr(int64(len(h.data)), f.dir.ov.Owner(), f.dir.ov.Now(), &out.Attr)
 		return 0
 	}
 	src, _, err := f.dir.resolve(ctx, f.name)
@@ -229,7 +232,7 @@ func (f *walServeFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fus
 		}
 		return toErrno(err)
 	}
-	walServeAttr(src.size, f.dir.ov.owner, f.dir.ov.now(), &out.Attr)
+	walServeAttr(src.size, f.dir.ov.Owner(), f.dir.ov.Now(), &out.Attr)
 	out.SetTimeout(0)
 	return 0
 }
@@ -244,7 +247,7 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 		// Only complete segments are kept.
 		h := &walServeHandle{data: data}
 		if seg, err := wal.ParseSegment(f.name, f.dir.segSize); err == nil {
-			h.clone = &walClone{tli: seg.Timeline, name: f.name, size: int64(len(data))}
+			h.clone = &overlay.WALRef{Timeline: seg.Timeline, Name: f.name, Size: int64(len(data))}
 		}
 		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
@@ -257,7 +260,7 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 		if !src.partial {
 			// A .partial is never kept: the streamer may add to it.
 			f.dir.served.keep(f.name, data)
-			h.clone = &walClone{tli: src.tli, name: src.stored, size: int64(len(data))}
+			h.clone = &overlay.WALRef{Timeline: src.tli, Name: src.stored, Size: int64(len(data))}
 		}
 		go f.dir.prefetchNext(context.WithoutCancel(ctx), f.name)
 	}
@@ -268,16 +271,16 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 // padded to a whole segment, and segments validated. A missing file is
 // ENOENT; damaged bytes are logged and EIO, never served.
 func (d *walServeDir) load(ctx context.Context, name string) ([]byte, walSource, error) {
-	ov := d.ov
+	log := d.ov.Logger()
 	src, wf, err := d.resolve(ctx, name)
 	if errors.Is(err, repo.ErrWALNotFound) {
 		return nil, src, syscall.ENOENT
 	}
 	if err != nil {
-		ov.log.Error("WAL read failed", "file", name, "err", err)
+		log.Error("WAL read failed", "file", name, "err", err)
 		return nil, src, err
 	}
-	data, err := readWAL(ctx, ov.r, wf)
+	data, err := readWAL(ctx, d.ov.Repository(), wf)
 	if err == nil && src.partial {
 		data = append(data, make([]byte, int64(d.segSize)-int64(len(data)))...)
 	}
@@ -286,7 +289,7 @@ func (d *walServeDir) load(ctx context.Context, name string) ([]byte, walSource,
 	}
 	if err != nil {
 		// Never hand PostgreSQL bytes that are not what was archived.
-		ov.log.Error("WAL file from the repository is damaged; not serving it", "file", name, "stored", src.stored, "err", err)
+		log.Error("WAL file from the repository is damaged; not serving it", "file", name, "stored", src.stored, "err", err)
 		return nil, src, syscall.EIO
 	}
 	return data, src, nil
@@ -311,11 +314,11 @@ func (f *walServeFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte
 // 16 MiB segment on the project's VM, and every start pays it at least
 // twice (PostgreSQL fetches the last segment again as recovery ends).
 // A whole complete segment copied into a new, empty file is not copied
-// at all: the file becomes a reference to the segment (cloneWAL).
+// at all: the file becomes a reference to the segment (CloneWAL).
 func (f *walServeFile) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, n uint64, flags uint64) (uint32, syscall.Errno) {
 	h, ok := fhIn.(*walServeHandle)
 	dst, isFile := out.Operations().(*instNode)
-	if !ok || !isFile || dst.n.kind != kindFile {
+	if !ok || !isFile || dst.n.Kind() != overlay.KindFile {
 		// The kernel then copies with reads and writes.
 		return 0, syscall.EOPNOTSUPP
 	}
@@ -323,7 +326,7 @@ func (f *walServeFile) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, 
 		return 0, 0
 	}
 	if h.clone != nil && offIn == 0 && offOut == 0 && n >= uint64(len(h.data)) && len(h.data) <= math.MaxUint32 {
-		ok, err := dst.ov.cloneWAL(ctx, dst.n, *h.clone)
+		ok, err := dst.ov.CloneWAL(ctx, dst.n, *h.clone)
 		if err != nil {
 			return 0, toErrno(err)
 		}
@@ -332,37 +335,42 @@ func (f *walServeFile) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, 
 		}
 	}
 	end := min(offIn+n, uint64(len(h.data)), offIn+math.MaxUint32)
-	written, err := dst.ov.write(ctx, dst.n, h.data[offIn:end], int64(offOut))
+	written, err := dst.ov.Write(ctx, dst.n, h.data[offIn:end], int64(offOut))
 	if err != nil {
 		return 0, toErrno(err)
 	}
 	return uint32(written), 0
 }
 
-// readWAL loads a catalogue entry's chunks in parallel.
+// walReadParallel is how many chunks of a WAL file readWAL loads at once.
+const walReadParallel = 8
+
+// readWAL loads a catalogue entry's chunks in parallel. A failed chunk
+// does not cancel the others: the blob cache hands a load's result,
+// cancellation included, to every reader waiting for the same chunk, and
+// the loads warm the cache for the reads to come.
 func readWAL(ctx context.Context, r *repo.Repository, wf *repo.WALFile) ([]byte, error) {
 	parts := make([][]byte, len(wf.Chunks))
-	errs := make([]error, len(wf.Chunks))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	var g errgroup.Group
+	g.SetLimit(walReadParallel)
 	for i, c := range wf.Chunks {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			parts[i], errs[i] = r.LoadBlob(ctx, c.ID)
-		}()
+		g.Go(func() error {
+			p, err := r.LoadBlob(ctx, c.ID)
+			if err != nil {
+				return fmt.Errorf("WAL %s: %w", wf.Name, err)
+			}
+			if len(p) != int(c.Size) {
+				return fmt.Errorf("WAL %s: chunk %s has %d bytes, want %d", wf.Name, c.ID.Short(), len(p), c.Size)
+			}
+			parts[i] = p
+			return nil
+		})
 	}
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	out := make([]byte, 0, wf.Size)
-	for i, p := range parts {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
-		if len(p) != int(wf.Chunks[i].Size) {
-			return nil, fmt.Errorf("WAL %s: chunk %s has %d bytes, want %d", wf.Name, wf.Chunks[i].ID.Short(), len(p), wf.Chunks[i].Size)
-		}
+	for _, p := range parts {
 		out = append(out, p...)
 	}
 	return out, nil
@@ -375,9 +383,9 @@ func (d *walServeDir) prefetchNext(ctx context.Context, name string) {
 		return
 	}
 	next := seg.Next()
-	wf, err := d.ov.loadWALFile(ctx, next.Timeline, next.Name(d.segSize))
+	wf, err := d.ov.LoadWALFile(ctx, next.Timeline, next.Name(d.segSize))
 	if err != nil {
 		return
 	}
-	readWAL(ctx, d.ov.r, wf) // errors surface when PostgreSQL asks for it
+	readWAL(ctx, d.ov.Repository(), wf) // errors surface when PostgreSQL asks for it
 }

@@ -20,7 +20,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		be := mem.New()
-		r := TestRepositoryOn(b, be, Options{})
+		r := newTestRepoOn(b, be, Options{})
 		b.StartTimer()
 		w := r.NewSnapshotWriter(ctx)
 		for i := range 4 {
@@ -42,7 +42,7 @@ func BenchmarkSnapshotWriter(b *testing.B) {
 // BenchmarkReadAt8KWarm reads random 8 KiB ranges of a stored relation
 // file with the chunk cache warm: the mount's hot path minus FUSE.
 func BenchmarkReadAt8KWarm(b *testing.B) {
-	r, _ := TestRepository(b)
+	r, _ := newTestRepo(b)
 	data := chunk.TestPages(2048, 2) // 16 MiB
 	w := r.NewSnapshotWriter(ctx)
 	w.AddFile("base/1/16384", NodeMeta{}, bytes.NewReader(data), SplitFixed)

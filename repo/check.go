@@ -1,13 +1,18 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -110,7 +115,7 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckResult
 }
 
 func sortProblems(ps []Problem) {
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Object < ps[j].Object })
+	slices.SortStableFunc(ps, func(a, b Problem) int { return strings.Compare(a.Object, b.Object) })
 }
 
 func (c *checker) checkIndexes(ctx context.Context) error {
@@ -381,47 +386,39 @@ func (c *checker) checkLocks(ctx context.Context) error {
 	return nil
 }
 
-// readData reads every pack and authenticates every blob in it.
+// readData reads every pack and authenticates every blob in it, at most
+// opts.Parallel at a time. Damage is a finding, not an error; an error
+// (a pack that cannot be read at all) ends the pass: the reads under way
+// see ctx cancelled and no new one starts, instead of every remaining
+// pack being tried with the full retry budget.
 func (c *checker) readData(ctx context.Context, listed map[chunk.ID]int64, opts CheckOptions) error {
-	ids := make([]chunk.ID, 0, len(listed))
-	for id := range listed {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	ids := slices.SortedFunc(maps.Keys(listed), func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }) // name order
 	par := opts.Parallel
 	if par <= 0 {
 		par = 2
 	}
-	work := make(chan chunk.ID)
-	var wg sync.WaitGroup
-	var fatal error
-	var fatalOnce sync.Once
-	for range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range work {
-				if err := c.readPack(ctx, id, opts); err != nil {
-					fatalOnce.Do(func() { fatal = err })
-				}
-			}
-		}()
-	}
+	// Packs() builds a map: count once, not for every pack read.
+	total := len(c.idx.Packs())
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(par)
 	for _, id := range ids {
-		select {
-		case work <- id:
-		case <-ctx.Done():
+		if gctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // cancelled while waiting for a free worker
+			}
+			return c.readPack(gctx, id, total, opts)
+		})
 	}
-	close(work)
-	wg.Wait()
-	if fatal != nil {
-		return fatal
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
 
-func (c *checker) readPack(ctx context.Context, id chunk.ID, opts CheckOptions) error {
+func (c *checker) readPack(ctx context.Context, id chunk.ID, total int, opts CheckOptions) error {
 	obj := "pack " + id.String()
 	data, err := c.loadNamed(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, id, obj)
 	if errors.Is(err, backend.ErrNotFound) {
@@ -436,7 +433,7 @@ func (c *checker) readPack(ctx context.Context, id chunk.ID, opts CheckOptions) 
 	done, bytes := c.res.PacksRead, c.res.BytesRead
 	c.mu.Unlock()
 	if opts.Progress != nil {
-		opts.Progress(done, len(c.idx.Packs()), bytes)
+		opts.Progress(done, total, bytes)
 	}
 	if sha256.Sum256(data) != id {
 		c.errorf(obj, "content does not match its name (damaged)")

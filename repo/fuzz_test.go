@@ -86,7 +86,7 @@ func FuzzDecodeWALFile(f *testing.F) {
 }
 
 func FuzzParseKeyFile(f *testing.F) {
-	kf, _, _ := wrapKey(&masterKey{EncKey: make([]byte, 32), IDKey: make([]byte, 32), ChunkerPol: 0x3DA3358B4DC173}, []byte("pw"), true, TestKDF())
+	kf, _, _ := wrapKey(&masterKey{EncKey: make([]byte, 32), IDKey: make([]byte, 32), ChunkerPol: 0x3DA3358B4DC173}, []byte("pw"), true, testKDF())
 	good, _ := json.Marshal(kf)
 	f.Add(good)
 	f.Add([]byte(`{"kdf":"argon2id","params":{"time":4000000000,"memory_kib":4000000000,"threads":255}}`))

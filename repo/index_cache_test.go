@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/mem"
 )
@@ -23,7 +24,7 @@ import (
 func TestIndexCacheMergesAndMaps(t *testing.T) {
 	be := mem.New()
 	cache := t.TempDir()
-	r := TestRepositoryOn(t, be, Options{CacheDir: cache, PackSize: 64 << 10})
+	r := newTestRepoOn(t, be, Options{CacheDir: cache, PackSize: 64 << 10})
 	want := map[string][]byte{}
 	for i := range 2 * maxTables {
 		name := fmt.Sprintf("0000000100000000000000%02X", i)
@@ -43,9 +44,16 @@ func TestIndexCacheMergesAndMaps(t *testing.T) {
 	if len(merged) == 0 {
 		t.Fatal("no merged table in the cache")
 	}
+	// Tables and merged tables appear whole: no temporary file stays.
+	ents, _ := os.ReadDir(filepath.Join(cache, r.cfg.ID, "index"))
+	for _, e := range ents {
+		if atomicfile.IsTemp(e.Name()) {
+			t.Errorf("temporary file left in the index cache: %s", e.Name())
+		}
+	}
 
 	// A fresh process adopts the merged table instead of re-reading objects.
-	r2, err := Open(ctx, be, []byte(TestPassword), Options{CacheDir: cache})
+	r2, err := Open(ctx, be, []byte(testPassword), Options{CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +82,7 @@ func TestIndexCacheMergesAndMaps(t *testing.T) {
 	for _, f := range files {
 		os.WriteFile(f, []byte("garbage"), 0o600)
 	}
-	r3, err := Open(ctx, be, []byte(TestPassword), Options{CacheDir: cache})
+	r3, err := Open(ctx, be, []byte(testPassword), Options{CacheDir: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +100,9 @@ func TestIndexCacheMergesAndMaps(t *testing.T) {
 // flush; a backup leaves one at its end.
 func TestWritersCompactTheirIndex(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{})
+	r := newTestRepoOn(t, be, Options{})
 	now := time.Now()
-	w, err := Open(ctx, be, []byte(TestPassword), Options{ConcurrentWriter: true, Now: func() time.Time { return now }})
+	w, err := Open(ctx, be, []byte(testPassword), Options{ConcurrentWriter: true, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +121,7 @@ func TestWritersCompactTheirIndex(t *testing.T) {
 	if n > 10 {
 		t.Fatalf("%d index objects after 30 flushes", n)
 	}
-	r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+	r2, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +185,7 @@ func (g *gatedBackend) Load(ctx context.Context, h backend.Handle, off, n int64)
 // finds every blob.
 func TestOpenFetchesIndexAlongsideKey(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{PackSize: 64 << 10})
+	r := newTestRepoOn(t, be, Options{PackSize: 64 << 10})
 	want := map[string][]byte{}
 	for i := range 10 {
 		name := fmt.Sprintf("0000000100000000000000%02X", i)
@@ -194,7 +202,7 @@ func TestOpenFetchesIndexAlongsideKey(t *testing.T) {
 	}
 
 	g := &gatedBackend{Backend: be, indexStarted: make(chan struct{})}
-	r2, err := Open(ctx, g, []byte(TestPassword), Options{CacheDir: t.TempDir()})
+	r2, err := Open(ctx, g, []byte(testPassword), Options{CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +222,7 @@ func TestOpenFetchesIndexAlongsideKey(t *testing.T) {
 // open with its name, and a wrong password still says so.
 func TestOpenIndexFetchFailure(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{})
+	r := newTestRepoOn(t, be, Options{})
 	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000001", randBytes(1, 4096), false); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +233,7 @@ func TestOpenIndexFetchFailure(t *testing.T) {
 	be.List(ctx, backend.IndexFile, func(fi backend.FileInfo) error { name = fi.Name; return nil })
 	be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: name})
 	be.Save(ctx, backend.Handle{Type: backend.IndexFile, Name: name}, []byte("not sealed"))
-	_, err := Open(ctx, be, []byte(TestPassword), Options{CacheDir: t.TempDir()})
+	_, err := Open(ctx, be, []byte(testPassword), Options{CacheDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "index "+name[:8]) {
 		t.Fatalf("open with a damaged index object: %v", err)
 	}

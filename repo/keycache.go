@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"syscall"
+
+	"github.com/pgvault/pgvault/internal/atomicfile"
 )
 
 // KeyCache keeps the key-encryption key that the KDF derives from a
@@ -95,18 +97,7 @@ func (c DirKeyCache) Put(repoID, keyName string, kek []byte) {
 		return
 	}
 	data, _ := json.Marshal(keyCacheEntry{Tag: c.Tag, KEK: kek})
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, keyName))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
+	// Not synced: an entry lost in a crash costs one run of the KDF. The
+	// file is private (0600) from its creation on.
+	_ = atomicfile.WriteFile(filepath.Join(dir, keyName), data, atomicfile.Options{Perm: 0o600, NoSync: true})
 }

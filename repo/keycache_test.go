@@ -31,7 +31,7 @@ func (c *countingCache) Put(repoID, name string, kek []byte) {
 
 func TestKeyCache(t *testing.T) {
 	be := mem.New()
-	cfg, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: TestKDF()})
+	cfg, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: testKDF()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +81,10 @@ func TestKeyCache(t *testing.T) {
 	if err := open("pw", c2); err != nil || c2.hits != 1 || c2.puts != 1 {
 		t.Fatalf("damaged entry: err %v, %d hits, %d puts", err, c2.hits, c2.puts)
 	}
+	// Entries are replaced whole: no temporary file stays beside them.
+	if ents, _ := os.ReadDir(filepath.Join(dir, cfg.ID, "keys")); len(ents) != 1 {
+		t.Fatalf("keys folder holds %d files, want the one entry", len(ents))
+	}
 
 	// A folder others can enter is not used.
 	if err := os.Chmod(filepath.Join(dir, cfg.ID, "keys"), 0o755); err != nil {
@@ -98,7 +102,7 @@ func TestInitSeedsKeyCache(t *testing.T) {
 	dir := t.TempDir()
 	be := mem.New()
 	seed := &countingCache{DirKeyCache: DirKeyCache{Dir: dir, Tag: "file A"}}
-	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: TestKDF(), KeyCache: seed}); err != nil {
+	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: testKDF(), KeyCache: seed}); err != nil {
 		t.Fatal(err)
 	}
 	if seed.puts != 1 {

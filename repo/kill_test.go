@@ -31,7 +31,7 @@ func runWriterChild(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	r, err := Open(ctx, be, []byte(TestPassword), Options{PackSize: 512 << 10})
+	r, err := Open(ctx, be, []byte(testPassword), Options{PackSize: 512 << 10})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -66,7 +66,7 @@ func TestKillDuringWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Init(ctx, be, InitOptions{Password: []byte(TestPassword), KDF: TestKDF()}); err != nil {
+	if _, err := Init(ctx, be, InitOptions{Password: []byte(testPassword), KDF: testKDF()}); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(42, 42))
@@ -81,7 +81,7 @@ func TestKillDuringWrite(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 
-		r, err := Open(ctx, be, []byte(TestPassword), Options{})
+		r, err := Open(ctx, be, []byte(testPassword), Options{})
 		if err != nil {
 			t.Fatalf("round %d: open after kill: %v", round, err)
 		}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestLocks(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	shared1, err := r.Lock(ctx, LockShared, "backup")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ func TestLocks(t *testing.T) {
 }
 
 func TestStaleLocks(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	now := time.Now()
 	r.opts.Now = func() time.Time { return now }
 	held, err := r.Lock(ctx, LockExclusive, "prune")
@@ -71,7 +71,7 @@ func TestLockOfDeadProcessIsStale(t *testing.T) {
 }
 
 func TestConcurrentLocksExcludeNothing(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	stream, err := r.Lock(ctx, LockConcurrent, "wal stream")
 	if err != nil {
 		t.Fatal(err)

@@ -8,16 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/index"
 	"github.com/pgvault/pgvault/repo/pack"
@@ -157,17 +158,10 @@ func (m *masterIndex) flush(ctx context.Context) error {
 		m.mu.Unlock()
 		return nil
 	}
-	packs := make([]index.PackInfo, 0, len(m.pendingPacks))
-	for _, p := range m.pendingPacks {
-		packs = append(packs, p)
-	}
-	entries := make([]index.Entry, 0, len(m.pending))
-	for _, e := range m.pending {
-		entries = append(entries, e)
-	}
+	packs := slices.SortedFunc(maps.Values(m.pendingPacks), func(a, b index.PackInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	entries := slices.Collect(maps.Values(m.pending))
 	m.mu.Unlock()
 
-	sort.Slice(packs, func(i, j int) bool { return string(packs[i].ID[:]) < string(packs[j].ID[:]) })
 	plain, err := index.Encode(nil, packs, entries)
 	if err != nil {
 		return err
@@ -322,17 +316,27 @@ func (m *masterIndex) fetch(ctx context.Context) (*fetched, error) {
 	m.mu.RUnlock()
 
 	var mu sync.Mutex
-	err = eachParallel(ctx, download, loadConcurrency, func(ctx context.Context, _ int, id chunk.ID) error {
-		sealed, err := m.be.Load(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, 0)
-		if err != nil {
-			return fmt.Errorf("load index %s: %w", id.Short(), err)
-		}
-		mu.Lock()
-		f.sealed[id] = sealed
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(loadConcurrency)
+	for _, id := range download {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // another download failed
+			}
+			sealed, err := m.be.Load(gctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}, 0, 0)
+			if err != nil {
+				return fmt.Errorf("load index %s: %w", id.Short(), err)
+			}
+			mu.Lock()
+			f.sealed[id] = sealed
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -341,14 +345,25 @@ func (m *masterIndex) fetch(ctx context.Context) (*fetched, error) {
 // open decrypts and decodes what fetch found and adds it to the tables.
 func (m *masterIndex) open(ctx context.Context, f *fetched) error {
 	tabs := make([]*table, len(f.toOpen))
-	err := eachParallel(ctx, f.toOpen, loadConcurrency, func(ctx context.Context, i int, id chunk.ID) error {
-		tab, mapped, err := m.loadOne(ctx, id, f.sealed[id])
-		if err != nil {
-			return err
-		}
-		tabs[i] = &table{t: tab, covers: []chunk.ID{id}, mapped: mapped}
-		return nil
-	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(loadConcurrency)
+	for i, id := range f.toOpen {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // another table failed
+			}
+			tab, mapped, err := m.loadOne(gctx, id, f.sealed[id])
+			if err != nil {
+				return err
+			}
+			tabs[i] = &table{t: tab, covers: []chunk.ID{id}, mapped: mapped}
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		for _, t := range tabs {
 			if t != nil && t.mapped != nil {
@@ -483,26 +498,13 @@ func (m *masterIndex) maybeMerge() error {
 		tabs = append(tabs, m.tables[i].t)
 		covers = append(covers, m.tables[i].covers...)
 	}
-	slices.SortFunc(covers, func(a, b chunk.ID) int { return strings.Compare(string(a[:]), string(b[:])) })
+	slices.SortFunc(covers, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) })
 	h := sha256.New()
 	for _, c := range covers {
 		h.Write(c[:])
 	}
 	name := filepath.Join(m.cacheDir, "merged-"+hex.EncodeToString(h.Sum(nil))[:32])
-	tmp, err := os.CreateTemp(m.cacheDir, ".tmp-merge-*")
-	if err != nil {
-		m.log.Warn("cannot merge index tables in the cache; lookups stay slower", "err", err)
-		return nil
-	}
-	err = index.Merge(tmp, covers, tabs)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := writeMerged(name, covers, tabs); err != nil {
 		m.log.Warn("cannot merge index tables in the cache; lookups stay slower", "err", err)
 		return nil
 	}
@@ -527,27 +529,30 @@ func (m *masterIndex) maybeMerge() error {
 	return nil
 }
 
-// writeCache stores a decrypted index table in the cache (atomically).
+// writeMerged writes the merged table of tabs to the cache file name,
+// whole or not at all, without a sync (see writeCache).
+func writeMerged(name string, covers []chunk.ID, tabs []*index.Table) error {
+	f, err := atomicfile.Create(name, atomicfile.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if err := index.Merge(f, covers, tabs); err != nil {
+		return err
+	}
+	return f.Commit()
+}
+
+// writeCache stores a decrypted index table in the cache, whole or not at
+// all but without a sync: the cache is rebuilt from the repository
+// whenever an entry is missing, and a table a crash damaged fails
+// index.Decode and is fetched again, so a sync per table would only slow
+// a first open down.
 func (m *masterIndex) writeCache(name string, plain []byte) bool {
 	if m.cacheDir == "" {
 		return false
 	}
-	tmp, err := os.CreateTemp(m.cacheDir, ".tmp-index-*")
-	if err != nil {
-		return false
-	}
-	_, err = tmp.Write(plain)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(m.cacheDir, name))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return false
-	}
-	return true
+	return atomicfile.WriteFile(filepath.Join(m.cacheDir, name), plain, atomicfile.Options{NoSync: true}) == nil
 }
 
 // close unmaps every table.

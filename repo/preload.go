@@ -2,9 +2,10 @@ package repo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -54,11 +55,8 @@ func (r *Repository) PlanPreload(ids []chunk.ID) []BlobRun {
 			es = append(es, e)
 		}
 	}
-	sort.Slice(es, func(i, j int) bool {
-		if c := bytes.Compare(es[i].Pack[:], es[j].Pack[:]); c != 0 {
-			return c < 0
-		}
-		return es[i].Offset < es[j].Offset
+	slices.SortFunc(es, func(a, b index.Entry) int {
+		return cmp.Or(bytes.Compare(a.Pack[:], b.Pack[:]), cmp.Compare(a.Offset, b.Offset))
 	})
 	var runs []BlobRun
 	for _, e := range es {

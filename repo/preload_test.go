@@ -30,7 +30,7 @@ func (c *countingLoads) Load(ctx context.Context, h backend.Handle, off, n int64
 // planned again; a damaged blob is left out for the read that needs it.
 func TestPreloadReadsRunsOfBlobs(t *testing.T) {
 	be := mem.New()
-	w := TestRepositoryOn(t, be, Options{PackSize: 1 << 20})
+	w := newTestRepoOn(t, be, Options{PackSize: 1 << 20})
 	files := map[string][]byte{}
 	for i := range 60 {
 		files[fmt.Sprintf("global/%d", 1200+i)] = randBytes(uint64(i+1), 8192)
@@ -39,7 +39,7 @@ func TestPreloadReadsRunsOfBlobs(t *testing.T) {
 	w.Close()
 
 	cb := &countingLoads{Backend: be}
-	r, err := Open(ctx, cb, []byte(TestPassword), Options{})
+	r, err := Open(ctx, cb, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

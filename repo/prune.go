@@ -1,11 +1,12 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/pgvault/pgvault/chunk"
@@ -180,7 +181,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		}
 	}
 	res.PacksDeleted, res.PacksRepacked, res.PacksUnindexed = len(deletePacks), len(repackPacks), len(unindexed)
-	sort.Strings(res.MissingPacks)
+	slices.Sort(res.MissingPacks)
 	if len(res.MissingPacks) > 0 && !opts.DryRun {
 		return res, fmt.Errorf("prune: %d packs the index names are missing (first %s): run `pgvault repo check` and repair before pruning",
 			len(res.MissingPacks), res.MissingPacks[0][:8])
@@ -278,7 +279,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		}
 	}
 	keepPacks = append(keepPacks, newPacks...)
-	sort.Slice(keepPacks, func(i, j int) bool { return keepPacks[i].ID.String() < keepPacks[j].ID.String() })
+	slices.SortFunc(keepPacks, func(a, b index.PackInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	supersedes := make([]chunk.ID, 0, len(indexNames))
 	for _, name := range indexNames {
 		if id, err := chunk.ParseID(name); err == nil {

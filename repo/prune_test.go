@@ -21,7 +21,7 @@ func storedBytes(t *testing.T, be backend.Backend) int64 {
 }
 
 func TestPruneRemovesWhatNothingReferences(t *testing.T) {
-	r, be := TestRepository(t)
+	r, be := newTestRepo(t)
 	keep := map[string][]byte{"base/1/1": randBytes(1, 40*128<<10), "PG_VERSION": []byte("15\n")}
 	drop := map[string][]byte{"base/1/2": randBytes(2, 40*128<<10)}
 	s1 := writeSnapshot(t, r, keep)
@@ -71,7 +71,7 @@ func TestPruneRemovesWhatNothingReferences(t *testing.T) {
 		t.Fatalf("check after prune: %v %v", chk.Errors, chk.Warnings)
 	}
 	// A fresh process sees the same.
-	r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+	r2, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestPruneRemovesWhatNothingReferences(t *testing.T) {
 
 func TestPruneRepacksPartlyUsedAndSmallPacks(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{PackSize: 8 << 20})
+	r := newTestRepoOn(t, be, Options{PackSize: 8 << 20})
 	// One pack holds both files; dropping one leaves it half garbage.
 	s1 := writeSnapshot(t, r, map[string][]byte{"base/a": randBytes(5, 20*128<<10), "base/b": randBytes(6, 20*128<<10)})
 	s2 := writeSnapshot(t, r, map[string][]byte{"base/a": randBytes(5, 20*128<<10)})
@@ -110,7 +110,7 @@ func TestPruneRepacksPartlyUsedAndSmallPacks(t *testing.T) {
 // garbage in old packs: everything the writer stored stays readable.
 func TestPruneWithConcurrentWriter(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{PackSize: 1 << 20})
+	r := newTestRepoOn(t, be, Options{PackSize: 1 << 20})
 	// The garbage is two hours old; everything written from here on is new.
 	be.SetClock(func() time.Time { return time.Now().Add(-2 * time.Hour) })
 	old := writeSnapshot(t, r, map[string][]byte{"base/x": append(randBytes(7, 30*128<<10), make([]byte, 256<<10)...)})
@@ -119,7 +119,7 @@ func TestPruneWithConcurrentWriter(t *testing.T) {
 	r.DeleteSnapshot(ctx, old.ID)
 	be.SetClock(nil)
 
-	w, err := Open(ctx, be, []byte(TestPassword), Options{ConcurrentWriter: true, PackSize: 256 << 10})
+	w, err := Open(ctx, be, []byte(testPassword), Options{ConcurrentWriter: true, PackSize: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestPruneWithConcurrentWriter(t *testing.T) {
 	if freed == 0 {
 		t.Fatal("prune freed nothing: the test does not exercise deletion")
 	}
-	r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+	r2, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestPruneWithConcurrentWriter(t *testing.T) {
 }
 
 func TestPruneRefusesMissingPacks(t *testing.T) {
-	r, be := TestRepository(t)
+	r, be := newTestRepo(t)
 	writeSnapshot(t, r, map[string][]byte{"base/a": randBytes(8, 10*128<<10)})
 	packID, _ := dataPack(t, r) // a data pack: a missing tree fails earlier, differently
 	be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: packID.String()})

@@ -1,10 +1,11 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -67,7 +68,7 @@ func (r *Repository) RebuildIndex(ctx context.Context) (*RebuildResult, error) {
 			entries = append(entries, index.Entry{ID: b.ID, Pack: id, Type: b.Type, Offset: b.Offset, Length: b.Length, PlainLen: b.PlainLen})
 		}
 	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].ID.String() < infos[j].ID.String() })
+	slices.SortFunc(infos, func(a, b index.PackInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	var supersedes []chunk.ID
 	for _, name := range oldIndexes {
 		if id, err := chunk.ParseID(name); err == nil {

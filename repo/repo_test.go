@@ -34,13 +34,13 @@ func TestInitOpenErrors(t *testing.T) {
 	if _, err := Open(ctx, be, []byte("x"), Options{}); !errors.Is(err, ErrNotRepository) {
 		t.Fatalf("open empty backend: err = %v, want ErrNotRepository", err)
 	}
-	if _, err := Init(ctx, be, InitOptions{KDF: TestKDF()}); !errors.Is(err, ErrNoPassword) {
+	if _, err := Init(ctx, be, InitOptions{KDF: testKDF()}); !errors.Is(err, ErrNoPassword) {
 		t.Fatalf("init without password: err = %v, want ErrNoPassword", err)
 	}
-	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: TestKDF()}); err != nil {
+	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: testKDF()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: TestKDF()}); !errors.Is(err, ErrRepoExists) {
+	if _, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: testKDF()}); !errors.Is(err, ErrRepoExists) {
 		t.Fatalf("second init: err = %v, want ErrRepoExists", err)
 	}
 	_, err := Open(ctx, be, []byte("wrong"), Options{})
@@ -163,12 +163,12 @@ func sampleFiles() map[string][]byte {
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	r, be := TestRepository(t)
+	r, be := newTestRepo(t)
 	files := sampleFiles()
 	s := writeSnapshot(t, r, files)
 
 	// A fresh Open proves everything reached the backend and the index.
-	r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+	r2, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 func TestReadAtRandomRanges(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	data := randBytes(9, 10*128<<10+1234)
 	s := writeSnapshot(t, r, map[string][]byte{"base/1/2": data})
 	f, err := r.OpenFile(ctx, s, "base/1/2")
@@ -253,7 +253,7 @@ func TestReadAtRandomRanges(t *testing.T) {
 }
 
 func TestDedupAcrossSnapshots(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	rel := randBytes(5, 64*128<<10) // 8 MiB "relation"
 	first := writeSnapshot(t, r, map[string][]byte{"base/1/16384": rel, "PG_VERSION": []byte("15\n")})
 	if first.Summary.NewChunks != first.Summary.Chunks {
@@ -280,7 +280,7 @@ func TestDedupAcrossSnapshots(t *testing.T) {
 }
 
 func TestUnchangedFileCostsNothing(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	big := randBytes(8, 30*128<<10)
 	a := writeSnapshot(t, r, map[string][]byte{"base/1/big": big, "x": []byte("1")})
 	b := writeSnapshot(t, r, map[string][]byte{"base/1/big": big, "x": []byte("2")})
@@ -297,7 +297,7 @@ func TestUnchangedFileCostsNothing(t *testing.T) {
 }
 
 func TestLookupErrors(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	s := writeSnapshot(t, r, map[string][]byte{"a/b": []byte("x")})
 	for _, p := range []string{"nope", "a/nope", "a/b/c"} {
 		if _, err := r.Lookup(ctx, s, p); !errors.Is(err, ErrFileNotFound) {
@@ -310,7 +310,7 @@ func TestLookupErrors(t *testing.T) {
 }
 
 func TestWriterRejectsBadPaths(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	w := r.NewSnapshotWriter(ctx)
 	defer w.Abort()
 	meta := NodeMeta{Mode: 0o600}
@@ -329,7 +329,7 @@ func TestWriterRejectsBadPaths(t *testing.T) {
 }
 
 func TestWriterSurfacesReadErrors(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	w := r.NewSnapshotWriter(ctx)
 	boom := errors.New("connection reset")
 	_, err := w.AddFile("f", NodeMeta{}, io.MultiReader(bytes.NewReader(randBytes(1, 300000)), errReader{boom}), SplitCDC)
@@ -351,7 +351,7 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func TestSaveBlobFailureFailsCommit(t *testing.T) {
 	be := &failingSaves{Backend: mem.New()}
-	r := TestRepositoryOn(t, be, Options{PackSize: 64 << 10})
+	r := newTestRepoOn(t, be, Options{PackSize: 64 << 10})
 	be.fail = true
 	w := r.NewSnapshotWriter(ctx)
 	w.AddFile("base/x", NodeMeta{}, bytes.NewReader(randBytes(2, 1<<20)), SplitFixed)
@@ -373,7 +373,7 @@ func (f *failingSaves) Save(ctx context.Context, h backend.Handle, data []byte) 
 }
 
 func TestDeleteSnapshot(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	s := writeSnapshot(t, r, map[string][]byte{"a": []byte("x")})
 	if err := r.DeleteSnapshot(ctx, s.ID); err != nil {
 		t.Fatal(err)
@@ -387,7 +387,7 @@ func TestDeleteSnapshot(t *testing.T) {
 }
 
 func TestNodeModesKeepOnlyPermissions(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	w := r.NewSnapshotWriter(ctx)
 	if _, err := w.AddFile("f", NodeMeta{Mode: fs.ModeDir | 0o640}, strings.NewReader("x"), SplitCDC); err != nil {
 		t.Fatal(err)
@@ -408,7 +408,7 @@ var _ = chunk.ID{}
 // and every pack still holds what it was written with.
 func TestPackBuffersReused(t *testing.T) {
 	be := &packArrays{Backend: mem.New(), seen: map[*byte]int{}}
-	r := TestRepositoryOn(t, be, Options{PackSize: 64 << 10})
+	r := newTestRepoOn(t, be, Options{PackSize: 64 << 10})
 	files := map[string][]byte{}
 	for i := range 8 {
 		files[fmt.Sprintf("base/1/%d", i)] = randBytes(uint64(10+i), 512<<10)
@@ -420,7 +420,7 @@ func TestPackBuffersReused(t *testing.T) {
 	if packs < 20 || reused == 0 {
 		t.Fatalf("%d packs, %d of them in a buffer used before", packs, reused)
 	}
-	fresh, err := Open(ctx, be, []byte(TestPassword), Options{})
+	fresh, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

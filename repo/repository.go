@@ -178,6 +178,20 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (Config, er
 	return cfg, nil
 }
 
+// InitAndOpen creates a repository on be (Init) and opens it with the
+// same password (Open): for callers that use the repository they create,
+// such as repository test helpers.
+func InitAndOpen(ctx context.Context, be backend.Backend, init InitOptions, opts Options) (*Repository, error) {
+	if _, err := Init(ctx, be, init); err != nil {
+		return nil, err
+	}
+	r, err := Open(ctx, be, init.Password, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open the repository just created: %w", err)
+	}
+	return r, nil
+}
+
 func mustJSON(v any) []byte {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

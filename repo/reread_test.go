@@ -97,7 +97,7 @@ func TestDamagedReadIsReadAgain(t *testing.T) {
 			t.Run(fmt.Sprintf("%s, %d damaged reads", k.name, damaged), func(t *testing.T) {
 				t.Parallel()
 				be := mem.New()
-				r := TestRepositoryOn(t, be, Options{PackSize: 256 << 10})
+				r := newTestRepoOn(t, be, Options{PackSize: 256 << 10})
 				snap := writeSnapshot(t, r, files)
 				if _, err := r.SaveWAL(ctx, 1, walName, wal, false); err != nil {
 					t.Fatal(err)
@@ -107,7 +107,7 @@ func TestDamagedReadIsReadAgain(t *testing.T) {
 				}
 				d := &damagingReads{Backend: be, typ: k.typ, damage: damaged}
 				err := func() error {
-					r, err := Open(ctx, d, []byte(TestPassword), Options{})
+					r, err := Open(ctx, d, []byte(testPassword), Options{})
 					if err != nil {
 						return err
 					}
@@ -159,7 +159,7 @@ func (s *nonAtomicStore) Load(ctx context.Context, h backend.Handle, off, n int6
 // process's index upload is being retried opens once the retry lands.
 func TestReaderOutlastsWritersRetry(t *testing.T) {
 	be := mem.New()
-	r := TestRepositoryOn(t, be, Options{PackSize: 256 << 10})
+	r := newTestRepoOn(t, be, Options{PackSize: 256 << 10})
 	writeSnapshot(t, r, sampleFiles())
 	r.Close()
 	var h backend.Handle
@@ -175,7 +175,7 @@ func TestReaderOutlastsWritersRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &nonAtomicStore{Backend: be, h: h, whole: whole, done: make(chan struct{})}
-	r2, err := Open(ctx, s, []byte(TestPassword), Options{})
+	r2, err := Open(ctx, s, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatalf("open while an index upload is retried: %v", err)
 	}
@@ -199,10 +199,10 @@ func TestCheckReadsDamageAgain(t *testing.T) {
 		t.Run(fmt.Sprintf("%v, %d damaged reads", tc.typ, tc.damaged), func(t *testing.T) {
 			t.Parallel()
 			be := mem.New()
-			r := TestRepositoryOn(t, be, Options{})
+			r := newTestRepoOn(t, be, Options{})
 			writeSnapshot(t, r, map[string][]byte{"PG_VERSION": []byte("15\n")})
 			r.Close()
-			r2, err := Open(ctx, be, []byte(TestPassword), Options{})
+			r2, err := Open(ctx, be, []byte(testPassword), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

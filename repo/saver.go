@@ -157,6 +157,10 @@ func (s *saver) ownRecent(id chunk.ID) bool {
 	return ok && now.Sub(at) < s.r.opts.ReuseWindow
 }
 
+// enqueue hands a full pack to the uploads. A pack it cannot hand over
+// (ctx ended while the uploads were busy) is lost, with blobs that earlier
+// saves already reported as stored at the next flush: the saver fails
+// then, so that no later flush reports them durable.
 func (s *saver) enqueue(ctx context.Context, w *pack.Writer) error {
 	s.inFlight.Add(1)
 	select {
@@ -164,6 +168,7 @@ func (s *saver) enqueue(ctx context.Context, w *pack.Writer) error {
 		return nil
 	case <-ctx.Done():
 		s.inFlight.Done()
+		s.fail(fmt.Errorf("a pack of %d blobs was not uploaded: %w", w.Count(), ctx.Err()))
 		return ctx.Err()
 	}
 }

@@ -1,15 +1,18 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -133,19 +136,26 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
 	out := make([]*Snapshot, len(ids))
-	err = eachParallel(ctx, ids, 8, func(ctx context.Context, i int, id string) error {
-		var err error
-		out[i], err = r.LoadSnapshot(ctx, id)
-		return err
-	})
-	if err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, id := range ids {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // another snapshot failed to load
+			}
+			var err error
+			out[i], err = r.LoadSnapshot(gctx, id)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].StartTime.Equal(out[j].StartTime) {
-			return out[i].StartTime.Before(out[j].StartTime)
-		}
-		return out[i].ID < out[j].ID
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *Snapshot) int {
+		return cmp.Or(a.StartTime.Compare(b.StartTime), strings.Compare(a.ID, b.ID))
 	})
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func (t *Tree) Find(name string) (*Node, bool) {
 
 // EncodeTree returns the canonical encoding of t (nodes sorted by name).
 func EncodeTree(t *Tree) ([]byte, error) {
-	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+	slices.SortFunc(t.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 	return json.Marshal(t)
 }
 

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -55,16 +56,21 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 	cs := r.cfg.ChunkSize
 	piece := func(i int) []byte { return data[i*cs : min((i+1)*cs, len(data))] }
 	refs := make([]ChunkRef, (len(data)+cs-1)/cs)
-	// archive_command waits for every push: both cores hash, and then
-	// seal, the segment's chunks (about 90 ms of CPU for 16 MiB).
-	eachChunk(len(refs), func(i int) error {
-		refs[i] = ChunkRef{ID: r.hasher.ID(piece(i)), Size: uint32(len(piece(i)))}
-		return nil
-	})
+	// archive_command waits for every push: every core hashes, and then
+	// seals, the segment's chunks (about 90 ms of CPU for 16 MiB).
+	var hashing errgroup.Group
+	hashing.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range refs {
+		hashing.Go(func() error {
+			refs[i] = ChunkRef{ID: r.hasher.ID(piece(i)), Size: uint32(len(piece(i)))}
+			return nil
+		})
+	}
+	hashing.Wait()
 	if !partial {
 		old, err := r.LoadWALFile(ctx, tli, name)
 		switch {
-		case err == nil && sameChunks(old.Chunks, refs):
+		case err == nil && slices.Equal(old.Chunks, refs):
 			return old, nil
 		case err == nil && !old.Partial:
 			return nil, fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALConflict)
@@ -73,10 +79,18 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 		}
 	}
 	s := r.getSaver()
-	if err := eachChunk(len(refs), func(i int) error {
-		_, err := s.save(ctx, pack.DataBlob, piece(i), refs[i].ID)
-		return err
-	}); err != nil {
+	saving, sctx := errgroup.WithContext(ctx)
+	saving.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range refs {
+		saving.Go(func() error {
+			if err := sctx.Err(); err != nil {
+				return err // another chunk failed
+			}
+			_, err := s.save(sctx, pack.DataBlob, piece(i), refs[i].ID)
+			return err
+		})
+	}
+	if err := saving.Wait(); err != nil {
 		return nil, fmt.Errorf("save WAL %s: %w", name, err)
 	}
 	if err := r.Flush(ctx); err != nil {
@@ -91,44 +105,6 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 		return nil, fmt.Errorf("save WAL %s: %w", name, err)
 	}
 	return wf, nil
-}
-
-// eachChunk calls f for 0..n-1 on GOMAXPROCS goroutines and returns the
-// first error (the calls after it still run; they are cheap to waste).
-func eachChunk(n int, f func(i int) error) error {
-	var next atomic.Int64
-	var firstErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr
-}
-
-func sameChunks(a, b []ChunkRef) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // LoadWALFile reads a catalogue entry.

@@ -16,7 +16,7 @@ func hostname(t *testing.T) string {
 }
 
 func TestWALRoundTrip(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	seg := randBytes(1, 16<<20)
 	const name = "000000010000000000000003"
 	if _, err := r.SaveWAL(ctx, 1, name, seg, false); err != nil {
@@ -55,7 +55,7 @@ func TestWALRoundTrip(t *testing.T) {
 }
 
 func TestWALPartialReplaced(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	const name = "000000010000000000000004.partial"
 	a := randBytes(2, 3<<20)
 	b := append(bytes.Clone(a), randBytes(3, 1<<20)...)
@@ -87,7 +87,7 @@ func TestWALPartialReplaced(t *testing.T) {
 }
 
 func TestWALHistoryAndEmptyFiles(t *testing.T) {
-	r, _ := TestRepository(t)
+	r, _ := newTestRepo(t)
 	hist := []byte("1\t0/3000000\tno recovery target specified\n")
 	if _, err := r.SaveWAL(ctx, 2, "00000002.history", hist, false); err != nil {
 		t.Fatal(err)

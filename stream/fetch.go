@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
@@ -122,37 +120,4 @@ func padSegment(data []byte, segSize uint64) []byte {
 	out := make([]byte, segSize)
 	copy(out, data)
 	return out
-}
-
-// WriteFileAtomic writes data to dest through a temporary file in dest's
-// folder, renamed over dest once complete, so a reader never sees a
-// partial file under dest. The file gets mode perm (before the umask is
-// applied, like os.WriteFile, but perm is then set exactly). It does not
-// fsync: restore_command output is made durable by PostgreSQL itself
-// (durable_rename when it keeps the file).
-func WriteFileAtomic(dest string, data []byte, perm os.FileMode) error {
-	dir, base := filepath.Split(dest)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", dest, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dest)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", dest, err)
-	}
-	return nil
 }

@@ -4,19 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
 func TestFetch(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	name3, seg3 := seg(1, 3, mib)
 	name4, seg4 := seg(1, 4, mib)
 	partial4 := bytes.Clone(seg4[:300*1024])
@@ -33,7 +32,7 @@ func TestFetch(t *testing.T) {
 	mustSave(t, r, name5+".partial", partial5) // the complete one wins
 	mustSave(t, r, "00000002.history", hist)
 	mustSave(t, r, "000000010000000000000003.00000028.backup", backupHist)
-	r16, _ := repo.TestRepository(t)
+	r16, _ := repotest.New(t)
 	mustSave(t, r16, "000000010000000000000003", seg16)
 	// Damaged copies: a segment stored under another segment's name (only
 	// possible through the repository API), and a bad history file.
@@ -96,38 +95,9 @@ func TestFetch(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	dest := filepath.Join(dir, "RECOVERYXLOG")
-	os.WriteFile(dest, []byte("old content, longer than the new one"), 0o644)
-	if err := stream.WriteFileAtomic(dest, []byte("new"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(dest)
-	fi, _ := os.Stat(dest)
-	if string(got) != "new" || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("content %q mode %v", got, fi.Mode())
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("left behind: %v", ents)
-	}
-	if err := stream.WriteFileAtomic(filepath.Join(dir, "missing", "x"), []byte("x"), 0o600); err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Fatalf("write into a missing folder: %v", err)
-	}
-	// A relative destination, as restore_command's %p is.
-	t.Chdir(dir)
-	if err := stream.WriteFileAtomic("rel", []byte("r"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(filepath.Join(dir, "rel")); string(got) != "r" {
-		t.Fatalf("relative dest: %q", got)
-	}
-}
-
 func TestArchived(t *testing.T) {
 	ctx := context.Background()
-	r, be := repo.TestRepository(t)
+	r, be := repotest.New(t)
 	name3, seg3 := seg(1, 3, mib)
 	name4, seg4 := seg(1, 4, mib)
 	mustSave(t, r, name3, seg3)

@@ -3,7 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/jackc/pglogrepl"
 
@@ -177,7 +177,7 @@ func CheckGaps(ctx context.Context, r *repo.Repository, opts CheckOptions) (*Gap
 			}
 		}
 	}
-	sort.Strings(rep.MissingHistory)
+	slices.Sort(rep.MissingHistory)
 	rep.OK = len(rep.Missing) == 0 && len(rep.MissingHistory) == 0
 	return rep, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -121,7 +122,7 @@ func TestCheckGaps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, _ := repo.TestRepository(t)
+			r, _ := repotest.New(t)
 			tt.a.store(t, r)
 			rep, err := stream.CheckGaps(ctx, r, tt.opts)
 			if err != nil {
@@ -147,14 +148,14 @@ func TestCheckGapsErrors(t *testing.T) {
 	ctx := context.Background()
 	// A backup on timeline 1 after timeline 2 forked off it cannot lead to
 	// timeline 2.
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	archived{segs: map[uint32][2]uint64{1: {1, 8}, 2: {4, 6}}, history: map[uint32]string{2: "1\t0/400100\tx\n"}}.store(t, r)
 	_, err := stream.CheckGaps(ctx, r, stream.CheckOptions{StartTimeline: 1, StartLSN: 0x600028})
 	if err == nil || !strings.Contains(err.Error(), "not in the history of timeline 2") {
 		t.Fatalf("err = %v", err)
 	}
 	// A damaged history file stops the check.
-	r2, _ := repo.TestRepository(t)
+	r2, _ := repotest.New(t)
 	archived{segs: map[uint32][2]uint64{2: {4, 6}}}.store(t, r2)
 	if _, err := r2.SaveWAL(ctx, 2, "00000002.history", []byte("nonsense\n"), false); err != nil {
 		t.Fatal(err)
@@ -166,7 +167,7 @@ func TestCheckGapsErrors(t *testing.T) {
 
 func TestCheckGaps16MiB(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	mustSave(t, r, "000000010000000000000003", fixture(t, "pg15-16mib/000000010000000000000003.gz"))
 	mustSave(t, r, "000000010000000000000003.00000028.backup", fixture(t, "pg15-16mib/000000010000000000000003.00000028.backup"))
 	rep, err := stream.CheckGaps(ctx, r, stream.CheckOptions{StartTimeline: 1, StartLSN: 0x2000028})

@@ -1,9 +1,10 @@
 package stream
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -51,15 +52,17 @@ func FindRepoPosition(ctx context.Context, r *repo.Repository, segSize uint64) (
 	}
 	// Newest timeline first, then newest segment; a complete segment beats
 	// a stale .partial of the same segment.
-	sort.Slice(cands, func(i, j int) bool {
-		a, b := cands[i], cands[j]
-		if a.tli != b.tli {
-			return a.tli > b.tli
+	slices.SortFunc(cands, func(a, b cand) int {
+		if c := cmp.Or(cmp.Compare(b.tli, a.tli), cmp.Compare(b.segNo, a.segNo)); c != 0 {
+			return c
 		}
-		if a.segNo != b.segNo {
-			return a.segNo > b.segNo
+		switch {
+		case !a.partial && b.partial:
+			return -1
+		case a.partial && !b.partial:
+			return 1
 		}
-		return !a.partial && b.partial
+		return 0
 	})
 	best := cands[0]
 	seg := wal.Segment{Timeline: best.tli, No: best.segNo}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -125,31 +127,26 @@ func Prefetch(ctx context.Context, r *repo.Repository, s *Spool, opts PrefetchOp
 
 // prefetchBatch downloads names into the spool, opts.Parallel at a time.
 // Segments the repository lacks or that fail verification are marked in
-// missing; an error writing the spool ends the batch with that error.
+// missing; an error writing the spool ends the batch with that error (the
+// downloads under way are cancelled: the next ones would fail the same).
 func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []string, opts PrefetchOptions, res *PrefetchResult, missing map[string]bool) error {
-	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		firstErr error
-	)
-	sem := make(chan struct{}, opts.Parallel)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Parallel)
 	for _, name := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			n, err := prefetchOne(ctx, r, s, name)
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			n, err := prefetchOne(gctx, r, s, name)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				res.Fetched++
 				res.Bytes += n
-			case errors.Is(err, errSpoolWrite) || ctx.Err() != nil:
-				if firstErr == nil {
-					firstErr = err
-				}
+			case errors.Is(err, errSpoolWrite) || gctx.Err() != nil:
+				return err
 			default:
 				if !errors.Is(err, repo.ErrWALNotFound) {
 					opts.Logger.Warn("prefetch: segment not spooled", "segment", name, "err", err)
@@ -157,10 +154,10 @@ func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []st
 				missing[name] = true
 				res.Missing++
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 var errSpoolWrite = errors.New("cannot write the spool")

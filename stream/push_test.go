@@ -9,13 +9,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -184,7 +185,7 @@ func TestPush(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, _ := repo.TestRepository(t)
+			r, _ := repotest.New(t)
 			conflicts := 0
 			opts := stream.PushOptions{OnConflict: func(c stream.Conflict) {
 				conflicts++
@@ -233,13 +234,13 @@ func catalogue(t testing.TB, r *repo.Repository) []string {
 	for _, e := range entries {
 		out = append(out, fmt.Sprintf("%d/%s", e.Timeline, e.Name))
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
 func TestPushConflictError(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	name, data := seg(1, 9, mib)
 	if _, err := stream.Push(ctx, r, name, data, stream.PushOptions{}); err != nil {
 		t.Fatal(err)
@@ -257,7 +258,7 @@ func TestPushConflictError(t *testing.T) {
 
 func TestPushFile(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	dir := t.TempDir()
 	name, data := seg(1, 3, mib)
 	path := filepath.Join(dir, name)

@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -166,14 +163,6 @@ type session struct {
 	segSize uint64
 }
 
-// slotState is what READ_REPLICATION_SLOT says.
-type slotState struct {
-	exists      bool
-	invalidated bool
-	restartLSN  pglogrepl.LSN
-	restartTLI  uint32
-}
-
 // run streams until the connection fails, the timeline ends, or ctx ends.
 // streamed reports whether any WAL became durable (to reset the backoff).
 func (s *session) run(ctx context.Context) (streamed bool, err error) {
@@ -238,61 +227,6 @@ func (s *session) walSegmentSize(ctx context.Context) (uint64, error) {
 	}
 	return size, nil
 }
-
-func (s *session) readSlot(ctx context.Context) (slotState, error) {
-	rows, err := s.conn.Exec(ctx, "READ_REPLICATION_SLOT "+quoteIdent(s.opts.Slot)).ReadAll()
-	if err != nil {
-		return slotState{}, fmt.Errorf("READ_REPLICATION_SLOT %s: %w", s.opts.Slot, err)
-	}
-	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 3 {
-		return slotState{}, errors.New("READ_REPLICATION_SLOT: unexpected result")
-	}
-	row := rows[0].Rows[0]
-	if row[0] == nil {
-		return slotState{}, nil
-	}
-	if string(row[0]) != "physical" {
-		return slotState{}, fmt.Errorf("replication slot %q is a %s slot; pgvault needs a physical one (choose another name with --slot)", s.opts.Slot, row[0])
-	}
-	st := slotState{exists: true}
-	if row[1] == nil {
-		st.invalidated = true
-		return st, nil
-	}
-	if st.restartLSN, err = pglogrepl.ParseLSN(string(row[1])); err != nil {
-		return slotState{}, err
-	}
-	tli, err := strconv.ParseUint(string(row[2]), 10, 32)
-	if err != nil {
-		return slotState{}, err
-	}
-	st.restartTLI = uint32(tli)
-	return st, nil
-}
-
-// ensureSlot creates the physical slot (reserving WAL at once) if missing.
-func (s *session) ensureSlot(ctx context.Context) (slotState, error) {
-	st, err := s.readSlot(ctx)
-	if err != nil {
-		return st, err
-	}
-	if st.invalidated {
-		return st, fmt.Errorf("%w: PostgreSQL removed WAL that slot %q held (max_slot_wal_keep_size?), so WAL is missing from the archive: drop it with SELECT pg_drop_replication_slot('%s'), restart `pgvault wal stream` (it creates the slot again) and take a new base backup",
-			ErrSlotInvalidated, s.opts.Slot, s.opts.Slot)
-	}
-	if st.exists {
-		return st, nil
-	}
-	// pglogrepl's helper has no RESERVE_WAL for physical slots, so the
-	// replication command is sent as is.
-	if _, err := s.conn.Exec(ctx, "CREATE_REPLICATION_SLOT "+quoteIdent(s.opts.Slot)+" PHYSICAL RESERVE_WAL").ReadAll(); err != nil {
-		return st, fmt.Errorf("create replication slot %q: %w", s.opts.Slot, err)
-	}
-	s.log.Info("created physical replication slot", "slot", s.opts.Slot)
-	return s.readSlot(ctx)
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // startPoint decides where to stream from: the start of the segment the
 // repository's WAL ends in, following the server's timeline history when
@@ -644,159 +578,4 @@ func (s *session) sendStatus(write, flush pglogrepl.LSN, reply bool) error {
 // pgTime is microseconds since 2000-01-01, PostgreSQL's epoch.
 func pgTime(t time.Time) int64 {
 	return t.Sub(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds()
-}
-
-// flusher writes segments to the repository in order, off the receive
-// path: complete segments as they fill, and the newest partial segment.
-type flusher struct {
-	r       *repo.Repository
-	tli     uint32
-	segSize uint64
-	log     *slog.Logger
-
-	completes chan flushJob
-	flushed   chan pglogrepl.LSN // ends of durable WAL, in order; closed when done
-
-	mu      sync.Mutex
-	partial *flushJob
-	signal  chan struct{}
-	closed  bool
-	failErr error
-}
-
-type flushJob struct {
-	segNo uint64
-	data  []byte
-	end   pglogrepl.LSN
-}
-
-func newFlusher(r *repo.Repository, tli uint32, segSize uint64, log *slog.Logger) *flusher {
-	return &flusher{
-		r: r, tli: tli, segSize: segSize, log: log,
-		completes: make(chan flushJob, 2),
-		flushed:   make(chan pglogrepl.LSN, 16),
-		signal:    make(chan struct{}, 1),
-	}
-}
-
-// queueComplete hands over a full segment (blocking while two are pending,
-// which slows receiving rather than growing memory).
-func (f *flusher) queueComplete(segNo uint64, data []byte, end pglogrepl.LSN) {
-	f.mu.Lock()
-	if f.partial != nil && f.partial.segNo <= segNo {
-		f.partial = nil // superseded by the complete segment
-	}
-	f.mu.Unlock()
-	f.completes <- flushJob{segNo: segNo, data: data, end: end}
-}
-
-// queuePartial replaces any pending partial with a newer one.
-func (f *flusher) queuePartial(segNo uint64, data []byte, end pglogrepl.LSN) {
-	f.mu.Lock()
-	f.partial = &flushJob{segNo: segNo, data: data, end: end}
-	f.mu.Unlock()
-	select {
-	case f.signal <- struct{}{}:
-	default:
-	}
-}
-
-// close asks the flusher to finish pending work and stop.
-func (f *flusher) close() {
-	f.mu.Lock()
-	if !f.closed {
-		f.closed = true
-		close(f.completes)
-	}
-	f.mu.Unlock()
-	select {
-	case f.signal <- struct{}{}:
-	default:
-	}
-}
-
-func (f *flusher) err() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.failErr
-}
-
-func (f *flusher) run(ctx context.Context) {
-	defer close(f.flushed)
-	var done pglogrepl.LSN
-	for {
-		// Complete segments first: a partial captured later must never be
-		// written before the segment it follows.
-		var job *flushJob
-		select {
-		case j, ok := <-f.completes:
-			if ok {
-				job = &j
-			}
-		default:
-		}
-		if job == nil {
-			f.mu.Lock()
-			job, f.partial = f.partial, nil
-			closed := f.closed
-			f.mu.Unlock()
-			if job == nil {
-				if closed {
-					// Drain any complete segment queued before close.
-					j, ok := <-f.completes
-					if !ok {
-						return
-					}
-					job = &j
-				} else {
-					select {
-					case j, ok := <-f.completes:
-						if ok {
-							job = &j
-						}
-					case <-f.signal:
-					case <-ctx.Done():
-						return
-					}
-					if job == nil {
-						continue
-					}
-				}
-			}
-		}
-		if job.end <= done {
-			continue
-		}
-		if err := f.write(ctx, job); err != nil {
-			f.mu.Lock()
-			f.failErr = err
-			f.mu.Unlock()
-			return
-		}
-		done = job.end
-		select {
-		case f.flushed <- done:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-func (f *flusher) write(ctx context.Context, j *flushJob) error {
-	seg := wal.Segment{Timeline: f.tli, No: j.segNo}
-	name := seg.Name(f.segSize)
-	complete := uint64(len(j.data)) == f.segSize
-	if !complete {
-		if _, err := f.r.SaveWAL(ctx, f.tli, name+".partial", j.data, true); err != nil {
-			return fmt.Errorf("store partial WAL segment %s: %w", name, err)
-		}
-		return nil
-	}
-	if _, err := f.r.SaveWAL(ctx, f.tli, name, j.data, false); err != nil {
-		return fmt.Errorf("store WAL segment %s: %w", name, err)
-	}
-	if err := f.r.DeleteWAL(ctx, f.tli, name+".partial"); err != nil && !errors.Is(err, repo.ErrWALNotFound) {
-		f.log.Warn("could not remove the partial of a completed segment", "segment", name, "err", err)
-	}
-	return nil
 }

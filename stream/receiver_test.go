@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -19,7 +20,7 @@ func segData(seed byte, n int) []byte { return bytes.Repeat([]byte{seed}, n) }
 
 func TestFindRepoPosition(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	pos, err := FindRepoPosition(ctx, r, testSeg)
 	if err != nil || pos.LSN != 0 {
 		t.Fatalf("empty repository: %+v, %v", pos, err)
@@ -50,7 +51,7 @@ func TestFindRepoPosition(t *testing.T) {
 // receive loop does and checks what ends up in the repository.
 func TestFlusherOrder(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	f := newFlusher(r, 1, testSeg, nil)
 	f.log = discardLogger()
 	go f.run(ctx)

@@ -14,11 +14,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Spool files. Segments are stored under their own names; temporary files
-// start with "." and hold ".tmp-".
+// are atomicfile's (atomicfile.IsTemp), as are the prefetcher's markers.
 const (
 	spoolWantFile = "want"          // "NAME SEGSIZE\n": the segment recovery asked for last
 	spoolLockFile = "prefetch.lock" // flock'ed by the one running prefetcher; holds its pid
@@ -122,8 +123,18 @@ func (s *Spool) Has(name string) bool {
 }
 
 // fetchingName is the marker a prefetcher keeps while it downloads
-// segment name; like a temporary file, Clean removes one left behind.
+// segment name. It is named like a temporary file (atomicfile.IsTemp), so
+// Clean removes one left behind.
 func fetchingName(name string) string { return "." + name + ".tmp-fetching" }
+
+// spoolWrite is how spool files and restore_command's output are written:
+// whole under their name (a rename), private, and not synced. A spool
+// entry lost in a crash costs a download (every entry is verified when
+// taken), and PostgreSQL makes the file restore_command wrote durable
+// itself (durable_rename) when it keeps it.
+func spoolWrite(path string, data []byte) error {
+	return atomicfile.WriteFile(path, data, atomicfile.Options{Perm: 0o600, NoSync: true})
+}
 
 // startFetching marks segment name as being downloaded by the prefetcher;
 // the returned func removes the mark.
@@ -165,14 +176,14 @@ func (s *Spool) Put(name string, data []byte) error {
 	if wal.Classify(name) != wal.KindSegment {
 		return fmt.Errorf("spool: %w %q: only complete segments are spooled", wal.ErrInvalidName, name)
 	}
-	return WriteFileAtomic(s.path(name), data, 0o600)
+	return spoolWrite(s.path(name), data)
 }
 
 // Take moves spooled segment name to dest if it is there and passes
 // VerifyFile; it reports a miss (ok false, nil error) when it is not, and
 // removes an entry that fails verification. dest gets mode 0600 and
-// appears whole: a rename (a copy through WriteFileAtomic when dest is on
-// another file system). Moving rather than copying keeps a spool hit at a
+// appears whole: a rename (a copy written through a temporary file when dest
+// is on another file system). Moving rather than copying keeps a spool hit at a
 // few milliseconds; the price is that the one segment PostgreSQL reads
 // twice, the last one when recovery ends, is fetched again.
 func (s *Spool) Take(name, dest string) (res *FetchResult, ok bool, err error) {
@@ -193,7 +204,7 @@ func (s *Spool) Take(name, dest string) (res *FetchResult, ok bool, err error) {
 		if !errors.Is(err, unix.EXDEV) {
 			return nil, false, fmt.Errorf("move spooled %s to %s: %w", name, dest, err)
 		}
-		if err := WriteFileAtomic(dest, data, 0o600); err != nil {
+		if err := spoolWrite(dest, data); err != nil {
 			return nil, false, err
 		}
 		os.Remove(p)
@@ -209,7 +220,7 @@ func (s *Spool) Want(name string, segSize uint64) error {
 	if _, err := wal.ParseSegment(name, segSize); err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.path(spoolWantFile), formatWant(name, segSize), 0o600)
+	return spoolWrite(s.path(spoolWantFile), formatWant(name, segSize))
 }
 
 // Wanted returns what Want last recorded, ok false if nothing (or nothing
@@ -279,7 +290,7 @@ func (s *Spool) Clean(current string, maxAge time.Duration, now time.Time) int {
 	for _, e := range ents {
 		x := e.Name()
 		seg := wal.Classify(x) == wal.KindSegment
-		tmp := strings.HasPrefix(x, ".") && strings.Contains(x, ".tmp-")
+		tmp := atomicfile.IsTemp(x)
 		if !seg && !tmp {
 			continue
 		}

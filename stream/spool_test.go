@@ -6,12 +6,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -39,7 +41,7 @@ func spoolNames(t *testing.T, s *stream.Spool) []string {
 			out = append(out, e.Name())
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
@@ -51,6 +53,17 @@ func TestSpoolPutTake(t *testing.T) {
 	name, data := seg(1, 7, mib)
 	if err := s.Put(name, data); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.Want(name, mib); err != nil {
+		t.Fatal(err)
+	}
+	// Entries are private and appear whole: no temporary file stays.
+	ents, _ := os.ReadDir(s.Dir())
+	for _, e := range ents {
+		fi, err := e.Info()
+		if atomicfile.IsTemp(e.Name()) || err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("spool holds %s (mode %v, %v)", e.Name(), fi.Mode(), err)
+		}
 	}
 	if err := s.Put(name+".partial", data); !errors.Is(err, wal.ErrInvalidName) {
 		t.Fatalf("a partial was spooled: %v", err)
@@ -150,7 +163,7 @@ func TestSpoolClean(t *testing.T) {
 		t.Fatalf("removed %d, want 6", n)
 	}
 	want := []string{segName(1, 6), segName(1, 7), segName(1, 8)}
-	if got := spoolNames(t, s); !equal(got, want) {
+	if got := spoolNames(t, s); !slices.Equal(got, want) {
 		t.Fatalf("left %v, want %v", got, want)
 	}
 	if _, err := os.Stat(tmp); err == nil {
@@ -165,18 +178,6 @@ func TestSpoolClean(t *testing.T) {
 	if n := s.Clean("", time.Hour, time.Now()); n != 0 {
 		t.Fatalf("clean by age removed %d", n)
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSpoolWant(t *testing.T) {
@@ -274,7 +275,7 @@ func TestPrefetchLock(t *testing.T) {
 // a partial of last+1.
 func prefetchRepo(t *testing.T, last uint64) *repo.Repository {
 	t.Helper()
-	r, _ := repo.TestRepository(t)
+	r, _ := repotest.New(t)
 	for no := uint64(1); no <= last; no++ {
 		name, data := seg(1, no, mib)
 		mustSave(t, r, name, data)
@@ -297,7 +298,7 @@ func TestPrefetch(t *testing.T) {
 	if err != nil || res.Fetched != 4 || res.Missing != 0 {
 		t.Fatalf("prefetch: %+v, %v", res, err)
 	}
-	if got, want := spoolNames(t, s), []string{segName(1, 3), segName(1, 4), segName(1, 5), segName(1, 6)}; !equal(got, want) {
+	if got, want := spoolNames(t, s), []string{segName(1, 3), segName(1, 4), segName(1, 5), segName(1, 6)}; !slices.Equal(got, want) {
 		t.Fatalf("spooled %v, want %v", got, want)
 	}
 
@@ -320,7 +321,7 @@ func TestPrefetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := spoolNames(t, s), []string{segName(1, 11), segName(1, 12)}; !equal(got, want) {
+	if got, want := spoolNames(t, s), []string{segName(1, 11), segName(1, 12)}; !slices.Equal(got, want) {
 		t.Fatalf("spooled %v, want %v (result %+v)", got, want, res)
 	}
 	if res.Missing == 0 {

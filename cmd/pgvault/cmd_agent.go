@@ -75,9 +75,13 @@ func runAgent(ctx context.Context, e *env, o agentOptions) error {
 		log.Warn("cannot find the pgvault binary; recovery drills will fail", "err", err)
 		exe = ""
 	}
+	hook, err := testFaultsHook()
+	if err != nil {
+		return usageError{err}
+	}
 	err = agent.Run(ctx, agent.Options{
 		ConfigFile: o.config, Logger: log, SetLogLevel: setLevel, Reload: hup,
-		Executable: exe, ExplainPG: explainPG, Version: version,
+		Executable: exe, StorageHook: hook, Version: version,
 	})
 	if errors.Is(err, agent.ErrConfig) {
 		return usageError{err}

@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/backup"
-
-	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 type backupOptions struct {
@@ -65,83 +61,38 @@ func backupCommand() *cli.Command {
 	}
 }
 
-type backupReport struct {
-	ID               string   `json:"id"`
-	Label            string   `json:"label"`
-	StartLSN         string   `json:"start_lsn"`
-	StopLSN          string   `json:"stop_lsn"`
-	Timeline         uint32   `json:"timeline"`
-	Standalone       bool     `json:"standalone"`
-	Method           string   `json:"method"`
-	BytesRead        int64    `json:"bytes_read"`
-	StoredBytes      int64    `json:"stored_bytes"`
-	Files            int64    `json:"files"`
-	Chunks           int64    `json:"chunks"`
-	NewChunks        int64    `json:"new_chunks"`
-	Seconds          float64  `json:"seconds"`
-	MBPerSecond      float64  `json:"mb_per_second"`
-	Warnings         []string `json:"warnings"`
-	ChecksumFailures bool     `json:"checksum_failures"`
-}
-
 func runBackup(ctx context.Context, e *env, o backupOptions) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockShared, "backup")
+	connect, err := service.ConnectTo(e.c.String("pg"), "")
 	if err != nil {
-		return err
+		return fmt.Errorf("--pg: %w", err)
 	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
-	conn, cfg, err := e.connectReplication(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-
 	bar := newProgress(e.out, e.stderr, "backup")
-	res, err := backup.Take(ctx, conn, r, backup.Options{
+	rep, err := site.Backup(ctx, connect, service.BackupOptions{
 		Label: o.label, FastCheckpoint: o.fastCheckpoint, Standalone: o.standalone, MaxRateKB: o.maxRateKB,
-		Method: backup.Method(o.method), DataDir: o.pgdata, Session: backup.SessionFor(cfg),
+		Method: backup.Method(o.method), DataDir: o.pgdata,
 		Progress: func(p backup.Progress) { bar.update(p.BytesDone, p.BytesTotal, "bytes") },
 	})
 	bar.done()
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			return explainPG(err, cfg)
-		}
 		return err
 	}
-	s, info := res.Snapshot, res.Info
-	rep := backupReport{
-		ID: s.ID, Label: s.Label, StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(),
-		Timeline: info.Timeline, Standalone: info.Standalone, Method: string(info.Method), BytesRead: info.BytesRead,
-		StoredBytes: s.Summary.StoredBytes, Files: s.Summary.Files, Chunks: s.Summary.Chunks, NewChunks: s.Summary.NewChunks,
-		Seconds:     res.Duration.Seconds(),
-		MBPerSecond: mbPerSec(info.BytesRead, res.Duration), Warnings: info.Warnings, ChecksumFailures: info.ChecksumFailures,
-	}
-	if rep.Warnings == nil {
-		rep.Warnings = []string{}
-	}
 	if err := e.out.emit(rep, func(w io.Writer) {
-		for _, msg := range info.Warnings {
+		for _, msg := range rep.Warnings {
 			fmt.Fprintf(w, "warning: %s\n", msg)
 		}
 		fmt.Fprintf(w, "backup %s done: %s read, %s new stored after dedup and compression, %.1fs (%.0f MB/s)\n",
-			s.ShortID(), humanBytes(info.BytesRead), humanBytes(s.Summary.StoredBytes), res.Duration.Seconds(), rep.MBPerSecond)
-		fmt.Fprintf(w, "WAL %s .. %s on timeline %d", info.StartLSN, info.StopLSN, info.Timeline)
-		if info.Standalone {
+			service.ShortID(rep.ID), humanBytes(rep.BytesRead), humanBytes(rep.StoredBytes), rep.Seconds, rep.MBPerSecond)
+		fmt.Fprintf(w, "WAL %s .. %s on timeline %d", rep.StartLSN, rep.StopLSN, rep.Timeline)
+		if rep.Standalone {
 			fmt.Fprint(w, " (included: restores without an archive)")
 		}
 		fmt.Fprintln(w)
 	}); err != nil {
 		return err
 	}
-	if info.ChecksumFailures {
-		return problemsError{fmt.Sprintf("backup %s is stored, but PostgreSQL found pages failing checksum verification: %s", s.ShortID(), strings.Join(info.Warnings, "; "))}
-	}
-	return nil
+	return rep.ChecksumProblem()
 }

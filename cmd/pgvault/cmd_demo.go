@@ -210,7 +210,7 @@ func runDemo(ctx context.Context, e *env, o demoOptions) (err error) {
 	}
 	d.say("instant", t, "mounted in %.2fs, PostgreSQL %s on the mount; markers there: %s", mounted.Seconds(), state, strings.Join(markers, ", "))
 	if len(markers) != 10 {
-		return problemsError{fmt.Sprintf("demo: the point-in-time mount shows %d markers, expected the 10 committed before %s", len(markers), pointInTime.Format(time.RFC3339Nano))}
+		return problemsf("demo: the point-in-time mount shows %d markers, expected the 10 committed before %s", len(markers), pointInTime.Format(time.RFC3339Nano))
 	}
 
 	// 7. Boot verification of the backup, as a drill would.

@@ -20,6 +20,8 @@ import (
 
 	"github.com/pgvault/pgvault/cmd/pgvault/agent"
 	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream"
 )
@@ -114,7 +116,7 @@ func runDoctor(ctx context.Context, e *env, o doctorOptions) error {
 			for _, conninfo := range s.PG {
 				d.checkPostgres(ctx, name, conninfo, s.Secrets.PGPassword, s.Slot, s.Mode)
 			}
-			d.checkRepo(ctx, name, func() (*repo.Repository, error) { return e.openSiteRepo(ctx, s) })
+			d.checkRepo(ctx, name, func() (*repo.Repository, error) { return e.agentSite(s).Open(ctx, service.Access{}) })
 			if s.CacheDir != "" {
 				dirs = append(dirs, diskDir{"cache", s.CacheDir})
 			}
@@ -141,7 +143,13 @@ func runDoctor(ctx context.Context, e *env, o doctorOptions) error {
 					d.add(doctorFinding{Check: "secrets", Status: findingError, Message: oneLine(err.Error()), Fix: "chmod 600 " + pf})
 				}
 			}
-			d.checkRepo(ctx, "", func() (*repo.Repository, error) { return e.openRepo(ctx) })
+			d.checkRepo(ctx, "", func() (*repo.Repository, error) {
+				site, err := e.site(askPassword)
+				if err != nil {
+					return nil, err
+				}
+				return site.Open(ctx, service.Access{})
+			})
 		}
 	}
 	dirs = append(dirs, diskDir{"cache", e.cacheDir()}, diskDir{"scratch (verify --boot, mount --scratch)", os.TempDir()})
@@ -164,7 +172,7 @@ func (d *doctor) finish() error {
 		return err
 	}
 	if !d.rep.OK {
-		return problemsError{fmt.Sprintf("doctor found %d problems (%s): apply the fixes above", len(errs), strings.Join(dedupe(errs), ", "))}
+		return problemsf("doctor found %d problems (%s): apply the fixes above", len(errs), strings.Join(dedupe(errs), ", "))
 	}
 	return nil
 }
@@ -205,23 +213,18 @@ func printDoctor(w io.Writer, rep doctorReport) {
 func (d *doctor) checkPostgres(ctx context.Context, site, conninfo, password, slot, mode string) {
 	ctx, cancel := context.WithTimeout(ctx, doctorPGTimeout)
 	defer cancel()
-	cfg, err := pgx.ParseConfig(conninfo)
+	cfg, err := sqlSession(conninfo, "pgvault doctor")
 	if err != nil {
-		d.add(doctorFinding{Site: site, Check: "postgres", Status: findingError, Message: redact(err.Error()), Fix: "correct the conninfo"})
+		d.add(doctorFinding{Site: site, Check: "postgres", Status: findingError, Message: oneLine(err.Error()), Fix: "correct the conninfo"})
 		return
-	}
-	delete(cfg.RuntimeParams, "replication")
-	if cfg.Database == "" {
-		cfg.Database = "postgres"
 	}
 	if password != "" {
 		cfg.Password = password
 	}
-	cfg.RuntimeParams["application_name"] = "pgvault doctor"
-	check := "postgres " + pgTarget(&cfg.Config)
+	check := "postgres " + pg.Target(&cfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		d.add(doctorFinding{Site: site, Check: check, Status: findingError, Message: oneLine(explainPG(err, &cfg.Config).Error()),
+		d.add(doctorFinding{Site: site, Check: check, Status: findingError, Message: oneLine(pg.Explain(err, &cfg.Config).Error()),
 			Fix: "make PostgreSQL reachable with these credentials (the message says how)"})
 		return
 	}
@@ -233,7 +236,7 @@ func (d *doctor) checkPostgres(ctx context.Context, site, conninfo, password, sl
 	}
 	probe, _ := stream.ProbeReplication(ctx, &cfg.Config)
 	rep.Add(probe)
-	if m := atoiPrefix(rep.ServerVersion); m > 0 {
+	if m := pg.Major(rep.ServerVersion); m > 0 {
 		d.majors[m] = true
 	}
 	for _, f := range rep.Findings {
@@ -243,15 +246,6 @@ func (d *doctor) checkPostgres(ctx context.Context, site, conninfo, password, sl
 		status := string(f.Status)
 		d.add(doctorFinding{Site: site, Check: check + " " + f.Setting, Status: status, Message: f.Message, Fix: f.Fix})
 	}
-}
-
-func atoiPrefix(s string) int {
-	end := 0
-	for end < len(s) && s[end] >= '0' && s[end] <= '9' {
-		end++
-	}
-	n, _ := strconv.Atoi(s[:end])
-	return n
 }
 
 // checkRepo opens the repository and lists its backups and WAL.
@@ -354,7 +348,7 @@ func installedMajors() []int {
 	}
 	if out, err := exec.Command("pg_config", "--version").Output(); err == nil {
 		if f := strings.Fields(string(out)); len(f) >= 2 {
-			if m := atoiPrefix(f[1]); m > 0 {
+			if m := pg.Major(f[1]); m > 0 {
 				seen[m] = true
 			}
 		}

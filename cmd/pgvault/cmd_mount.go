@@ -2,25 +2,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/backup"
-	pgfs "github.com/pgvault/pgvault/fs"
-	"github.com/pgvault/pgvault/fs/verify"
-	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -114,48 +108,7 @@ func parseByteSize(s string) (int64, error) {
 	return int64(v * float64(mult)), nil
 }
 
-// openRepoCache opens the repository with a chunk cache of the given size.
-// The cache is most of such a process's live memory, and Go's collector
-// lets the heap grow to twice what is live: a soft memory limit of the
-// cache plus cacheHeadroom keeps the process near its --cache-size
-// instead (GOMEMLIMIT, when set, wins).
-func (e *env) openRepoCache(ctx context.Context, cacheSize int64) (*repo.Repository, error) {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cacheSize + cacheHeadroom)
-	}
-	return e.openWith(ctx, repo.Options{CacheSize: cacheSize})
-}
-
-// cacheHeadroom is the memory a mount or verify needs besides its chunk
-// cache: FUSE request buffers, decoders, the index and the tree.
-const cacheHeadroom = 128 << 20
-
-type mountReport struct {
-	Mountpoint  string              `json:"mountpoint"`
-	Mode        string              `json:"mode"` // browse or instant
-	Snapshots   int                 `json:"snapshots,omitempty"`
-	ID          string              `json:"id,omitempty"`
-	Scratch     string              `json:"scratch,omitempty"`
-	Reused      bool                `json:"reused_scratch"`
-	Owner       string              `json:"owner,omitempty"`
-	Plan        *backup.RestorePlan `json:"plan,omitempty"`
-	Prepared    *pgfs.PrepareResult `json:"prepared,omitempty"`
-	MountSecond float64             `json:"mount_seconds"`
-}
-
-// shortRecovery is the most WAL segments a recovery may replay for the
-// instant mount to turn PostgreSQL's WAL prefetcher off. The prefetcher
-// decodes up to 512 kB ahead of replay and, for that, runs
-// restore_command for the next segment (and the one after) before the
-// last records before it are replayed: in a recovery to consistency that
-// held the first query back by a 16 MiB copy and fsync and a failed cp,
-// 180 ms from the server's start to read-only connections instead of
-// 46 ms (by hand, scale 100). A recovery this short has no data blocks
-// worth prefetching; a long one keeps it.
-const shortRecovery = 2
-
 func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) error {
-	start := time.Now()
 	mnt, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
@@ -177,153 +130,51 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 			return usagef("--hydrate-rate needs --hydrate")
 		}
 	}
-	instant := o.backup != ""
-	if !instant {
+	mo := service.MountOptions{
+		Mountpoint: mnt, Backup: o.backup, NoRecovery: o.noRecovery, KeepArchiveMode: o.keepArchive, Scratch: o.scratch,
+		Owner: o.owner, CacheSize: cacheSize, CopyOnRead: copyOnRead, Hydrate: o.hydrate, HydrateRate: hydrateRate,
+		Warm: o.warm, Passthrough: o.passthrough, Prefetch: o.prefetch, Readahead: o.readahead, Debug: o.debug,
+	}
+	if o.backup == "" {
 		for flag, set := range map[string]bool{"--scratch": o.scratch != "", "--to/--to-lsn/--to-xid/--to-name": o.target.toTime != "" || o.target.toLSN != "" || o.target.toXID != "" || o.target.toName != "" || o.target.toImmediate, "--hydrate": o.hydrate} {
 			if set {
 				return usagef("%s needs --backup ID|latest (instant mode)", flag)
 			}
 		}
-	} else if o.scratch == "" {
-		return usagef("instant mode needs --scratch DIR for the copy-on-write overlay (a folder on a local disk)")
-	}
-	// Cheap refusals before the repository is opened.
-	if err := pgfs.CheckMountpoint(mnt); err != nil {
-		return err
-	}
-	type lookup struct {
-		u   verify.OSUser
-		err error
-	}
-	owned := make(chan lookup, 1)
-	if instant {
-		// The owner's lookup goes through NSS (5-8 ms with a cold page
-		// cache); opening the repository may run the KDF: let them overlap.
-		go func() {
-			u, err := verify.LookupUser(o.owner)
-			owned <- lookup{u, err}
-		}()
-	}
-	r, err := e.openRepoCache(ctx, cacheSize)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBG()
-	var pf *pgfs.Prefetcher
-	if o.prefetch > 0 {
-		pf = pgfs.NewPrefetcher(bg, r, 8, o.prefetch)
-	}
-	mopts := pgfs.MountOptions{Debug: o.debug, Logger: e.log, MaxReadAhead: o.readahead << 10}
-
-	if !instant {
-		root, err := pgfs.NewBrowseRoot(ctx, r, pgfs.BrowseOptions{Prefetcher: pf, Logger: e.log})
-		if err != nil {
-			return err
-		}
-		snaps, _ := r.Snapshots(ctx)
-		mopts.ReadOnly, mopts.FsName = true, "pgvault-browse"
-		m, err := pgfs.Mount(ctx, mnt, root, mopts)
-		if err != nil {
-			return err
-		}
-		rep := mountReport{Mountpoint: mnt, Mode: "browse", Snapshots: len(snaps), MountSecond: time.Since(start).Seconds()}
-		if err := e.out.emit(rep, func(w io.Writer) {
-			fmt.Fprintf(w, "browsing %d backups at %s (snapshots/, wal/), read-only; Ctrl-C or `pgvault umount %s` unmounts\n", len(snaps), mnt, mnt)
-		}); err != nil {
-			return err
-		}
-		return serveUntilDone(ctx, e, m, nil)
-	}
-
-	// Instant mode.
-	lu := <-owned
-	if lu.err != nil {
-		return usageError{lu.err}
-	}
-	owner := lu.u
-	o.target.targetAction = ""
-	rc, err := recoveryFromFlags(o.target)
-	if err != nil {
-		return err
-	}
-	if !rc.Target.IsEnd() {
-		a, err := wal.ParseTargetAction(o.targetAction)
-		if err != nil {
-			return usageError{fmt.Errorf("--target-action: %w", err)}
-		}
-		rc.Action = a
-	}
-	if o.noRecovery && !rc.Target.IsEnd() {
-		return usagef("--no-recovery-config and a recovery target: the target needs the recovery configuration")
-	}
-	in, snaps, err := planInput(ctx, r)
-	if err != nil {
-		return err
-	}
-	in.Ref, in.Target, in.Timeline, in.FilesOnly = o.backup, rc.Target, rc.Timeline, o.noRecovery
-	plan, err := backup.PlanRestore(in)
-	if err != nil {
-		return err
-	}
-	s := snaps[plan.Backup.ID]
-	var prepare pgfs.PrepareOptions
-	prepare.Owner = pgfs.Owner{UID: owner.UID, GID: owner.GID}
-	prepare.Note = fmt.Sprintf("pgvault instant mount of backup %s (%s) at %s", s.ShortID(), rc.Target, time.Now().UTC().Format(time.RFC3339))
-	if !o.keepArchive {
-		prepare.Settings = append(prepare.Settings, wal.Setting{Name: "archive_mode", Value: "off"})
-	}
-	if !o.noRecovery {
-		// WAL comes through the mount itself (pgvault reads the repository
-		// as root): PostgreSQL's user needs no access to the repository.
-		rc.RestoreCommand = pgfs.WALRestoreCommand(mnt)
-		prepare.Recovery = &rc
-		if plan.Segments <= shortRecovery {
-			prepare.Settings = append(prepare.Settings, wal.Setting{Name: "recovery_prefetch", Value: "off"})
-		}
-	}
-	ov, err := pgfs.OpenOverlay(ctx, r, s, pgfs.OverlayOptions{Scratch: o.scratch, Owner: prepare.Owner, Prefetcher: pf, CopyOnRead: copyOnRead, Logger: e.log})
-	if err != nil {
-		return err
-	}
-	// What the server's start reads, loaded from now on: the preparation
-	// below and the server's start then find most of it in memory.
-	startWarmed := make(chan struct{})
-	if o.warm {
-		go func() {
-			defer close(startWarmed)
-			res := ov.WarmStartup(bg, cacheSize/4)
-			e.log.Info("folder listings and control files loaded into the chunk cache", "folders", res.Folders, "files", res.Files, "bytes", res.Bytes, "requests", res.Requests, "seconds", res.Duration.Seconds())
-		}()
 	} else {
-		close(startWarmed)
-	}
-	closeOverlay := func() {
-		stopBG()
-		<-startWarmed
-		ov.Close(ctx)
-	}
-	rep := mountReport{Mountpoint: mnt, Mode: "instant", ID: s.ID, Scratch: ov.Scratch(), Reused: !ov.Fresh(), Owner: owner.Name, Plan: plan}
-	if ov.Fresh() {
-		if rep.Prepared, err = ov.Prepare(ctx, prepare); err != nil {
-			closeOverlay()
+		if o.scratch == "" {
+			return usagef("instant mode needs --scratch DIR for the copy-on-write overlay (a folder on a local disk)")
+		}
+		o.target.targetAction = ""
+		if mo.Recovery, err = recoveryFromFlags(o.target); err != nil {
 			return err
 		}
+		if !mo.Recovery.Target.IsEnd() {
+			a, err := wal.ParseTargetAction(o.targetAction)
+			if err != nil {
+				return usageError{fmt.Errorf("--target-action: %w", err)}
+			}
+			mo.Recovery.Action = a
+		}
+		if o.noRecovery && !mo.Recovery.Target.IsEnd() {
+			return usagef("--no-recovery-config and a recovery target: the target needs the recovery configuration")
+		}
 	}
-	instOpts := pgfs.InstantOptions{Passthrough: o.passthrough, ServeWAL: true, SegmentSize: plan.SegmentSize}
-	if !o.noRecovery && !rep.Reused {
-		// A reused overlay's server resumes from its own checkpoint.
-		instOpts.FirstSegment = plan.FirstSegment()
-	}
-	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, instOpts), mopts)
+	site, err := e.site(askPassword)
 	if err != nil {
-		closeOverlay()
 		return err
 	}
-	rep.MountSecond = time.Since(start).Seconds()
+	m, err := site.Mount(ctx, mo)
+	if err != nil {
+		return err
+	}
+	rep := m.Report
 	if err := e.out.emit(rep, func(w io.Writer) {
-		printPlan(w, plan)
+		if rep.Mode == "browse" {
+			fmt.Fprintf(w, "browsing %d backups at %s (snapshots/, wal/), read-only; Ctrl-C or `pgvault umount %s` unmounts\n", rep.Snapshots, mnt, mnt)
+			return
+		}
+		printPlan(w, rep.Plan)
 		if rep.Reused {
 			fmt.Fprintf(w, "reusing the overlay in %s (its recovery configuration was written at its first mount)\n", rep.Scratch)
 		} else if rep.Prepared != nil {
@@ -335,104 +186,25 @@ func runMount(ctx context.Context, e *env, mountpoint string, o mountOptions) er
 			}
 		}
 		fmt.Fprintf(w, "backup %s mounted at %s in %.2fs, writes go to %s; start it: pg_ctl -D %s start (as %s)\n",
-			s.ShortID(), mnt, rep.MountSecond, rep.Scratch, mnt, owner.Name)
+			service.ShortID(rep.ID), mnt, rep.MountSecond, rep.Scratch, mnt, rep.Owner)
 	}); err != nil {
+		// Nobody learns where it is mounted: do not leave it mounted.
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		m.Serve(cctx, service.ServeOptions{})
 		return err
 	}
-	warmed := make(chan struct{})
-	if o.warm {
-		go func() {
-			defer close(warmed)
-			if !o.noRecovery && !rep.Reused {
-				// Not before the server asks for its first WAL: until then
-				// it is starting on a cold page cache, and a warm-up would
-				// only take the CPU and disk its start needs. From then on
-				// it mostly waits for WAL to be copied and synced, and its
-				// first connection comes after that.
-				select {
-				case <-ov.Recovering():
-				case <-bg.Done():
-					return
-				}
-			}
-			res := ov.WarmCatalogs(bg, cacheSize/4)
-			e.log.Info("system catalogs loaded into the chunk cache", "files", res.Files, "bytes", res.Bytes, "requests", res.Requests, "seconds", res.Duration.Seconds())
-		}()
-	} else {
-		close(warmed)
-	}
-	hydrated := make(chan struct{})
-	if o.hydrate {
-		go func() {
-			defer close(hydrated)
-			res, err := ov.Hydrate(bg, pgfs.HydrateOptions{Rate: hydrateRate})
-			switch {
-			case err != nil && !errors.Is(err, context.Canceled):
-				e.log.Error("hydration stopped", "err", err)
-			case err == nil:
-				e.log.Info("hydration done: the overlay holds the whole backup", "files", res.Files, "bytes", res.Bytes, "seconds", res.Duration.Seconds())
-			}
-		}()
-	} else {
-		close(hydrated)
-	}
-	err = serveUntilDone(ctx, e, m, func() {
-		stopBG()
-		<-hydrated
-		<-warmed
-		<-startWarmed
-	})
-	if cerr := ov.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
-		err = cerr
-	}
-	st := ov.Stats()
-	e.log.Info("unmounted", "mountpoint", mnt, "base_bytes_read", st.BaseBytesRead, "copied_on_read", st.CopiedOnRead, "bytes_written", st.BytesWritten, "read_errors", st.ReadErrors)
-	return err
-}
-
-// serveUntilDone waits until the mount goes away (pgvault umount) or ctx
-// ends (SIGINT, SIGTERM); then it unmounts, retrying while the mountpoint
-// is busy. A second signal detaches the mount (umount -l) instead.
-func serveUntilDone(ctx context.Context, e *env, m *pgfs.Mounted, beforeUnmount func()) error {
-	select {
-	case <-m.Done():
-		if beforeUnmount != nil {
-			beforeUnmount()
-		}
-		return nil
-	case <-ctx.Done():
-	}
-	if beforeUnmount != nil {
-		beforeUnmount()
-	}
+	// A second signal while the mountpoint is busy detaches it.
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(again)
-	told := false
-	for {
-		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := m.Unmount(uctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, pgfs.ErrMountpointBusy) {
-			return err
-		}
-		if !told {
-			fmt.Fprintf(e.stderr, "pgvault: %s is busy (is PostgreSQL still running on it? stop it: pg_ctl -D %s stop); still serving, retrying; signal again to detach it\n", m.Dir(), m.Dir())
-			told = true
-		}
-		select {
-		case <-again:
-			if _, err := pgfs.Unmount(context.Background(), m.Dir(), true); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stderr, "pgvault: detached %s (umount -l); processes using it get errors now\n", m.Dir())
-			return nil
-		case <-m.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return m.Serve(ctx, service.ServeOptions{
+		Detach: again,
+		Busy: func(dir string) {
+			fmt.Fprintf(e.stderr, "pgvault: %s is busy (is PostgreSQL still running on it? stop it: pg_ctl -D %s stop); still serving, retrying; signal again to detach it\n", dir, dir)
+		},
+		Detached: func(dir string) {
+			fmt.Fprintf(e.stderr, "pgvault: detached %s (umount -l); processes using it get errors now\n", dir)
+		},
+	})
 }

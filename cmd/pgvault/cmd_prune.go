@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/repo"
 )
 
@@ -49,19 +50,11 @@ func pruneCommand() *cli.Command {
 }
 
 func runPrune(ctx context.Context, e *env, o pruneOptions) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	if o.apply {
-		lock, err := r.Lock(ctx, repo.LockExclusive, "prune")
-		if err != nil {
-			return err
-		}
-		defer lock.Unlock(context.WithoutCancel(ctx))
-	}
-	rep, err := backup.Prune(ctx, r, backup.PruneOptions{Policy: o.policy, Apply: o.apply, Grace: o.grace})
+	rep, err := site.Prune(ctx, service.PruneOptions{Policy: o.policy, Apply: o.apply, Grace: o.grace})
 	if err != nil {
 		return err
 	}
@@ -71,7 +64,7 @@ func runPrune(ctx context.Context, e *env, o pruneOptions) error {
 			if !d.Keep {
 				verdict = "drop"
 			}
-			fmt.Fprintf(w, "%s  backup %s  %s  %s\n", verdict, d.ID[:8], d.Time.Format("2006-01-02 15:04"), strings.Join(d.Reasons, "; "))
+			fmt.Fprintf(w, "%s  backup %s  %s  %s\n", verdict, service.ShortID(d.ID), d.Time.Format("2006-01-02 15:04"), strings.Join(d.Reasons, "; "))
 		}
 		if rep.WALKeep != "" {
 			fmt.Fprintf(w, "WAL: keep from %s; %d files before it go", rep.WALKeep, len(rep.WALDropped))

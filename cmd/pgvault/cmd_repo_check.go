@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 type repoCheckOptions struct {
@@ -33,24 +33,13 @@ func repoCheckCommand() *cli.Command {
 	}
 }
 
-type repoCheckReport struct {
-	OK bool `json:"ok"`
-	*repo.CheckResult
-}
-
 func runRepoCheck(ctx context.Context, e *env, o repoCheckOptions) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockShared, "check")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
 	bar := newProgress(e.out, e.stderr, "reading packs")
-	res, err := r.Check(ctx, repo.CheckOptions{
+	rep, err := site.Check(ctx, service.CheckOptions{
 		ReadData: o.readData,
 		Progress: func(done, total int, bytes int64) { bar.update(int64(done), int64(total), "packs") },
 	})
@@ -58,31 +47,21 @@ func runRepoCheck(ctx context.Context, e *env, o repoCheckOptions) error {
 	if err != nil {
 		return err
 	}
-	report := repoCheckReport{OK: len(res.Errors) == 0, CheckResult: res}
-	if report.Errors == nil {
-		report.Errors = []repo.Problem{}
-	}
-	if report.Warnings == nil {
-		report.Warnings = []repo.Problem{}
-	}
-	if err := e.out.emit(report, func(w io.Writer) {
-		for _, p := range res.Errors {
+	if err := e.out.emit(rep, func(w io.Writer) {
+		for _, p := range rep.Errors {
 			fmt.Fprintf(w, "error: %s\n", p)
 		}
-		for _, p := range res.Warnings {
+		for _, p := range rep.Warnings {
 			fmt.Fprintf(w, "warning: %s\n", p)
 		}
 		what := "structure"
 		if o.readData {
-			what = fmt.Sprintf("structure and data (%d packs, %s read)", res.PacksRead, humanBytes(res.BytesRead))
+			what = fmt.Sprintf("structure and data (%d packs, %s read)", rep.PacksRead, humanBytes(rep.BytesRead))
 		}
 		fmt.Fprintf(w, "checked %s: %d snapshots, %d WAL files, %d indexes, %d packs, %d blobs; %d errors, %d warnings\n",
-			what, res.Snapshots, res.WALFiles, res.Indexes, res.Packs, res.Blobs, len(res.Errors), len(res.Warnings))
+			what, rep.Snapshots, rep.WALFiles, rep.Indexes, rep.Packs, rep.Blobs, len(rep.Errors), len(rep.Warnings))
 	}); err != nil {
 		return err
 	}
-	if len(res.Errors) > 0 {
-		return problemsError{fmt.Sprintf("repository check found %d problems; first: %s", len(res.Errors), res.Errors[0])}
-	}
-	return nil
+	return rep.Problem()
 }

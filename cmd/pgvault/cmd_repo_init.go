@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 type repoInitOptions struct {
@@ -36,33 +36,22 @@ func repoInitCommand() *cli.Command {
 	}
 }
 
-type repoInitResult struct {
-	ID         string `json:"id"`
-	Location   string `json:"location"`
-	Encryption string `json:"encryption"`
-	ChunkSize  int    `json:"chunk_size"`
-}
-
 func runRepoInit(ctx context.Context, e *env, o repoInitOptions) error {
-	be, err := e.openBackend(ctx, true)
+	need := confirmPassword
+	if o.noEncryption {
+		need = noPassword
+	}
+	site, err := e.site(need)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
-	var pw []byte
-	if !o.noEncryption {
-		if pw, err = e.password(true); err != nil {
-			return err
-		}
-	}
-	cfg, err := repo.Init(ctx, be, repo.InitOptions{Password: pw, NoEncryption: o.noEncryption, ChunkSize: o.chunkSize, KeyCache: e.keyCache()})
+	rep, err := site.Init(ctx, service.InitOptions{NoEncryption: o.noEncryption, ChunkSize: o.chunkSize})
 	if err != nil {
 		return err
 	}
-	res := repoInitResult{ID: cfg.ID, Location: be.Location(), Encryption: cfg.Encryption, ChunkSize: cfg.ChunkSize}
-	return e.out.emit(res, func(w io.Writer) {
-		fmt.Fprintf(w, "created repository %s at %s (encryption: %s)\n", cfg.ID[:8], be.Location(), cfg.Encryption)
-		if cfg.Encrypted() {
+	return e.out.emit(rep, func(w io.Writer) {
+		fmt.Fprintf(w, "created repository %s at %s (encryption: %s)\n", service.ShortID(rep.ID), rep.Location, rep.Encryption)
+		if rep.Encryption != "none" {
 			fmt.Fprintln(w, "keep the password safe: without it the backups cannot be read")
 		}
 	})

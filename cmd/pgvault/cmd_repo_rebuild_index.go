@@ -6,8 +6,6 @@ import (
 	"io"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/pgvault/pgvault/repo"
 )
 
 func repoRebuildIndexCommand() *cli.Command {
@@ -25,17 +23,11 @@ func repoRebuildIndexCommand() *cli.Command {
 }
 
 func runRepoRebuildIndex(ctx context.Context, e *env) error {
-	r, err := e.openRepoForRepair(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockExclusive, "rebuild-index")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
-	res, err := r.RebuildIndex(ctx)
+	res, err := site.RebuildIndex(ctx)
 	if err != nil {
 		return err
 	}

@@ -23,12 +23,11 @@ func repoStatsCommand() *cli.Command {
 }
 
 func runRepoStats(ctx context.Context, e *env) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	st, err := r.Stats(ctx)
+	st, err := site.Stats(ctx)
 	if err != nil {
 		return err
 	}

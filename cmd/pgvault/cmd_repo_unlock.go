@@ -6,8 +6,6 @@ import (
 	"io"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/pgvault/pgvault/repo"
 )
 
 func repoUnlockCommand() *cli.Command {
@@ -25,17 +23,13 @@ func repoUnlockCommand() *cli.Command {
 }
 
 func runRepoUnlock(ctx context.Context, e *env) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	removed, err := r.RemoveStaleLocks(ctx)
+	removed, err := site.Unlock(ctx)
 	if err != nil {
 		return err
-	}
-	if removed == nil {
-		removed = []repo.LockInfo{}
 	}
 	return e.out.emit(map[string]any{"removed": removed}, func(w io.Writer) {
 		for _, l := range removed {

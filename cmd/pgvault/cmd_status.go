@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -10,8 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/cmd/pgvault/agent"
-	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/repo/backend/all"
+	"github.com/pgvault/pgvault/internal/redact"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 type statusOptions struct {
@@ -59,20 +58,20 @@ type statusAgent struct {
 }
 
 type siteStatus struct {
-	Site       string            `json:"site"`
-	Active     bool              `json:"active"`
-	Mode       string            `json:"mode"`
-	Repo       string            `json:"repo"`
-	Backups    int               `json:"backups"`
-	LastBackup *agent.BackupInfo `json:"last_backup"`
-	BackupAge  *float64          `json:"last_backup_age_seconds"`
-	NextBackup *time.Time        `json:"next_backup,omitempty"`
-	WAL        walStatus         `json:"wal"`
-	PITR       *agent.PITRWindow `json:"pitr"`
-	Stored     *int64            `json:"repo_stored_bytes"`
-	Alerts     []agent.Alert     `json:"alerts"`
-	Error      string            `json:"error,omitempty"`
-	Live       *agent.SiteState  `json:"agent_state,omitempty"`
+	Site       string              `json:"site"`
+	Active     bool                `json:"active"`
+	Mode       string              `json:"mode"`
+	Repo       string              `json:"repo"`
+	Backups    int                 `json:"backups"`
+	LastBackup *service.BackupInfo `json:"last_backup"`
+	BackupAge  *float64            `json:"last_backup_age_seconds"`
+	NextBackup *time.Time          `json:"next_backup,omitempty"`
+	WAL        walStatus           `json:"wal"`
+	PITR       *service.PITRWindow `json:"pitr"`
+	Stored     *int64              `json:"repo_stored_bytes"`
+	Alerts     []agent.Alert       `json:"alerts"`
+	Error      string              `json:"error,omitempty"`
+	Live       *agent.SiteState    `json:"agent_state,omitempty"`
 	stream     *agent.StreamerState
 }
 
@@ -105,7 +104,7 @@ func runStatus(ctx context.Context, e *env, o statusOptions) error {
 	problems := 0
 	for _, name := range cfg.SiteNames() {
 		s := cfg.Sites[name]
-		ss := siteStatus{Site: name, Active: s.IsActive(), Mode: s.Mode, Repo: agent.Redact(s.Repo), Alerts: []agent.Alert{}}
+		ss := siteStatus{Site: name, Active: s.IsActive(), Mode: s.Mode, Repo: redact.URL(s.Repo), Alerts: []agent.Alert{}}
 		for _, al := range alerts {
 			if al.Site == name {
 				ss.Alerts = append(ss.Alerts, al)
@@ -154,38 +153,29 @@ func runStatus(ctx context.Context, e *env, o statusOptions) error {
 		return err
 	}
 	if problems > 0 {
-		return problemsError{fmt.Sprintf("%d of %d sites have alerts or could not be read (see above)", problems, len(rep.Sites))}
+		return problemsf("%d of %d sites have alerts or could not be read (see above)", problems, len(rep.Sites))
 	}
 	return nil
 }
 
-// summarizeSite opens a site's repository read-only (no lock) and sums
-// it up.
-func (e *env) summarizeSite(ctx context.Context, s *agent.Site) (*agent.Summary, error) {
-	r, err := e.openSiteRepo(ctx, s)
+// summarizeSite opens a site's repository read-only (no lock), with
+// this user's cache folder, and sums it up.
+func (e *env) summarizeSite(ctx context.Context, s *agent.Site) (*service.Summary, error) {
+	site := e.agentSite(s)
+	r, err := site.Open(ctx, service.Access{})
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	return agent.Summarize(ctx, r, true)
+	return service.Summarize(ctx, r, true)
 }
 
-// openSiteRepo opens a site's repository with its resolved password and
-// this user's cache folder.
-func (e *env) openSiteRepo(ctx context.Context, s *agent.Site) (*repo.Repository, error) {
-	be, err := all.Open(ctx, s.Repo, all.Options{})
-	if err != nil {
-		return nil, err
-	}
-	r, err := repo.Open(ctx, be, []byte(s.Secrets.RepoPassword), repo.Options{CacheDir: e.cacheDir(), Logger: e.log})
-	if err != nil {
-		be.Close()
-		if s.Secrets.RepoPassword == "" && (errors.Is(err, repo.ErrNoPassword) || errors.Is(err, repo.ErrWrongPassword)) {
-			return nil, fmt.Errorf("%w: set sites.%s.password_file or %s", err, s.Name, agent.RepoPasswordEnv(s.Name))
-		}
-		return nil, err
-	}
-	return r, nil
+// agentSite is an agent site as this command opens it: with this user's
+// cache folder (--cache-dir, else the default) rather than the agent's.
+func (e *env) agentSite(s *agent.Site) *service.Site {
+	site := s.Service()
+	site.CacheDir, site.Logger = e.c.String("cache-dir"), e.log
+	return site
 }
 
 func printStatus(w io.Writer, rep statusReport, stErr, alertErr error, now time.Time) {
@@ -221,7 +211,7 @@ func printStatus(w io.Writer, rep statusReport, stErr, alertErr error, now time.
 			fmt.Fprintf(w, "  repository   cannot read it: %s\n", s.Error)
 		} else {
 			if b := s.LastBackup; b != nil {
-				fmt.Fprintf(w, "  last backup  %s  %s (%s ago), %s, took %.1fs; %d backups\n", shortSnap(b.ID), b.End.Format(time.RFC3339), ago(now, b.End), humanBytes(b.Bytes), b.Seconds, s.Backups)
+				fmt.Fprintf(w, "  last backup  %s  %s (%s ago), %s, took %.1fs; %d backups\n", service.ShortID(b.ID), b.End.Format(time.RFC3339), ago(now, b.End), humanBytes(b.Bytes), b.Seconds, s.Backups)
 			} else {
 				fmt.Fprintln(w, "  last backup  none yet")
 			}

@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/backup"
-	pgfs "github.com/pgvault/pgvault/fs"
-	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -76,20 +72,7 @@ func verifyCommand() *cli.Command {
 	}
 }
 
-type verifyReport struct {
-	ID       string              `json:"id"`
-	Mode     string              `json:"mode"` // chunks or boot
-	OK       bool                `json:"ok"`
-	Target   wal.Target          `json:"target"`
-	Problems []verify.Problem    `json:"problems"`
-	Chunks   *verify.ChunkReport `json:"chunks,omitempty"`
-	Boot     *verify.BootReport  `json:"boot,omitempty"`
-	Plan     *backup.RestorePlan `json:"plan,omitempty"`
-	Seconds  float64             `json:"seconds"`
-}
-
 func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
-	start := time.Now()
 	switch o.amcheck {
 	case "on", "off", "full":
 	default:
@@ -118,97 +101,27 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 		}
 		rc.Action = a
 	}
-	var owner verify.OSUser
-	if o.boot {
-		if owner, err = verify.LookupUser(o.owner); err != nil {
-			return usageError{err}
-		}
-		if err := pgfs.CheckFUSE(); err != nil {
-			return err
-		}
-	}
-	r, err := e.openRepoCache(ctx, cacheSize)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	in, snaps, err := planInput(ctx, r)
+	bar := newProgress(e.out, e.stderr, "verify")
+	rep, err := site.Verify(ctx, service.VerifyOptions{
+		Ref: ref, Recovery: rc, Boot: o.boot, PGBin: o.pgBin, Owner: o.owner, DBUser: o.dbUser, AmCheck: o.amcheck,
+		SQL: o.sql, ServerSettings: o.pgSettings, Timeout: o.timeout, Keep: o.keep, CacheSize: cacheSize,
+		Progress: func(done, total int64) { bar.update(done, total, "bytes") },
+	})
+	bar.done()
 	if err != nil {
 		return err
 	}
-	in.Ref, in.Target, in.Timeline = ref, rc.Target, rc.Timeline
-	plan, err := backup.PlanRestore(in)
-	if errors.Is(err, backup.ErrWALMissing) {
-		return problemsError{"verify: " + err.Error()}
-	}
-	if err != nil {
+	if err := e.out.emit(rep, func(w io.Writer) { printVerify(w, service.ShortID(rep.ID), rep) }); err != nil {
 		return err
 	}
-	s := snaps[plan.Backup.ID]
-	rep := verifyReport{ID: s.ID, Target: rc.Target, Plan: plan}
-
-	if !o.boot {
-		rep.Mode = "chunks"
-		var files []verify.WALFile
-		for _, h := range plan.HistoryFiles {
-			if f, err := wal.ParseFileName(h, plan.SegmentSize); err == nil {
-				files = append(files, verify.WALFile{Timeline: f.Timeline, Name: h})
-			}
-		}
-		partial := map[string]bool{}
-		for _, p := range plan.Partial {
-			partial[p] = true
-		}
-		for _, run := range plan.WAL {
-			for _, sg := range run.Segments() {
-				name := sg.Name(plan.SegmentSize)
-				if pn := sg.PartialName(plan.SegmentSize); partial[pn] {
-					name = pn // only the streamer's partial file holds it
-				}
-				files = append(files, verify.WALFile{Timeline: sg.Timeline, Name: name})
-			}
-		}
-		bar := newProgress(e.out, e.stderr, "verify")
-		cr, err := verify.Chunks(ctx, r, s, verify.ChunkOptions{WAL: files, SegmentSize: plan.SegmentSize,
-			Progress: func(done, total int64) { bar.update(done, total, "bytes") }})
-		bar.done()
-		if err != nil {
-			return err
-		}
-		rep.Chunks, rep.Problems = cr, cr.Problems
-	} else {
-		rep.Mode = "boot"
-		info := plan.Backup.Info
-		major, _ := strconv.Atoi(strings.SplitN(info.ServerVersion, ".", 2)[0])
-		bin, err := verify.FindPGBin(o.pgBin, major)
-		if err != nil {
-			return err
-		}
-		bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopBG()
-		br, err := verify.Boot(ctx, r, s, verify.BootOptions{
-			Owner: owner, PGBin: bin, Recovery: rc, SegmentSize: plan.SegmentSize, Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}},
-			ServerSettings: o.pgSettings, SQL: o.sql, AmCheck: o.amcheck, DBUser: o.dbUser, Timeout: o.timeout,
-			Keep: o.keep, Prefetcher: pgfs.NewPrefetcher(bg, r, 8, 16), Logger: e.log,
-			Progress: func(p string) { e.log.Info("verify", "phase", p) },
-		})
-		if err != nil {
-			return err
-		}
-		rep.Boot, rep.Problems = br, br.Problems
-	}
-	rep.OK = len(rep.Problems) == 0
-	rep.Seconds = time.Since(start).Seconds()
-	if err := e.out.emit(rep, func(w io.Writer) { printVerify(w, s.ShortID(), &rep) }); err != nil {
-		return err
-	}
-	if !rep.OK {
-		return problemsError{fmt.Sprintf("verify of backup %s found %d problems; first: %s", s.ShortID(), len(rep.Problems), rep.Problems[0])}
-	}
-	return nil
+	return rep.Problem()
 }
 
-func printVerify(w io.Writer, id string, rep *verifyReport) {
+func printVerify(w io.Writer, id string, rep *service.VerifyReport) {
 	if c := rep.Chunks; c != nil {
 		fmt.Fprintf(w, "backup %s: read %d files and %d WAL files: %d distinct chunks, %s, in %.1fs\n",
 			id, c.Files, c.WALFiles, c.Chunks, humanBytes(c.Bytes), c.Duration.Seconds())

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/backup"
-	"github.com/pgvault/pgvault/stream"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/stream/wal"
 )
 
@@ -30,60 +28,22 @@ func walCheckCommand() *cli.Command {
 	}
 }
 
-type walCheckReport struct {
-	*stream.GapReport
-	// Start says where the check began: "backup <id>" (the oldest base
-	// backup) or "oldest WAL" when there is no backup.
-	Start string `json:"start"`
-}
-
 func runWALCheck(ctx context.Context, e *env) error {
-	r, err := e.openRepo(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	snaps, err := r.Snapshots(ctx)
+	rep, err := site.CheckWAL(ctx)
 	if err != nil {
 		return err
 	}
-	var opts stream.CheckOptions
-	start := "oldest WAL"
-	for _, s := range snaps { // oldest first
-		if s.Kind != backup.SnapshotKind {
-			continue
-		}
-		info, err := backup.InfoOf(s)
-		if err != nil {
-			return err
-		}
-		opts.StartTimeline, opts.StartLSN = info.Timeline, info.StartLSN
-		start = "backup " + s.ShortID()
-		break
-	}
-	gaps, err := stream.CheckGaps(ctx, r, opts)
-	if err != nil {
-		return err
-	}
-	rep := walCheckReport{GapReport: gaps, Start: start}
 	if err := e.out.emit(rep, func(w io.Writer) { printGaps(w, rep) }); err != nil {
 		return err
 	}
-	if gaps.OK {
-		return nil
-	}
-	var parts []string
-	if n := len(gaps.Missing); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d of %d segments missing (first %s)", n, gaps.SegmentsExpected, gaps.Missing[0]))
-	}
-	if n := len(gaps.MissingHistory); n > 0 {
-		parts = append(parts, fmt.Sprintf("history file %s missing", strings.Join(gaps.MissingHistory, ", ")))
-	}
-	return problemsError{"WAL archive has gaps: " + strings.Join(parts, "; ") +
-		": recovery cannot pass them; take a new base backup (`pgvault backup`) to restore past them, and find out why archiving skipped them"}
+	return rep.Problem()
 }
 
-func printGaps(w io.Writer, rep walCheckReport) {
+func printGaps(w io.Writer, rep *service.WALCheckReport) {
 	g := rep.GapReport
 	if g.SegmentsExpected == 0 && len(g.MissingHistory) == 0 {
 		fmt.Fprintln(w, "no WAL and no backup in the repository: nothing to check")

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/redact"
 	"github.com/pgvault/pgvault/stream"
 )
 
@@ -39,22 +41,13 @@ func walPreflightCommand() *cli.Command {
 }
 
 func runWALPreflight(ctx context.Context, e *env, o walPreflightOptions) error {
-	cfg, err := pgx.ParseConfig(e.c.String("pg"))
+	cfg, err := sqlSession(e.c.String("pg"), "pgvault preflight")
 	if err != nil {
-		return usagef("--pg: %v", redact(err.Error()))
-	}
-	// A normal SQL session, even when --pg is the replication conninfo the
-	// other commands use.
-	delete(cfg.RuntimeParams, "replication")
-	if cfg.Database == "" {
-		cfg.Database = "postgres"
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "pgvault preflight"
+		return fmt.Errorf("--pg: %w", err)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("wal preflight: %w", explainPG(err, &cfg.Config))
+		return fmt.Errorf("wal preflight: %w", pg.Explain(err, &cfg.Config))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	rep, err := stream.Preflight(ctx, conn, stream.PreflightOptions{Slot: o.slot})
@@ -73,8 +66,8 @@ func runWALPreflight(ctx context.Context, e *env, o walPreflightOptions) error {
 	for _, f := range rep.Errors() {
 		names = append(names, f.Setting)
 	}
-	return problemsError{fmt.Sprintf("PostgreSQL at %s is not ready for WAL streaming: %s; apply the fixes above",
-		pgTarget(&cfg.Config), strings.Join(names, ", "))}
+	return problemsf("PostgreSQL at %s is not ready for WAL streaming: %s; apply the fixes above",
+		pg.Target(&cfg.Config), strings.Join(names, ", "))
 }
 
 func printPreflight(w io.Writer, rep *stream.PreflightReport) {
@@ -90,4 +83,26 @@ func printPreflight(w io.Writer, rep *stream.PreflightReport) {
 	if rep.Ready {
 		fmt.Fprintf(w, "ready: PostgreSQL %s, role %q, slot %q\n", rep.ServerVersion, rep.Role, rep.Slot)
 	}
+}
+
+// sqlSession parses conninfo for a normal SQL session (pgx), even when it
+// is the replication conninfo the other commands use: without
+// replication=, in database postgres unless it names one, with the given
+// application_name unless it sets one. Its error never holds a password.
+func sqlSession(conninfo, applicationName string) (*pgx.ConnConfig, error) {
+	if _, err := pg.ParseConfig(conninfo); err != nil {
+		return nil, err // pgx's own error would quote the conninfo
+	}
+	cfg, err := pgx.ParseConfig(conninfo)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", pg.ErrBadConninfo, redact.Message(err.Error(), conninfo))
+	}
+	delete(cfg.RuntimeParams, "replication")
+	if cfg.Database == "" {
+		cfg.Database = "postgres"
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = applicationName
+	}
+	return cfg, nil
 }

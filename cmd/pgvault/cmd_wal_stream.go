@@ -6,12 +6,10 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/stream"
-
-	"github.com/pgvault/pgvault/repo"
 )
 
 type walStreamOptions struct {
@@ -66,42 +64,23 @@ type walStreamReport struct {
 }
 
 func runWalStream(ctx context.Context, e *env, o walStreamOptions) error {
-	r, err := e.openConcurrentWriter(ctx)
+	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockConcurrent, "wal stream")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
-
 	var nodes []stream.Node
 	for _, conninfo := range o.nodes {
-		cfg, err := pgconn.ParseConfig(conninfo)
+		n, err := service.StreamNode(conninfo, o.applicationName)
 		if err != nil {
-			return usagef("--pg: %v", redact(err.Error()))
+			return fmt.Errorf("--pg: %w", err)
 		}
-		cfg.RuntimeParams["replication"] = "true"
-		cfg.RuntimeParams["application_name"] = o.applicationName
-		nodes = append(nodes, stream.Node{
-			Name: pgTarget(cfg),
-			Connect: func(ctx context.Context) (*pgconn.PgConn, error) {
-				conn, err := pgconn.ConnectConfig(ctx, cfg)
-				if err != nil {
-					return nil, explainPG(err, cfg)
-				}
-				return conn, nil
-			},
-		})
+		nodes = append(nodes, n)
 	}
 	var last stream.Status
-	err = stream.Run(ctx, r, nodes, stream.StreamOptions{
+	err = site.StreamWAL(ctx, nodes, service.StreamOptions{StreamOptions: stream.StreamOptions{
 		Slot: o.slot, Synchronous: o.synchronous, FlushInterval: o.flushInterval, StatusInterval: o.statusInterval,
-		Logger:   e.log,
 		OnStatus: func(s stream.Status) { last = s },
-	})
+	}})
 	if err != nil {
 		return err
 	}

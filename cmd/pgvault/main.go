@@ -15,6 +15,9 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 // Exit codes (the CLI contract).
@@ -66,10 +69,10 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// problemsError means a check ran and found problems (exit 3).
-type problemsError struct{ msg string }
-
-func (e problemsError) Error() string { return e.msg }
+// problemsf reports that a check ran and found problems (exit 3).
+func problemsf(format string, args ...any) error {
+	return &service.Problems{Msg: fmt.Sprintf(format, args...)}
+}
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
@@ -90,14 +93,16 @@ func report(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	var pe problemsError
+	var pe *service.Problems
 	if errors.As(err, &pe) {
-		fmt.Fprintln(stderr, "pgvault: "+oneLine(pe.msg))
+		fmt.Fprintln(stderr, "pgvault: "+oneLine(pe.Msg))
 		return exitProblems
 	}
 	code := exitFailure
 	var ue usageError
-	if errors.As(err, &ue) {
+	// A malformed repository URL or connection string is a usage mistake
+	// wherever it is found.
+	if errors.As(err, &ue) || errors.Is(err, service.ErrBadRepoURL) || errors.Is(err, pg.ErrBadConninfo) || errors.Is(err, service.ErrUnknownUser) {
 		code = exitUsage
 	}
 	msg := explain(err)

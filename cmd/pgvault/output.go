@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // printer renders a command's result as text or as one JSON document.
@@ -45,7 +47,7 @@ func (p *printer) terminal() bool {
 		return false
 	}
 	f, ok := p.w.(*os.File)
-	return ok && isTerminal(f)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // explain turns an error into the line the operator reads.

@@ -5,9 +5,11 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/pgvault/pgvault/internal/redact"
 )
 
-func TestSecretSpans(t *testing.T) {
+func TestScrubSpans(t *testing.T) {
 	for in, want := range map[string]string{
 		"host=h password=hunter2 user=u":                "host=h password=xxxxxxx user=u",
 		"host=h PASSWORD='a b\\'c' user=u":              "host=h PASSWORD=xxxxxxxx user=u",
@@ -16,9 +18,11 @@ func TestSecretSpans(t *testing.T) {
 		"mypassword=keep":                               "mypassword=keep",
 		"--repo=/srv/repo":                              "--repo=/srv/repo",
 		"password=":                                     "password=",
+		"host=h password = hunter2 user=u":              "host=h password = xxxxxxx user=u",
+		"host=h password ='two words' user=u":           "host=h password =xxxxxxxxxxx user=u",
 	} {
 		b := []byte(in)
-		for _, s := range secretSpans(in) {
+		for _, s := range redact.Spans(in) {
 			for k := s[0]; k < s[1]; k++ {
 				b[k] = 'x'
 			}

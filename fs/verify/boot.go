@@ -19,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	pgfs "github.com/pgvault/pgvault/fs"
+	"github.com/pgvault/pgvault/fs/chunkread"
+	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream/wal"
 )
@@ -124,7 +126,7 @@ type BootOptions struct {
 	// Keep leaves the temporary folders (scratch, log) behind.
 	Keep bool
 	// Prefetcher and Logger are passed to the mount.
-	Prefetcher *pgfs.Prefetcher
+	Prefetcher *chunkread.Prefetcher
 	Logger     *slog.Logger
 	// Progress, if set, is told when each phase starts.
 	Progress func(phase string)
@@ -138,14 +140,14 @@ type BootReport struct {
 	Port       int                `json:"port"`
 	Phases     map[string]float64 `json:"phases"` // seconds: mount, start, recovery, amcheck, sql, stop
 	// Reached says how recovery ended: "promoted" or "paused".
-	Reached   string     `json:"reached,omitempty"`
-	AmCheck   string     `json:"amcheck"`
-	SQLRow    []string   `json:"sql_first_row,omitempty"`
-	Problems  []Problem  `json:"problems"`
-	Overlay   pgfs.Stats `json:"overlay"`
-	LogTail   string     `json:"server_log_tail,omitempty"`
-	Kept      bool       `json:"kept"`
-	TotalSecs float64    `json:"total_seconds"`
+	Reached   string        `json:"reached,omitempty"`
+	AmCheck   string        `json:"amcheck"`
+	SQLRow    []string      `json:"sql_first_row,omitempty"`
+	Problems  []Problem     `json:"problems"`
+	Overlay   overlay.Stats `json:"overlay"`
+	LogTail   string        `json:"server_log_tail,omitempty"`
+	Kept      bool          `json:"kept"`
+	TotalSecs float64       `json:"total_seconds"`
 }
 
 // Boot mounts snapshot s in instant mode in temporary folders, starts
@@ -214,7 +216,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	// Mount.
 	progress("mount")
 	t := time.Now()
-	ov, err := pgfs.OpenOverlay(ctx, r, s, pgfs.OverlayOptions{Scratch: scratch, Owner: pgfs.Owner{UID: o.UID, GID: o.GID},
+	ov, err := overlay.Open(ctx, r, s, overlay.Options{Scratch: scratch, Owner: overlay.Owner{UID: o.UID, GID: o.GID},
 		Prefetcher: opts.Prefetcher, Logger: opts.Logger})
 	if err != nil {
 		os.RemoveAll(base)
@@ -224,7 +226,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	// WAL comes through the mount itself: PostgreSQL's user needs no
 	// access to the repository.
 	rc.RestoreCommand = pgfs.WALRestoreCommand(mnt)
-	if _, err := ov.Prepare(ctx, pgfs.PrepareOptions{Recovery: &rc, Settings: opts.Settings, Owner: pgfs.Owner{UID: o.UID, GID: o.GID},
+	if _, err := ov.Prepare(ctx, overlay.PrepareOptions{Recovery: &rc, Settings: opts.Settings, Owner: overlay.Owner{UID: o.UID, GID: o.GID},
 		Note: fmt.Sprintf("pgvault verify of backup %s", s.ShortID())}); err != nil {
 		ov.Close(ctx)
 		os.RemoveAll(base)

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream/wal"
@@ -160,44 +162,39 @@ func Chunks(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Chun
 	}
 
 	var done atomic.Int64
-	ch := make(chan job)
-	var wg sync.WaitGroup
-	for range opts.Parallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// ReadBlob leaves the blob cache alone: every chunk is read
-			// once, and would only evict what others need.
-			var buf []byte
-			for j := range ch {
-				data, err := r.ReadBlob(ctx, j.ref.ID, buf)
-				if err == nil {
-					buf = data
-				}
-				switch {
-				case err != nil && ctx.Err() != nil:
-				case err != nil:
-					problem(Problem{Object: j.object, Chunk: j.ref.ID.Short(), Message: err.Error()})
-				case len(data) != int(j.ref.Size):
-					problem(Problem{Object: j.object, Chunk: j.ref.ID.Short(), Message: fmt.Sprintf("chunk has %d bytes, the list says %d", len(data), j.ref.Size)})
-				}
-				n := done.Add(int64(j.ref.Size))
-				if opts.Progress != nil {
-					opts.Progress(n, total)
-				}
-			}
-		}()
-	}
-feed:
+	// ReadBlob leaves the blob cache alone (every chunk is read once, and
+	// would only evict what others need) and fills a buffer of ours,
+	// reused from one chunk to the next.
+	bufs := sync.Pool{New: func() any { return new([]byte) }}
+	var g errgroup.Group
+	g.SetLimit(opts.Parallel)
 	for _, j := range jobs {
-		select {
-		case ch <- j:
-		case <-ctx.Done():
-			break feed
+		if ctx.Err() != nil {
+			break
 		}
+		g.Go(func() error {
+			buf := bufs.Get().(*[]byte)
+			defer bufs.Put(buf)
+			data, err := r.ReadBlob(ctx, j.ref.ID, *buf)
+			if err == nil {
+				*buf = data
+			}
+			// A damaged chunk is a problem to report, not a reason to stop.
+			switch {
+			case err != nil && ctx.Err() != nil:
+			case err != nil:
+				problem(Problem{Object: j.object, Chunk: j.ref.ID.Short(), Message: err.Error()})
+			case len(data) != int(j.ref.Size):
+				problem(Problem{Object: j.object, Chunk: j.ref.ID.Short(), Message: fmt.Sprintf("chunk has %d bytes, the list says %d", len(data), j.ref.Size)})
+			}
+			n := done.Add(int64(j.ref.Size))
+			if opts.Progress != nil {
+				opts.Progress(n, total)
+			}
+			return nil
+		})
 	}
-	close(ch)
-	wg.Wait()
+	g.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

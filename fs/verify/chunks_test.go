@@ -11,11 +11,12 @@ import (
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/mem"
+	"github.com/pgvault/pgvault/repo/repotest"
 )
 
 func snapshot(t *testing.T) (*repo.Repository, *mem.Backend, *repo.Snapshot) {
 	t.Helper()
-	r, be := repo.TestRepository(t)
+	r, be := repotest.New(t)
 	ctx := context.Background()
 	w := r.NewSnapshotWriter(ctx)
 	data := make([]byte, 600<<10)
@@ -75,7 +76,7 @@ func TestChunks(t *testing.T) {
 				n, _ := r.Lookup(ctx, s, "base/1/16384")
 				refs, _ := r.ChunkList(ctx, n)
 				damage(t, be, r, refs[2].ID)
-				fresh, err := repo.Open(ctx, be, []byte(repo.TestPassword), repo.Options{})
+				fresh, err := repo.Open(ctx, be, []byte(repotest.Password), repo.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}

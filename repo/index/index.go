@@ -155,8 +155,10 @@ func (t *Table) Supersedes() []chunk.ID { return t.supersedes }
 func (t *Table) Bytes() []byte { return t.data }
 
 // At returns entry i.
-func (t *Table) At(i int) Entry {
-	r := t.entries[i*EntrySize:]
+func (t *Table) At(i int) Entry { return t.entry(t.entries[i*EntrySize:]) }
+
+// entry decodes the entry record r (of this table).
+func (t *Table) entry(r []byte) Entry {
 	var e Entry
 	copy(e.ID[:], r)
 	pk := t.packs[binary.LittleEndian.Uint32(r[32:])]
@@ -182,38 +184,20 @@ func (t *Table) Lookup(id chunk.ID) (Entry, bool) {
 // Encode builds a table. Entries may come in any order; duplicates of a
 // blob ID keep the first. Every entry's pack must be in packs.
 func Encode(supersedes []chunk.ID, packs []PackInfo, entries []Entry) ([]byte, error) {
-	packNo := make(map[chunk.ID]uint32, len(packs))
-	for i, p := range packs {
-		packNo[p.ID] = uint32(i)
-	}
 	sorted := slices.Clone(entries)
 	slices.SortStableFunc(sorted, func(a, b Entry) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	sorted = slices.CompactFunc(sorted, func(a, b Entry) bool { return a.ID == b.ID })
 
-	out := make([]byte, 0, headerSize+12+len(supersedes)*chunk.IDSize+len(packs)*packSize+len(sorted)*EntrySize)
-	out = append(out, magic...)
-	out = append(out, version, 0, 0, 0)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(supersedes)))
-	for _, s := range supersedes {
-		out = append(out, s[:]...)
-	}
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(packs)))
-	for _, p := range packs {
-		out = append(out, p.ID[:]...)
-		out = binary.LittleEndian.AppendUint32(out, p.Size)
-		out = append(out, byte(p.Type), 0, 0, 0)
-	}
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(sorted)))
+	var out bytes.Buffer
+	out.Grow(headerSize + 12 + len(supersedes)*chunk.IDSize + len(packs)*packSize + len(sorted)*EntrySize)
+	w := newTableWriter(&out, supersedes, packs, len(sorted))
 	for _, e := range sorted {
-		no, ok := packNo[e.Pack]
-		if !ok {
-			return nil, fmt.Errorf("encode index: blob %s names pack %s, which is not in the pack table", e.ID.Short(), e.Pack.Short())
+		if err := w.add(e); err != nil {
+			return nil, err
 		}
-		out = append(out, e.ID[:]...)
-		out = binary.LittleEndian.AppendUint32(out, no)
-		out = binary.LittleEndian.AppendUint32(out, e.Offset)
-		out = binary.LittleEndian.AppendUint32(out, e.Length)
-		out = binary.LittleEndian.AppendUint32(out, e.PlainLen)
 	}
-	return out, nil
+	if err := w.finish(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }

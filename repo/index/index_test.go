@@ -3,7 +3,9 @@ package index
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/pgvault/pgvault/chunk"
@@ -147,6 +149,95 @@ func TestMerge(t *testing.T) {
 	}
 	if len(merged.Supersedes()) != 2 {
 		t.Fatalf("supersedes = %d", len(merged.Supersedes()))
+	}
+}
+
+// TestEncodeMergeSameBytes: Encode and Merge share one encoder, so the
+// same entries, packs and supersedes list give the same bytes.
+func TestEncodeMergeSameBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	table := func(packs []PackInfo, entries []Entry) *Table {
+		t.Helper()
+		data, err := Encode(nil, packs, entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tab
+	}
+	p1, e1 := sample(rng, 3, 100)
+	p2, e2 := sample(rng, 2, 50)
+	// A blob the first table has too, in another pack: the first wins.
+	dup := e1[7]
+	dup.Pack, dup.Offset = p2[0].ID, 4242
+	// A pack both tables list.
+	shared := append(slices.Clone(p2), p1[1])
+	tests := []struct {
+		name       string
+		supersedes []chunk.ID
+		tables     []*Table
+	}{
+		{"one table", nil, []*Table{table(p1, e1)}},
+		{"supersedes", []chunk.ID{randID(rng), randID(rng)}, []*Table{table(p1, e1)}},
+		{"overlapping blobs", []chunk.ID{randID(rng)}, []*Table{table(p1, e1), table(p2, append(slices.Clone(e2), dup))}},
+		{"shared pack", nil, []*Table{table(p1, e1), table(shared, e2)}},
+		{"empty table", nil, []*Table{table(p1, nil), table(p2, e2)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var merged bytes.Buffer
+			if err := Merge(&merged, tt.supersedes, tt.tables); err != nil {
+				t.Fatal(err)
+			}
+			var packs []PackInfo
+			var entries []Entry
+			for _, tab := range tt.tables {
+				for _, p := range tab.Packs() {
+					if !slices.Contains(packs, p) {
+						packs = append(packs, p)
+					}
+				}
+				entries = append(entries, entriesOf(tab)...)
+			}
+			encoded, err := Encode(tt.supersedes, packs, entries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(merged.Bytes(), encoded) {
+				t.Fatalf("Merge wrote %d bytes, Encode %d, and they differ", merged.Len(), len(encoded))
+			}
+		})
+	}
+}
+
+// TestTableWriterChecksEntries: the encoder refuses what would not decode.
+func TestTableWriterChecksEntries(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	packs, entries := sample(rng, 2, 3)
+	slices.SortFunc(entries, func(a, b Entry) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	tests := []struct {
+		name     string
+		announce int
+		add      []Entry
+	}{
+		{"unsorted", 3, []Entry{entries[1], entries[0], entries[2]}},
+		{"duplicate", 3, []Entry{entries[0], entries[0], entries[1]}},
+		{"more than announced", 2, entries},
+		{"fewer than announced", 4, entries},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newTableWriter(io.Discard, nil, packs, tt.announce)
+			for _, e := range tt.add {
+				w.add(e)
+			}
+			if err := w.finish(); err == nil {
+				t.Fatal("accepted")
+			}
+		})
 	}
 }
 

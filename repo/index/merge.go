@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"container/heap"
-	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -12,15 +11,16 @@ import (
 )
 
 // Merge writes one table holding every entry of tables (the first table
-// that has a blob wins) and the given supersedes list. It streams: memory
-// use is the pack table, not the entries.
+// that has a blob wins) and the given supersedes list; its pack table is
+// every table's packs, in order, each once. It streams: memory use is the
+// pack table, not the entries.
 func Merge(w io.Writer, supersedes []chunk.ID, tables []*Table) error {
-	packNo := map[chunk.ID]uint32{}
+	seen := map[chunk.ID]bool{}
 	var packs []PackInfo
 	for _, t := range tables {
 		for _, p := range t.packs {
-			if _, ok := packNo[p.ID]; !ok {
-				packNo[p.ID] = uint32(len(packs))
+			if !seen[p.ID] {
+				seen[p.ID] = true
 				packs = append(packs, p)
 			}
 		}
@@ -29,29 +29,13 @@ func Merge(w io.Writer, supersedes []chunk.ID, tables []*Table) error {
 	mergeEntries(tables, func(*Table, []byte) { n++ })
 
 	bw := bufio.NewWriterSize(w, 1<<20)
-	var hdr []byte
-	hdr = append(hdr, magic...)
-	hdr = append(hdr, version, 0, 0, 0)
-	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(supersedes)))
-	for _, s := range supersedes {
-		hdr = append(hdr, s[:]...)
+	tw := newTableWriter(bw, supersedes, packs, n)
+	mergeEntries(tables, func(t *Table, r []byte) { tw.add(t.entry(r)) })
+	err := tw.finish()
+	if err == nil {
+		err = bw.Flush()
 	}
-	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(packs)))
-	for _, p := range packs {
-		hdr = append(hdr, p.ID[:]...)
-		hdr = binary.LittleEndian.AppendUint32(hdr, p.Size)
-		hdr = append(hdr, byte(p.Type), 0, 0, 0)
-	}
-	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(n))
-	bw.Write(hdr)
-	rec := make([]byte, EntrySize)
-	mergeEntries(tables, func(t *Table, r []byte) {
-		copy(rec, r)
-		old := t.packs[binary.LittleEndian.Uint32(r[32:])].ID
-		binary.LittleEndian.PutUint32(rec[32:], packNo[old])
-		bw.Write(rec)
-	})
-	if err := bw.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("merge index tables: %w", err)
 	}
 	return nil

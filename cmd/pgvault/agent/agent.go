@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 // Options configure Run.
@@ -25,9 +25,10 @@ type Options struct {
 	Reload <-chan os.Signal
 	// Executable is the pgvault binary run for recovery drills.
 	Executable string
-	// ExplainPG turns a PostgreSQL error into the one line an operator
-	// reads (cmd/pgvault's explainPG); nil uses the error's own text.
-	ExplainPG func(err error, cfg *pgconn.Config) error
+	// StorageHook, if set, changes how every site reaches its storage:
+	// the test build's fault injection (cmd/pgvault/faults_test_build.go),
+	// so the fault campaigns reach the agent as they reach the CLI.
+	StorageHook func(*service.Site)
 	// Clock is the time source of schedules and alerts (nil: real time).
 	Clock Clock
 	// Getenv reads the environment for secrets (nil: os.Getenv).
@@ -191,13 +192,6 @@ func (a *Agent) changed() {
 	if a.writer != nil {
 		a.writer.changed()
 	}
-}
-
-func (a *Agent) explainPG(err error, cfg *pgconn.Config) string {
-	if a.opts.ExplainPG != nil {
-		return a.opts.ExplainPG(err, cfg).Error()
-	}
-	return Redact(err.Error())
 }
 
 func (a *Agent) startHTTP(addr string) error {

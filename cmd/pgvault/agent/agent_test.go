@@ -21,7 +21,7 @@ import (
 
 func TestClassify(t *testing.T) {
 	pg := func(code, msg string) error {
-		return &pgFailure{msg: "explained", err: fmt.Errorf("connect: %w", &pgconn.PgError{Code: code, Message: msg})}
+		return &authFailure{msg: "explained", err: fmt.Errorf("connect: %w", &pgconn.PgError{Code: code, Message: msg})}
 	}
 	tests := []struct {
 		name string
@@ -47,14 +47,6 @@ func TestClassify(t *testing.T) {
 				t.Fatalf("Classify = %q, want %q", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestServerMajor(t *testing.T) {
-	for in, want := range map[string]int{"15.10 (Debian 15.10-0+deb12u1)": 15, "9.6.3": 9, "17beta1": 17, "": 0, "x": 0} {
-		if got := serverMajor(in); got != want {
-			t.Errorf("serverMajor(%q) = %d, want %d", in, got, want)
-		}
 	}
 }
 

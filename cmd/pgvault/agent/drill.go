@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 // drillOutcome is what one recovery drill found.
@@ -72,7 +74,7 @@ func parseDrill(code int, stdout, stderr []byte) drillOutcome {
 	jsonErr := json.Unmarshal(stdout, &doc)
 	out := drillOutcome{Backup: doc.ID}
 	if code == 0 && jsonErr == nil && doc.OK {
-		out.OK, out.Message = true, "recovery drill passed: backup "+shortID(doc.ID)+" booted and checked"
+		out.OK, out.Message = true, "recovery drill passed: backup "+service.ShortID(doc.ID)+" booted and checked"
 		return out
 	}
 	var why []string
@@ -90,17 +92,10 @@ func parseDrill(code int, stdout, stderr []byte) drillOutcome {
 	}
 	out.Message = "recovery drill failed"
 	if doc.ID != "" {
-		out.Message += " on backup " + shortID(doc.ID)
+		out.Message += " on backup " + service.ShortID(doc.ID)
 	}
 	out.Message += ": " + strings.Join(why, "; ")
 	return out
-}
-
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }
 
 // runDrill runs one recovery drill and records it: drill_failed starts
@@ -167,7 +162,7 @@ func (s *site) checkBinaries() {
 	if srv == nil {
 		return
 	}
-	major := serverMajor(srv.Version)
+	major := pg.Major(srv.Version)
 	if major == 0 {
 		return
 	}

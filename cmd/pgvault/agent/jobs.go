@@ -2,16 +2,15 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream"
 )
 
 // worker runs the site's jobs one at a time: base backup, retention, WAL
@@ -181,48 +180,38 @@ func (s *site) runBackup(ctx context.Context) error {
 	return nil
 }
 
-func (s *site) takeBackup(ctx context.Context) (*BackupInfo, error) {
+func (s *site) takeBackup(ctx context.Context) (*service.BackupInfo, error) {
 	cfg := s.config()
-	r, err := s.openRepo(ctx, false)
-	if err != nil {
-		return nil, err
+	var used node
+	connect := func(ctx context.Context) (*pgconn.PgConn, *pgconn.Config, error) {
+		conn, n, err := s.connectAny(ctx, purposeBackup)
+		used = n
+		return conn, n.cfg, err
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockShared, "agent backup of site "+s.name)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
-	conn, n, err := s.connectAny(ctx, purposeBackup)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	res, err := backup.Take(ctx, conn, r, backup.Options{
+	rep, err := s.service().Backup(ctx, connect, service.BackupOptions{
 		Label:          fmt.Sprintf("agent %s %s", s.name, s.a.clock.Now().UTC().Format(time.RFC3339)),
 		FastCheckpoint: cfg.Basebackup.FastCheckpoint,
 		MaxRateKB:      cfg.Basebackup.MaxRateKB,
 		Method:         backup.Method(cfg.Basebackup.Method),
 		DataDir:        cfg.Basebackup.DataDir,
-		Session:        backup.SessionFor(n.cfg),
+		Holder:         "agent backup of site " + s.name,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			err = &pgFailure{msg: s.a.explainPG(err, n.cfg), err: err}
-		}
-		if name := Classify(err); name != "" {
-			s.a.alerts.Raise(s.name, name, n.source(), err.Error())
+		err = s.repoFailed(err)
+		if name := Classify(err); name != "" && used.cfg != nil {
+			s.a.alerts.Raise(s.name, name, used.source(), err.Error())
 		}
 		return nil, fmt.Errorf("base backup: %w", err)
 	}
+	s.a.alerts.Clear(s.name, AlertConfiguration, "repository")
+	info := rep.Backup.Info
 	s.mu.Lock()
-	s.repoIdentity = repoIdentity{systemID: res.Info.SystemIdentifier, major: serverMajor(res.Info.ServerVersion)}
+	s.repoIdentity = repoIdentity{systemID: info.SystemIdentifier, major: pg.Major(info.ServerVersion)}
 	s.mu.Unlock()
-	return backupInfo(backup.Backup{Snapshot: res.Snapshot, Info: res.Info}), nil
+	return service.InfoOf(rep.Backup), nil
 }
 
 // runPrune applies the retention policy with an exclusive lock: no
@@ -265,43 +254,24 @@ func (s *site) runPrune(ctx context.Context) error {
 }
 
 func (s *site) prune(ctx context.Context, cfg *Site) (*backup.PruneReport, error) {
-	r, err := s.openRepo(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockExclusive, "agent prune of site "+s.name)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
 	defer s.readerStale.Store(true) // the read handle's index may name deleted packs
-	return backup.Prune(ctx, r, backup.PruneOptions{
-		Policy: cfg.Retention.Policy(), Apply: true, Grace: cfg.Retention.Grace.D, Now: s.a.clock.Now,
+	rep, err := s.service().Prune(ctx, service.PruneOptions{
+		Policy: cfg.Retention.Policy(), Apply: true, Grace: cfg.Retention.Grace.D, Holder: "agent prune of site " + s.name,
 	})
+	if err != nil {
+		return nil, s.repoFailed(err)
+	}
+	return rep, nil
 }
 
 // runWALCheck is `pgvault wal check`: from the oldest backup's start to
 // the newest WAL stored. A gap starts the wal_gap alert; a check without
 // one ends it.
 func (s *site) runWALCheck(ctx context.Context) {
-	var rep *stream.GapReport
+	var rep *service.WALCheckReport
 	err := s.withReader(ctx, func(r *repo.Repository) error {
-		backups, err := backup.Backups(ctx, r)
-		if err != nil {
-			return err
-		}
-		var opts stream.CheckOptions
-		if len(backups) > 0 {
-			oldest := backups[0]
-			for _, b := range backups[1:] {
-				if b.Info.StartLSN < oldest.Info.StartLSN {
-					oldest = b
-				}
-			}
-			opts.StartTimeline, opts.StartLSN = oldest.Info.Timeline, oldest.Info.StartLSN
-		}
-		rep, err = stream.CheckGaps(ctx, r, opts)
+		var err error
+		rep, err = service.CheckWAL(ctx, r)
 		return err
 	})
 	if ctx.Err() != nil {
@@ -331,15 +301,7 @@ func (s *site) runWALCheck(ctx context.Context) {
 		s.a.alerts.Clear(s.name, AlertWALGap, "wal check")
 		return
 	}
-	var parts []string
-	if n := len(rep.Missing); n > 0 {
-		parts = append(parts, fmt.Sprintf("%d of %d WAL segments missing between %s and %s (first %s)", n, rep.SegmentsExpected, rep.From, rep.To, rep.Missing[0]))
-	}
-	if n := len(rep.MissingHistory); n > 0 {
-		parts = append(parts, "history file "+strings.Join(rep.MissingHistory, ", ")+" missing")
-	}
-	s.a.alerts.Raise(s.name, AlertWALGap, "wal check", strings.Join(parts, "; ")+
-		": recovery cannot pass the gap; take a new base backup and find out why archiving skipped it")
+	s.a.alerts.Raise(s.name, AlertWALGap, "wal check", rep.Gaps())
 }
 
 // setNext records when each job is due next, if that changed.

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg"
 	"github.com/pgvault/pgvault/stream"
 )
 
@@ -34,41 +33,18 @@ func (n node) source() string { return "postgres " + n.name }
 func parseNodes(s *Site) ([]node, error) {
 	var out []node
 	for i, conninfo := range s.PG {
-		cfg, err := pgconn.ParseConfig(conninfo)
+		cfg, err := pg.ParseConfig(conninfo)
 		if err != nil {
-			return nil, fmt.Errorf("sites.%s.pg[%d]: %s", s.Name, i, Redact(err.Error()))
+			return nil, fmt.Errorf("sites.%s.pg[%d]: %w", s.Name, i, err)
 		}
 		if s.Secrets.PGPassword != "" {
 			cfg.Password = s.Secrets.PGPassword
 		}
-		if cfg.RuntimeParams == nil {
-			cfg.RuntimeParams = map[string]string{}
-		}
-		cfg.RuntimeParams["replication"] = "true"
-		out = append(out, node{name: Target(cfg), cfg: cfg})
+		cfg = pg.Replication(cfg, "")
+		out = append(out, node{name: pg.Target(cfg), cfg: cfg})
 	}
 	return out, nil
 }
-
-// Target describes a connection without its secrets.
-func Target(cfg *pgconn.Config) string {
-	host := cfg.Host
-	if strings.HasPrefix(host, "/") {
-		host = "socket " + host
-	}
-	return fmt.Sprintf("%s port %d as user %q", host, cfg.Port, cfg.User)
-}
-
-// pgFailure is a PostgreSQL error explained on one line that still
-// unwraps to its cause, so that stream.Run can tell a failure that
-// reconnecting cannot fix (a rejected password) from one it can.
-type pgFailure struct {
-	msg string
-	err error
-}
-
-func (e *pgFailure) Error() string { return e.msg }
-func (e *pgFailure) Unwrap() error { return e.err }
 
 // Classify says which alert a PostgreSQL failure starts: "" for failures
 // that may pass by themselves (the server is down, restarting, or busy).
@@ -84,18 +60,10 @@ func (e *pgFailure) Unwrap() error { return e.err }
 func Classify(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "28P01":
+		switch pg.KindOf(err) {
+		case pg.Authentication:
 			return AlertAuthentication
-		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "pg_hba.conf"):
-			return AlertConfiguration
-		case pgErr.Code == "28000":
-			return AlertAuthentication
-		case pgErr.Code == "42501":
-			return AlertConfiguration
-		case strings.Contains(pgErr.Message, "wal_level"):
-			return AlertConfiguration
-		case pgErr.Code == "53300" && strings.Contains(pgErr.Message, "max_wal_senders"):
+		case pg.Configuration:
 			return AlertConfiguration
 		}
 		return ""
@@ -107,21 +75,6 @@ func Classify(err error) string {
 		return AlertConfiguration
 	}
 	return ""
-}
-
-// serverMajor is the major version in a server_version string ("15.10
-// (Debian ...)" is 15, "9.6.3" is 9); 0 when unknown.
-func serverMajor(version string) int {
-	v := strings.TrimSpace(version)
-	end := 0
-	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
-		end++
-	}
-	n, err := strconv.Atoi(v[:end])
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 type purpose int
@@ -150,9 +103,9 @@ func (s *site) connect(ctx context.Context, n node, p purpose) (*pgconn.PgConn, 
 	cfg.RuntimeParams["application_name"] = p.appName(s.config().ApplicationName)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		failure := &pgFailure{msg: s.a.explainPG(err, cfg), err: err}
+		failure := pg.Explain(err, cfg)
 		if Classify(err) == AlertAuthentication {
-			failure.msg = s.authMessage(n, err)
+			failure = &authFailure{msg: s.authMessage(n, err), err: err}
 		}
 		if ctx.Err() == nil {
 			s.pgFailed(n, failure)
@@ -160,7 +113,7 @@ func (s *site) connect(ctx context.Context, n node, p purpose) (*pgconn.PgConn, 
 		return nil, failure
 	}
 	version := conn.ParameterStatus("server_version")
-	major := serverMajor(version)
+	major := pg.Major(version)
 	min := minBackupMajor
 	if p == purposeStream {
 		min = minStreamMajor
@@ -182,7 +135,7 @@ func (s *site) connect(ctx context.Context, n node, p purpose) (*pgconn.PgConn, 
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, &pgFailure{msg: s.a.explainPG(err, cfg), err: err}
+		return nil, pg.Explain(err, cfg)
 	}
 	s.noteServer(n, version, major, sys)
 	if msg := s.identityMismatch(n, sys.SystemID, major); msg != "" {
@@ -255,3 +208,14 @@ func (s *site) authMessage(n node, err error) string {
 	return fmt.Sprintf("PostgreSQL at %s %s; the password came from %s: set the right one in sites.%s.pg_password_file (or %s), or fix the role, then reload the agent (SIGHUP)",
 		n.name, what, from, s.name, PGPasswordEnv(s.name))
 }
+
+// authFailure is a rejected login explained in the agent's terms (where
+// the password came from); it unwraps to its cause, so that stream.Run
+// can tell a failure that reconnecting cannot fix from one it can.
+type authFailure struct {
+	msg string
+	err error
+}
+
+func (e *authFailure) Error() string { return e.msg }
+func (e *authFailure) Unwrap() error { return e.err }

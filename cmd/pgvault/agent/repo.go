@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
+	"github.com/pgvault/pgvault/internal/redact"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
-	"github.com/pgvault/pgvault/repo/backend/all"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 )
 
@@ -30,56 +29,54 @@ func (b *observedBackend) Save(ctx context.Context, h backend.Handle, data []byt
 	return err
 }
 
-// cacheDir is the site's cache folder: its cache_dir, else the
-// agent-wide one, else systemd's CACHE_DIRECTORY, else the user's.
-func (s *site) cacheDir() string {
-	if d := s.config().CacheDir; d != "" {
-		return d
+// service is the site as the service layer opens it: through the retry
+// wrapper, whose callbacks feed the upload_retries_warning alert and the
+// upload metrics, with a successful upload ending that alert, and with
+// the test build's storage hook (Options.StorageHook) under it.
+func (s *site) service() *service.Site {
+	svc := s.config().Service()
+	svc.Logger, svc.Now, svc.Retry = s.log, s.a.clock.Now, s.retryOptions()
+	svc.Wrap = func(be backend.Backend) backend.Backend {
+		return &observedBackend{Backend: be, onSaved: func() { s.a.alerts.Clear(s.name, AlertUploadRetries, "backend") }}
 	}
-	if d := os.Getenv("CACHE_DIRECTORY"); d != "" {
-		return d
+	if hook := s.a.opts.StorageHook; hook != nil {
+		hook(svc)
 	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "pgvault")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("pgvault-cache-%d", os.Getuid()))
+	return svc
 }
 
-// openRepo opens the site's repository through the retry wrapper, whose
-// callbacks feed the upload_retries_warning alert and the upload
-// metrics. concurrent opens it for a writer that runs during prune (the
-// WAL streamer). A repository that does not open for a reason only a
-// human can fix (not a repository, wrong password) starts the
-// configuration_error alert; opening it ends that alert.
+// cacheDir is the site's cache folder.
+func (s *site) cacheDir() string { return s.service().Cache() }
+
+// openRepo opens the site's repository. concurrent opens it for a writer
+// that runs during prune (the WAL streamer). A repository that does not
+// open for a reason only a human can fix (not a repository, wrong
+// password) starts the configuration_error alert; opening it ends that
+// alert.
 func (s *site) openRepo(ctx context.Context, concurrent bool) (*repo.Repository, error) {
-	cfg := s.config()
-	be, err := all.Open(ctx, cfg.Repo, all.Options{Retry: s.retryOptions()})
+	r, err := s.service().Open(ctx, service.Access{ConcurrentWriter: concurrent})
 	if err != nil {
-		s.a.alerts.Raise(s.name, AlertConfiguration, "repository", fmt.Sprintf("sites.%s.repo: %v", s.name, err))
-		return nil, err
-	}
-	be = s.observe(be)
-	r, err := repo.Open(ctx, be, []byte(cfg.Secrets.RepoPassword), repo.Options{
-		CacheDir: s.cacheDir(), CompressionLevel: cfg.CompressionLevel, Logger: s.log, Now: s.a.clock.Now,
-		ConcurrentWriter: concurrent,
-	})
-	if err != nil {
-		be.Close()
-		switch {
-		case errors.Is(err, repo.ErrNoPassword):
-			err = fmt.Errorf("the repository at %s is encrypted and sites.%s has no password: set sites.%s.password_file or %s", be.Location(), s.name, s.name, RepoPasswordEnv(s.name))
-			s.a.alerts.Raise(s.name, AlertConfiguration, "repository", err.Error())
-		case errors.Is(err, repo.ErrWrongPassword):
-			from := cfg.Secrets.RepoPasswordFrom
-			err = fmt.Errorf("the repository at %s does not open with the password from %s: %w", be.Location(), from, err)
-			s.a.alerts.Raise(s.name, AlertConfiguration, "repository", err.Error())
-		case errors.Is(err, repo.ErrNotRepository):
-			s.a.alerts.Raise(s.name, AlertConfiguration, "repository", err.Error())
-		}
-		return nil, err
+		return nil, s.repoFailed(err)
 	}
 	s.a.alerts.Clear(s.name, AlertConfiguration, "repository")
 	return r, nil
+}
+
+// repoFailed raises configuration_error for what only a human can fix (a
+// bad URL, no password, a wrong one, no repository there) and returns err
+// in the agent's terms.
+func (s *site) repoFailed(err error) error {
+	cfg := s.config()
+	switch {
+	case errors.Is(err, service.ErrBadRepoURL):
+		s.a.alerts.Raise(s.name, AlertConfiguration, "repository", fmt.Sprintf("sites.%s.repo: %v", s.name, err))
+	case errors.Is(err, repo.ErrWrongPassword):
+		err = fmt.Errorf("the repository at %s does not open with the password from %s: %w", redact.URL(cfg.Repo), cfg.Secrets.RepoPasswordFrom, err)
+		s.a.alerts.Raise(s.name, AlertConfiguration, "repository", err.Error())
+	case errors.Is(err, repo.ErrNoPassword), errors.Is(err, repo.ErrNotRepository):
+		s.a.alerts.Raise(s.name, AlertConfiguration, "repository", err.Error())
+	}
+	return err
 }
 
 // retryOptions feed the retry wrapper's callbacks into the upload
@@ -109,12 +106,6 @@ func (s *site) retryOptions() retry.Options {
 			s.a.alerts.Raise(s.name, AlertUploadRetries, "backend", fmt.Sprintf("%s of %s failed: %v", op, h, err))
 		},
 	}
-}
-
-// observe wraps a backend so that a successful upload ends the
-// upload_retries_warning alert.
-func (s *site) observe(be backend.Backend) backend.Backend {
-	return &observedBackend{Backend: be, onSaved: func() { s.a.alerts.Clear(s.name, AlertUploadRetries, "backend") }}
 }
 
 // withReader runs f on the site's long-lived read handle (reopened after

@@ -14,6 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/redact"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream"
 )
@@ -119,7 +122,7 @@ func newSite(a *Agent, cfg *Site, prev *SiteState) (*site, error) {
 // setStatic copies the configuration facts into the state.
 func (s *site) setStatic() {
 	cfg := s.cfg
-	s.st.Active, s.st.Mode, s.st.Repo = cfg.IsActive(), cfg.Mode, redactURL(cfg.Repo)
+	s.st.Active, s.st.Mode, s.st.Repo = cfg.IsActive(), cfg.Mode, redact.URL(cfg.Repo)
 	s.st.Drill.Enabled = cfg.IsActive() && cfg.Drill.Every() > 0
 	if cfg.Mode == "stream" && cfg.IsActive() {
 		if s.st.Streamer == nil {
@@ -357,40 +360,39 @@ func (s *site) superviseStreamer(ctx context.Context) {
 
 func (s *site) streamOnce(ctx context.Context) error {
 	cfg := s.config()
-	r, err := s.openRepo(ctx, true)
-	if err != nil {
-		return err
+	var nodes []stream.Node
+	for _, n := range s.nodes() {
+		nodes = append(nodes, stream.Node{Name: n.name, Connect: func(ctx context.Context) (*pgconn.PgConn, error) {
+			return s.connect(ctx, n, purposeStream)
+		}})
 	}
-	defer r.Close()
-	lock, err := r.Lock(ctx, repo.LockConcurrent, "agent wal stream of site "+s.name)
-	if err != nil {
-		return err
+	err := s.service().StreamWAL(ctx, nodes, service.StreamOptions{
+		StreamOptions: stream.StreamOptions{Slot: cfg.Slot, Synchronous: cfg.Synchronous, OnStatus: s.onStreamStatus},
+		Holder:        "agent wal stream of site " + s.name,
+		Opened:        s.learnIdentity,
+	})
+	if err != nil && ctx.Err() == nil {
+		err = s.repoFailed(err)
 	}
-	defer lock.Unlock(context.WithoutCancel(ctx))
-	// Know which cluster the repository holds before the first connection
-	// (connect refuses another one): WAL of two clusters must never mix.
+	return err
+}
+
+// learnIdentity reads which cluster the repository holds before the
+// streamer's first connection (connect refuses another one): WAL of two
+// clusters must never mix.
+func (s *site) learnIdentity(ctx context.Context, r *repo.Repository) error {
+	s.a.alerts.Clear(s.name, AlertConfiguration, "repository")
 	backups, err := backup.Backups(ctx, r)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.repoIdentity = repoIdentity{}
-	if len(backups) > 0 {
-		nb := newestBackup(backups)
-		s.repoIdentity = repoIdentity{systemID: nb.Info.SystemIdentifier, major: serverMajor(nb.Info.ServerVersion)}
+	if nb, ok := service.Newest(backups); ok {
+		s.repoIdentity = repoIdentity{systemID: nb.Info.SystemIdentifier, major: pg.Major(nb.Info.ServerVersion)}
 	}
-	s.mu.Unlock()
-	var nodes []stream.Node
-	for _, n := range s.nodes() {
-		n := n
-		nodes = append(nodes, stream.Node{Name: n.name, Connect: func(ctx context.Context) (*pgconn.PgConn, error) {
-			return s.connect(ctx, n, purposeStream)
-		}})
-	}
-	return stream.Run(ctx, r, nodes, stream.StreamOptions{
-		Slot: cfg.Slot, Synchronous: cfg.Synchronous, Logger: s.log,
-		OnStatus: s.onStreamStatus,
-	})
+	return nil
 }
 
 // onStreamStatus mirrors the streamer's position into state and metrics.
@@ -492,10 +494,10 @@ func (s *site) askRefresh() {
 func (s *site) refresh(ctx context.Context) {
 	cfg := s.config()
 	s.maintenance()
-	var sum *Summary
+	var sum *service.Summary
 	err := s.withReader(ctx, func(r *repo.Repository) error {
 		var err error
-		sum, err = Summarize(ctx, r, true)
+		sum, err = service.Summarize(ctx, r, true)
 		return err
 	})
 	if ctx.Err() != nil {
@@ -519,7 +521,7 @@ func (s *site) refresh(ctx context.Context) {
 }
 
 // applySummary puts a repository summary into state and metrics.
-func (s *site) applySummary(sum *Summary, now time.Time) {
+func (s *site) applySummary(sum *service.Summary, now time.Time) {
 	m := s.a.metrics
 	m.backups.WithLabelValues(s.name).Set(float64(len(sum.Backups)))
 	if sum.Last != nil {
@@ -551,14 +553,14 @@ func (s *site) applySummary(sum *Summary, now time.Time) {
 	}
 	s.repoIdentity = repoIdentity{} // an empty repository takes any cluster
 	if len(sum.Backups) > 0 {
-		nb := newestBackup(sum.Backups)
-		s.repoIdentity = repoIdentity{systemID: nb.Info.SystemIdentifier, major: serverMajor(nb.Info.ServerVersion)}
+		nb, _ := service.Newest(sum.Backups)
+		s.repoIdentity = repoIdentity{systemID: nb.Info.SystemIdentifier, major: pg.Major(nb.Info.ServerVersion)}
 	}
 	s.mu.Unlock()
 	s.a.changed()
 }
 
-func (s *site) setLastBackupMetrics(b *BackupInfo) {
+func (s *site) setLastBackupMetrics(b *service.BackupInfo) {
 	m := s.a.metrics
 	m.lastBackupTime.WithLabelValues(s.name).Set(unix(b.End))
 	m.lastBackupDuration.WithLabelValues(s.name).Set(b.Seconds)
@@ -567,7 +569,7 @@ func (s *site) setLastBackupMetrics(b *BackupInfo) {
 }
 
 // probe asks PostgreSQL (archive mode) how far its WAL is, for the lag.
-func (s *site) probe(ctx context.Context, sum *Summary) {
+func (s *site) probe(ctx context.Context, sum *service.Summary) {
 	conn, _, err := s.connectAny(ctx, purposeProbe)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -586,10 +588,6 @@ func (s *site) probe(ctx context.Context, sum *Summary) {
 	}
 	s.a.metrics.walLag.WithLabelValues(s.name).Set(float64(lag))
 	s.update(func(st *SiteState) { st.WAL.LagBytes = &lag })
-}
-
-func redactURL(u string) string {
-	return Redact(u)
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -44,7 +44,7 @@ func TestUploadRetriesWarning(t *testing.T) {
 	opts := s.retryOptions()
 	opts.MaxAttempts = 5
 	opts.Sleep = func(context.Context, time.Duration) error { return nil }
-	be := s.observe(retry.New(bad, opts))
+	be := retry.New(s.service().Wrap(bad), opts)
 	h := backend.Handle{Type: backend.PackFile, Name: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
 
 	steps := []struct {

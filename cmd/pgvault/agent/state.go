@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 // StateVersion is the version of the state document's layout.
@@ -34,21 +36,21 @@ type State struct {
 
 // SiteState is one site's part of the state document.
 type SiteState struct {
-	Active      bool            `json:"active"`
-	Mode        string          `json:"mode"`
-	Repo        string          `json:"repo"`
-	Maintenance bool            `json:"maintenance"`
-	Server      *ServerState    `json:"server,omitempty"`
-	Streamer    *StreamerState  `json:"streamer,omitempty"`
-	Backup      BackupState     `json:"backup"`
-	Prune       PruneState      `json:"prune"`
-	WALCheck    WALCheckState   `json:"wal_check"`
-	Drill       DrillState      `json:"drill"`
-	RepoStats   *RepoState      `json:"repository,omitempty"`
-	PITR        *PITRWindow     `json:"pitr,omitempty"`
-	WAL         WALArchiveState `json:"wal"`
-	Uploads     UploadState     `json:"uploads"`
-	Alerts      []Alert         `json:"alerts"`
+	Active      bool                `json:"active"`
+	Mode        string              `json:"mode"`
+	Repo        string              `json:"repo"`
+	Maintenance bool                `json:"maintenance"`
+	Server      *ServerState        `json:"server,omitempty"`
+	Streamer    *StreamerState      `json:"streamer,omitempty"`
+	Backup      BackupState         `json:"backup"`
+	Prune       PruneState          `json:"prune"`
+	WALCheck    WALCheckState       `json:"wal_check"`
+	Drill       DrillState          `json:"drill"`
+	RepoStats   *RepoState          `json:"repository,omitempty"`
+	PITR        *service.PITRWindow `json:"pitr,omitempty"`
+	WAL         WALArchiveState     `json:"wal"`
+	Uploads     UploadState         `json:"uploads"`
+	Alerts      []Alert             `json:"alerts"`
 }
 
 // ServerState is what the agent last learned about PostgreSQL.
@@ -75,28 +77,14 @@ type StreamerState struct {
 	RetryAfter *time.Time `json:"retry_after,omitempty"`
 }
 
-// BackupInfo describes one base backup.
-type BackupInfo struct {
-	ID          string    `json:"id"`
-	Label       string    `json:"label"`
-	Start       time.Time `json:"start"`
-	End         time.Time `json:"end"`
-	Seconds     float64   `json:"duration_seconds"`
-	Bytes       int64     `json:"bytes"`
-	StoredBytes int64     `json:"stored_bytes"`
-	StartLSN    string    `json:"start_lsn"`
-	StopLSN     string    `json:"stop_lsn"`
-	Timeline    uint32    `json:"timeline"`
-}
-
 // BackupState is the base backup job's.
 type BackupState struct {
-	Running     bool        `json:"running"`
-	Count       int         `json:"count"`
-	Last        *BackupInfo `json:"last,omitempty"`
-	LastAttempt *time.Time  `json:"last_attempt,omitempty"`
-	LastError   string      `json:"last_error,omitempty"`
-	Next        *time.Time  `json:"next,omitempty"`
+	Running     bool                `json:"running"`
+	Count       int                 `json:"count"`
+	Last        *service.BackupInfo `json:"last,omitempty"`
+	LastAttempt *time.Time          `json:"last_attempt,omitempty"`
+	LastError   string              `json:"last_error,omitempty"`
+	Next        *time.Time          `json:"next,omitempty"`
 	// Taken counts the backups this agent process took.
 	Taken int `json:"taken"`
 }

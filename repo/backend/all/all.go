@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/pgvault/pgvault/internal/redact"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/file"
 	"github.com/pgvault/pgvault/repo/backend/retry"
@@ -43,6 +43,10 @@ type Options struct {
 	// creates the S3 bucket if it does not exist. File and SFTP folders are
 	// created by the first save anyway.
 	Create bool
+	// Wrap, when set, wraps the backend under the retry wrapper, so that
+	// what it adds (an upload observer, the test build's fault injection)
+	// is retried like the storage's own failures.
+	Wrap func(backend.Backend) backend.Backend
 }
 
 // Open parses rawURL and returns its backend wrapped in retry.New. It does
@@ -69,30 +73,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 		err = fmt.Errorf("no backend for scheme %q", loc.Scheme)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open repository %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("open repository %s: %w", redact.URL(rawURL), err)
+	}
+	if opts.Wrap != nil {
+		b = opts.Wrap(b)
 	}
 	return retry.New(b, opts.Retry), nil
 }
-
-// redact drops a URL's user info password, if any, for messages.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		// Unparsable, so url.Redacted cannot help: blank whatever sits
-		// between "user:" and "@" after the scheme (found by FuzzParseURL).
-		return userinfoPassword.ReplaceAllString(raw, "$1:xxxxx@")
-	}
-	if u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		return u.Redacted()
-	}
-	return raw
-}
-
-// userinfoPassword matches "scheme://user:password@" for redact.
-var userinfoPassword = regexp.MustCompile(`(://[^/?#@:]*):[^@]*@`)
 
 func schemeList() string { return "file://, s3:// or sftp://" }
 
@@ -128,7 +115,7 @@ func parseURL(raw string) (Location, error) {
 	if !strings.HasPrefix(rest, "//") {
 		switch scheme {
 		case SchemeFile, SchemeS3, SchemeSFTP:
-			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact(raw), scheme)
+			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact.URL(raw), scheme)
 		}
 		// "name:with:colons" is a relative path.
 		return fileLocation(raw)
@@ -139,7 +126,7 @@ func parseURL(raw string) (Location, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err // url.Error repeats the whole URL, password included
 		}
-		return Location{}, fmt.Errorf("repository URL %q: %w", redact(raw), err)
+		return Location{}, fmt.Errorf("repository URL %q: %w", redact.URL(raw), err)
 	}
 	switch scheme {
 	case SchemeFile:
@@ -198,10 +185,10 @@ func query(raw string, q url.Values, allowed ...string) (map[string]string, erro
 		}
 		if !ok {
 			sort.Strings(allowed)
-			return nil, fmt.Errorf("repository URL %q: unknown parameter %q (known: %s)", redact(raw), k, strings.Join(allowed, ", "))
+			return nil, fmt.Errorf("repository URL %q: unknown parameter %q (known: %s)", redact.URL(raw), k, strings.Join(allowed, ", "))
 		}
 		if len(vs) != 1 {
-			return nil, fmt.Errorf("repository URL %q: parameter %q given %d times", redact(raw), k, len(vs))
+			return nil, fmt.Errorf("repository URL %q: parameter %q given %d times", redact.URL(raw), k, len(vs))
 		}
 		out[k] = vs[0]
 	}
@@ -214,14 +201,14 @@ func parseBool(raw, key, v string) (bool, error) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		return false, fmt.Errorf("repository URL %q: %s=%q: want true or false", redact(raw), key, v)
+		return false, fmt.Errorf("repository URL %q: %s=%q: want true or false", redact.URL(raw), key, v)
 	}
 	return b, nil
 }
 
 func parseS3(raw string, u *url.URL) (Location, error) {
 	if u.User != nil {
-		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", redact(raw))
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", redact.URL(raw))
 	}
 	if u.Host == "" {
 		return Location{}, fmt.Errorf("repository URL %q: no bucket (want s3://bucket/prefix)", raw)
@@ -262,7 +249,7 @@ func parseSFTP(raw string, u *url.URL) (Location, error) {
 	o := sftp.Options{Host: u.Hostname()}
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {
-			return Location{}, fmt.Errorf("repository URL %q: passwords are not supported: log in with a key (?identity=/path/to/key or ssh-agent)", redact(raw))
+			return Location{}, fmt.Errorf("repository URL %q: passwords are not supported: log in with a key (?identity=/path/to/key or ssh-agent)", redact.URL(raw))
 		}
 		o.User = u.User.Username()
 	}

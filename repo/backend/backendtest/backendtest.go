@@ -8,8 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -375,28 +376,19 @@ func testList(t *testing.T, open func(*testing.T) backend.Backend) {
 			got := listNames(t, c, b, ft)
 			w := want[ft]
 			if len(got) != len(w) {
-				t.Errorf("List(%v) = %v, want %v", ft, sortedNames(got), sortedNames(w))
+				t.Errorf("List(%v) = %v, want %v", ft, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(w)))
 			}
 			for name, size := range w {
 				gs, ok := got[name]
 				switch {
 				case !ok:
-					t.Errorf("List(%v) misses %q (got %v)", ft, name, sortedNames(got))
+					t.Errorf("List(%v) misses %q (got %v)", ft, name, slices.Sorted(maps.Keys(got)))
 				case gs != size:
 					t.Errorf("List(%v): %q has size %d, want %d", ft, name, gs, size)
 				}
 			}
 		})
 	}
-}
-
-func sortedNames(m map[string]int64) []string {
-	s := make([]string, 0, len(m))
-	for n := range m {
-		s = append(s, n)
-	}
-	sort.Strings(s)
-	return s
 }
 
 func testListEmpty(t *testing.T, open func(*testing.T) backend.Backend) {
@@ -505,8 +497,8 @@ func testConcurrentOverwrite(t *testing.T, open func(*testing.T) backend.Backend
 				}
 				// A concurrent reader sees one whole version, never a mix.
 				got, err := b.Load(c, h, 0, 0)
-				if err == nil && !isOneOf(got, versions) &&
-					!(cfg.partialWritesVisible && isPrefixOfOne(got, versions)) {
+				if err == nil && !slices.ContainsFunc(versions, func(v []byte) bool { return bytes.Equal(got, v) }) &&
+					!(cfg.partialWritesVisible && slices.ContainsFunc(versions, func(v []byte) bool { return bytes.HasPrefix(v, got) })) {
 					err = fmt.Errorf("read %d bytes matching no saved version", len(got))
 				}
 				if err != nil {
@@ -526,27 +518,9 @@ func testConcurrentOverwrite(t *testing.T, open func(*testing.T) backend.Backend
 	if err != nil {
 		t.Fatalf("Load after concurrent overwrites: %v", err)
 	}
-	if !isOneOf(got, versions) {
+	if !slices.ContainsFunc(versions, func(v []byte) bool { return bytes.Equal(got, v) }) {
 		t.Fatalf("after concurrent overwrites the object (%d bytes) matches no saved version", len(got))
 	}
-}
-
-func isPrefixOfOne(b []byte, versions [][]byte) bool {
-	for _, v := range versions {
-		if bytes.HasPrefix(v, b) {
-			return true
-		}
-	}
-	return false
-}
-
-func isOneOf(b []byte, versions [][]byte) bool {
-	for _, v := range versions {
-		if bytes.Equal(b, v) {
-			return true
-		}
-	}
-	return false
 }
 
 func testCancelled(t *testing.T, open func(*testing.T) backend.Backend) {

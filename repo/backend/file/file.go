@@ -5,8 +5,6 @@ package file
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +14,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo/backend"
 )
-
-// tmpPrefix marks files of interrupted saves; List skips them.
-const tmpPrefix = ".tmp-"
 
 // Backend is a repository in the directory Root.
 type Backend struct {
@@ -72,17 +68,21 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return classify(fmt.Errorf("save %v: %w", h, err))
 	}
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return fmt.Errorf("save %v: %w", h, err)
-	}
-	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
-	if err := writeSync(tmp, data); err != nil {
-		_ = os.Remove(tmp)
+	// The file is synced by hand and Commit syncs no folder: syncDir
+	// accepts file systems that cannot sync a folder (EINVAL), which
+	// atomicfile.SyncDir does not.
+	f, err := atomicfile.Create(final, atomicfile.Options{Perm: 0o600, NoSync: true})
+	if err != nil {
 		return classify(fmt.Errorf("save %v: %w", h, err))
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		_ = os.Remove(tmp)
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return classify(fmt.Errorf("save %v: %w", h, err))
+	}
+	if err := f.Sync(); err != nil {
+		return classify(fmt.Errorf("save %v: %w", h, err))
+	}
+	if err := f.Commit(); err != nil {
 		return classify(fmt.Errorf("save %v: %w", h, err))
 	}
 	if err := syncDir(dir); err != nil {
@@ -91,29 +91,8 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	return nil
 }
 
-func writeSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if err := atomicfile.SyncDir(dir); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return err
 	}
 	return nil
@@ -211,7 +190,9 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), tmpPrefix) || !d.Type().IsRegular() {
+		// Temporary files of interrupted saves: atomicfile's, and the
+		// ".tmp-<hex>" of versions before it (IsTemp matches both).
+		if atomicfile.IsTemp(d.Name()) || !d.Type().IsRegular() {
 			return nil
 		}
 		name := filepath.ToSlash(rel)

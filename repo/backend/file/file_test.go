@@ -2,10 +2,12 @@ package file_test
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/backendtest"
 	"github.com/pgvault/pgvault/repo/backend/file"
@@ -43,14 +45,27 @@ func TestLeftoverTempFilesAreNotListed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// What a killed Save leaves: a half-written .tmp-* file beside the
-	// object it was going to become.
+	// A Save that completes leaves no temporary file.
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && atomicfile.IsTemp(d.Name()) {
+			t.Errorf("Save left %s", p)
+		}
+		return nil
+	})
+	// What a killed Save leaves: a half-written temporary file beside the
+	// object it was going to become, named by atomicfile
+	// (".<name>.tmp-<random>") or, by versions before it, ".tmp-<hex>".
 	for _, rel := range []string{
 		".tmp-00112233",
+		".config.tmp-1234",
 		"keys/.tmp-44556677",
+		"keys/.k.tmp-5678",
 		"packs/ab/.tmp-8899aabb",
+		"packs/ab/.ab01.tmp-9abc",
 		"snapshots/.tmp-ccddeeff",
+		"snapshots/.s.tmp-def0",
 		"wal/00000001/.tmp-01020304",
+		"wal/00000001/.000000010000000000000002.tmp-42",
 		"wal/.tmp-05060708",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), []byte("ha"), 0o600); err != nil {

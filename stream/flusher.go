@@ -1,0 +1,169 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/stream/wal"
+)
+
+// flusher writes segments to the repository in order, off the receive
+// path: complete segments as they fill, and the newest partial segment.
+type flusher struct {
+	r       *repo.Repository
+	tli     uint32
+	segSize uint64
+	log     *slog.Logger
+
+	completes chan flushJob
+	flushed   chan pglogrepl.LSN // ends of durable WAL, in order; closed when done
+
+	mu      sync.Mutex
+	partial *flushJob
+	signal  chan struct{}
+	closed  bool
+	failErr error
+}
+
+type flushJob struct {
+	segNo uint64
+	data  []byte
+	end   pglogrepl.LSN
+}
+
+func newFlusher(r *repo.Repository, tli uint32, segSize uint64, log *slog.Logger) *flusher {
+	return &flusher{
+		r: r, tli: tli, segSize: segSize, log: log,
+		completes: make(chan flushJob, 2),
+		flushed:   make(chan pglogrepl.LSN, 16),
+		signal:    make(chan struct{}, 1),
+	}
+}
+
+// queueComplete hands over a full segment (blocking while two are pending,
+// which slows receiving rather than growing memory).
+func (f *flusher) queueComplete(segNo uint64, data []byte, end pglogrepl.LSN) {
+	f.mu.Lock()
+	if f.partial != nil && f.partial.segNo <= segNo {
+		f.partial = nil // superseded by the complete segment
+	}
+	f.mu.Unlock()
+	f.completes <- flushJob{segNo: segNo, data: data, end: end}
+}
+
+// queuePartial replaces any pending partial with a newer one.
+func (f *flusher) queuePartial(segNo uint64, data []byte, end pglogrepl.LSN) {
+	f.mu.Lock()
+	f.partial = &flushJob{segNo: segNo, data: data, end: end}
+	f.mu.Unlock()
+	select {
+	case f.signal <- struct{}{}:
+	default:
+	}
+}
+
+// close asks the flusher to finish pending work and stop.
+func (f *flusher) close() {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.completes)
+	}
+	f.mu.Unlock()
+	select {
+	case f.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (f *flusher) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failErr
+}
+
+func (f *flusher) run(ctx context.Context) {
+	defer close(f.flushed)
+	var done pglogrepl.LSN
+	for {
+		// Complete segments first: a partial captured later must never be
+		// written before the segment it follows.
+		var job *flushJob
+		select {
+		case j, ok := <-f.completes:
+			if ok {
+				job = &j
+			}
+		default:
+		}
+		if job == nil {
+			f.mu.Lock()
+			job, f.partial = f.partial, nil
+			closed := f.closed
+			f.mu.Unlock()
+			if job == nil {
+				if closed {
+					// Drain any complete segment queued before close.
+					j, ok := <-f.completes
+					if !ok {
+						return
+					}
+					job = &j
+				} else {
+					select {
+					case j, ok := <-f.completes:
+						if ok {
+							job = &j
+						}
+					case <-f.signal:
+					case <-ctx.Done():
+						return
+					}
+					if job == nil {
+						continue
+					}
+				}
+			}
+		}
+		if job.end <= done {
+			continue
+		}
+		if err := f.write(ctx, job); err != nil {
+			f.mu.Lock()
+			f.failErr = err
+			f.mu.Unlock()
+			return
+		}
+		done = job.end
+		select {
+		case f.flushed <- done:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (f *flusher) write(ctx context.Context, j *flushJob) error {
+	seg := wal.Segment{Timeline: f.tli, No: j.segNo}
+	name := seg.Name(f.segSize)
+	complete := uint64(len(j.data)) == f.segSize
+	if !complete {
+		if _, err := f.r.SaveWAL(ctx, f.tli, name+".partial", j.data, true); err != nil {
+			return fmt.Errorf("store partial WAL segment %s: %w", name, err)
+		}
+		return nil
+	}
+	if _, err := f.r.SaveWAL(ctx, f.tli, name, j.data, false); err != nil {
+		return fmt.Errorf("store WAL segment %s: %w", name, err)
+	}
+	if err := f.r.DeleteWAL(ctx, f.tli, name+".partial"); err != nil && !errors.Is(err, repo.ErrWALNotFound) {
+		f.log.Warn("could not remove the partial of a completed segment", "segment", name, "err", err)
+	}
+	return nil
+}
