@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Errors PlanRestore wraps; cmd/pgvault explains them in one line.

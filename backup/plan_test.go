@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")

@@ -15,7 +15,7 @@ import (
 	"syscall"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // RecoveryResult says what WriteRecoveryConfig wrote.

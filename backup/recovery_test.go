@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 func TestWriteRecoveryConfig(t *testing.T) {

@@ -17,8 +17,9 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Options configure Take.
@@ -191,7 +192,7 @@ func chooseLocal(ctx context.Context, r *repo.Repository, opts Options, systemID
 
 // walSegmentSize asks the server.
 func walSegmentSize(ctx context.Context, conn *pgconn.PgConn) (uint64, error) {
-	v, err := showSetting(ctx, conn, "wal_segment_size")
+	v, err := pg.Show(ctx, conn, "wal_segment_size")
 	if err != nil {
 		return 0, err
 	}
@@ -491,10 +492,10 @@ func streamerActive(ctx context.Context, r *repo.Repository) bool {
 // no segment yet: the first backups after setup would otherwise wait
 // for PostgreSQL's once-a-second look at the archive status.
 func pushingHere(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, sys pglogrepl.IdentifySystemResult, segSize uint64) bool {
-	mode, err1 := showSetting(ctx, conn, "archive_mode")
-	cmd, err2 := showSetting(ctx, conn, "archive_command")
+	mode, err1 := pg.Show(ctx, conn, "archive_mode")
+	cmd, err2 := pg.Show(ctx, conn, "archive_command")
 	// An archive_library, when set, archives instead of the command.
-	lib, err3 := showSetting(ctx, conn, "archive_library")
+	lib, err3 := pg.Show(ctx, conn, "archive_library")
 	if err1 != nil || err2 != nil || err3 != nil || lib != "" || (mode != "on" && mode != "always") ||
 		!strings.Contains(cmd, "pgvault") || !strings.Contains(cmd, "wal push") {
 		return false
@@ -549,18 +550,6 @@ func nameByte(b byte) bool {
 }
 
 func pathByte(b byte) bool { return nameByte(b) || b == '/' }
-
-// showSetting runs SHOW name (which works on a replication connection).
-func showSetting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {
-	rows, err := conn.Exec(ctx, "SHOW "+name).ReadAll()
-	if err != nil {
-		return "", fmt.Errorf("SHOW %s: %w", name, err)
-	}
-	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
-		return "", fmt.Errorf("SHOW %s: unexpected result", name)
-	}
-	return string(rows[0].Rows[0][0]), nil
-}
 
 // waitForStreamedWAL waits until the WAL catalogue holds the segment with
 // stop (complete, or a .partial that reaches past it), stored by a

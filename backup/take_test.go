@@ -8,9 +8,9 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 func TestStreamedWALWait(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/inode"
 	"github.com/pgvault/pgvault/fs/overlay"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // InstantOptions configure the FUSE view of an overlay.

@@ -16,10 +16,10 @@ import (
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/inode"
 	"github.com/pgvault/pgvault/fs/overlay"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // FUSE nodes are tested by calling their methods on a node tree that
@@ -439,5 +439,41 @@ func TestInstantServesWarmSegment(t *testing.T) {
 	// Never loaded: its damaged chunk is EIO, not bytes.
 	if got, errno := fetch(root, second); errno != syscall.EIO {
 		t.Fatalf("damaged second segment: %d bytes, %v; want EIO", len(got), errno)
+	}
+}
+
+// TestInstantChecksHistoryFiles: the WAL view checks a timeline history
+// file as wal fetch does (wal.Serve) before serving it: one that names a
+// parent newer than itself is EIO, a good one is served as stored. (The
+// view used to check segments only.)
+func TestInstantChecksHistoryFiles(t *testing.T) {
+	r, s, _ := testSnapshotOn(t, sampleTree())
+	ctx := context.Background()
+	files := map[string]string{
+		"00000002.history": "1\t0/3000000\tno recovery target specified\n",
+		"00000003.history": "1\t0/3000000\tno reason\n4\t0/5000000\tparent newer than its child\n",
+	}
+	for name, content := range files {
+		if _, err := r.SaveWAL(ctx, wal.NameTimeline(name), name, []byte(content), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ov := openTestOverlay(t, r, s, t.TempDir())
+	root := NewInstantRoot(ov, InstantOptions{ServeWAL: true})
+	gofs.NewNodeFS(root, &gofs.Options{})
+	dir, _ := lookup(t, root, WALDirName)
+	open := func(name string) ([]byte, syscall.Errno) {
+		f, _ := lookup(t, dir.Operations(), name)
+		fh, _, errno := f.Operations().(gofs.NodeOpener).Open(ctx, syscall.O_RDONLY)
+		if errno != 0 {
+			return nil, errno
+		}
+		return readAll(t, f.Operations(), fh, len(files[name])), 0
+	}
+	if got, errno := open("00000002.history"); errno != 0 || string(got) != files["00000002.history"] {
+		t.Fatalf("good history file: %q, %v", got, errno)
+	}
+	if _, errno := open("00000003.history"); errno != syscall.EIO {
+		t.Fatalf("history file naming a newer parent: %v, want EIO", errno)
 	}
 }

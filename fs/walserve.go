@@ -17,8 +17,8 @@ import (
 
 	"github.com/pgvault/pgvault/fs/inode"
 	"github.com/pgvault/pgvault/fs/overlay"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // WALDirName is the folder inside an instant mount that serves the
@@ -103,7 +103,7 @@ func (c *servedSegments) warm(ctx context.Context, d *walServeDir, name string) 
 		data, src, err := d.load(ctx, name)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if err == nil && src.segment && !src.partial && c.name == "" {
+		if err == nil && src.segment && !src.Partial && c.name == "" {
 			c.name, c.data = name, data
 		}
 		close(c.warmed)
@@ -129,44 +129,36 @@ func (d *walServeDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errn
 	return gofs.NewListDirStream(withDots(d.EmbeddedInode(), nil)), 0
 }
 
-// walSource says where a requested WAL file comes from.
+// walSource says where a requested WAL file comes from, and the size
+// served (a .partial is served as a whole segment).
 type walSource struct {
-	tli     uint32
-	stored  string // catalogue name
-	size    int64  // size served
-	partial bool   // stored as .partial: served zero-padded to a segment
-	segment bool   // a segment (validated as one)
+	wal.Source
+	size    int64
+	segment bool // a segment, complete or from its .partial
 }
 
-// resolve maps a name PostgreSQL asks for to a catalogue entry: complete
-// segments, else the streamer's .partial padded with zeros (PostgreSQL
-// FATALs on a short segment; zero pages end replay cleanly), history and
-// backup history files as stored.
+// resolve maps a name PostgreSQL asks for to a catalogue entry, by the
+// one policy wal fetch follows too (wal.Sources): complete segments, else
+// the streamer's .partial, history and backup history files as stored.
 func (d *walServeDir) resolve(ctx context.Context, name string) (walSource, *repo.WALFile, error) {
-	fn, err := wal.ParseFileName(name, d.segSize)
+	sources, err := wal.Sources(name)
 	if err != nil {
 		return walSource{}, nil, repo.ErrWALNotFound
 	}
-	switch fn.Kind {
-	case wal.KindSegment:
-		wf, err := d.ov.LoadWALFile(ctx, fn.Timeline, name)
-		if err == nil {
-			return walSource{tli: fn.Timeline, stored: name, size: wf.Size, segment: true}, wf, nil
+	segment := wal.Classify(name) == wal.KindSegment
+	for _, src := range sources {
+		wf, err := d.ov.LoadWALFile(ctx, src.Timeline, src.Stored)
+		if errors.Is(err, repo.ErrWALNotFound) {
+			continue
 		}
-		if !errors.Is(err, repo.ErrWALNotFound) {
-			return walSource{}, nil, err
-		}
-		wf, err = d.ov.LoadWALFile(ctx, fn.Timeline, name+".partial")
 		if err != nil {
 			return walSource{}, nil, err
 		}
-		return walSource{tli: fn.Timeline, stored: name + ".partial", size: int64(d.segSize), partial: true, segment: true}, wf, nil
-	case wal.KindHistory, wal.KindBackupHistory:
-		wf, err := d.ov.LoadWALFile(ctx, fn.Timeline, name)
-		if err != nil {
-			return walSource{}, nil, err
+		size := wf.Size
+		if src.Partial {
+			size = int64(d.segSize)
 		}
-		return walSource{tli: fn.Timeline, stored: name, size: wf.Size}, wf, nil
+		return walSource{Source: src, size: size, segment: segment}, wf, nil
 	}
 	return walSource{}, nil, repo.ErrWALNotFound
 }
@@ -257,19 +249,20 @@ func (f *walServeFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle,
 	}
 	h := &walServeHandle{data: data}
 	if src.segment {
-		if !src.partial {
+		if !src.Partial {
 			// A .partial is never kept: the streamer may add to it.
 			f.dir.served.keep(f.name, data)
-			h.clone = &overlay.WALRef{Timeline: src.tli, Name: src.stored, Size: int64(len(data))}
+			h.clone = &overlay.WALRef{Timeline: src.Timeline, Name: src.Stored, Size: int64(len(data))}
 		}
 		go f.dir.prefetchNext(context.WithoutCancel(ctx), f.name)
 	}
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
-// load reads the WAL file called name from the repository: a .partial
-// padded to a whole segment, and segments validated. A missing file is
-// ENOENT; damaged bytes are logged and EIO, never served.
+// load reads the WAL file called name from the repository and checks it
+// as wal fetch does (wal.Serve: segments validated, a .partial padded to
+// a whole segment, history files parsed). A missing file is ENOENT;
+// damaged bytes are logged and EIO, never served.
 func (d *walServeDir) load(ctx context.Context, name string) ([]byte, walSource, error) {
 	log := d.ov.Logger()
 	src, wf, err := d.resolve(ctx, name)
@@ -280,16 +273,17 @@ func (d *walServeDir) load(ctx context.Context, name string) ([]byte, walSource,
 		log.Error("WAL read failed", "file", name, "err", err)
 		return nil, src, err
 	}
-	data, err := readWAL(ctx, d.ov.Repository(), wf)
-	if err == nil && src.partial {
-		data = append(data, make([]byte, int64(d.segSize)-int64(len(data)))...)
+	stored, err := readWAL(ctx, d.ov.Repository(), wf)
+	var data []byte
+	if err == nil {
+		data, _, err = wal.Serve(src.Source, stored)
 	}
-	if err == nil && src.segment {
-		_, err = wal.ValidateSegment(name, data, d.segSize)
+	if err == nil && src.segment && uint64(len(data)) != d.segSize {
+		err = fmt.Errorf("%d bytes, the backup's segments have %d", len(data), d.segSize)
 	}
 	if err != nil {
 		// Never hand PostgreSQL bytes that are not what was archived.
-		log.Error("WAL file from the repository is damaged; not serving it", "file", name, "stored", src.stored, "err", err)
+		log.Error("WAL file from the repository is damaged; not serving it", "file", name, "stored", src.Stored, "err", err)
 		return nil, src, syscall.EIO
 	}
 	return data, src, nil

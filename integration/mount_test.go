@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/integration/pgtest"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // Mounts run as root (only root may mount FUSE here); PostgreSQL, and

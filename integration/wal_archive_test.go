@@ -20,9 +20,9 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/pgvault/pgvault/integration/pgtest"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend/file"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // archiveVault is a repository, password file and cache owned by the

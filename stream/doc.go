@@ -46,7 +46,7 @@
 // complete file's name), wal.ErrInvalidSegment, wal.ErrInvalidHistory and
 // wal.ErrInvalidName (the bytes or the name are not what they claim).
 //
-// The package imports repo, chunk and stream/wal of pgvault, never backup
+// The package imports repo, chunk and internal/pg (with internal/pg/wal) of pgvault, never backup
 // or fs: callers that know about base backups pass what they know (such as
 // CheckOptions.Start) as parameters.
 package stream

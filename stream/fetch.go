@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Where a fetched file came from (FetchResult.Source).
@@ -49,38 +49,27 @@ type FetchResult struct {
 // fails verification is an error matching wal.ErrInvalidSegment or
 // wal.ErrInvalidHistory and is not returned.
 func Fetch(ctx context.Context, r *repo.Repository, name string) ([]byte, *FetchResult, error) {
-	kind := wal.Classify(name)
-	if kind == wal.KindInvalid {
-		return nil, nil, fmt.Errorf("%w %q: not a WAL segment, .partial segment, timeline history or backup history file name", wal.ErrInvalidName, name)
+	sources, err := wal.Sources(name)
+	if err != nil {
+		return nil, nil, err
 	}
-	tli := timelineOf(name)
-	res := &FetchResult{Name: name, Kind: kind.String(), Timeline: tli, Source: SourceRepository}
-	data, _, err := r.LoadWAL(ctx, tli, name)
-	served := name
-	if errors.Is(err, repo.ErrWALNotFound) && kind == wal.KindSegment {
-		served = name + ".partial"
-		data, _, err = r.LoadWAL(ctx, tli, served)
+	for _, src := range sources {
+		stored, _, err := r.LoadWAL(ctx, src.Timeline, src.Stored)
 		if errors.Is(err, repo.ErrWALNotFound) {
-			return nil, nil, fmt.Errorf("WAL file %s: %w", name, repo.ErrWALNotFound)
+			continue
 		}
-		res.FromPartial = err == nil
+		if err != nil {
+			return nil, nil, fmt.Errorf("fetch %s: %w", src.Stored, err)
+		}
+		data, v, err := wal.Serve(src, stored)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the repository's copy is damaged, not served: %w", err)
+		}
+		return data, &FetchResult{Name: name, Kind: wal.Classify(name).String(), Timeline: src.Timeline,
+			Size: int64(len(data)), StoredSize: int64(len(stored)), FromPartial: src.Partial,
+			SegmentSize: v.SegmentSize, Source: SourceRepository}, nil
 	}
-	if errors.Is(err, repo.ErrWALNotFound) {
-		return nil, nil, fmt.Errorf("WAL file %s: %w", name, repo.ErrWALNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("fetch %s: %w", served, err)
-	}
-	v, err := VerifyFile(served, data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("the repository's copy is damaged, not served: %w", err)
-	}
-	res.StoredSize, res.SegmentSize = int64(len(data)), v.SegmentSize
-	if res.FromPartial {
-		data = padSegment(data, v.SegmentSize)
-	}
-	res.Size = int64(len(data))
-	return data, res, nil
+	return nil, nil, fmt.Errorf("WAL file %s: %w", name, repo.ErrWALNotFound)
 }
 
 // Archived reports whether the repository on be holds what Fetch would
@@ -100,7 +89,7 @@ func Archived(ctx context.Context, be backend.Backend, name string) (bool, error
 		names = append(names, name+".partial")
 	}
 	for _, n := range names {
-		h := backend.Handle{Type: backend.WALFile, Name: fmt.Sprintf("%08X/%s", timelineOf(n), n)}
+		h := backend.Handle{Type: backend.WALFile, Name: fmt.Sprintf("%08X/%s", wal.NameTimeline(n), n)}
 		_, err := be.Stat(ctx, h)
 		if err == nil {
 			return true, nil
@@ -110,14 +99,4 @@ func Archived(ctx context.Context, be backend.Backend, name string) (bool, error
 		}
 	}
 	return false, nil
-}
-
-// padSegment returns data zero-padded to segSize bytes.
-func padSegment(data []byte, segSize uint64) []byte {
-	if uint64(len(data)) >= segSize {
-		return data
-	}
-	out := make([]byte, segSize)
-	copy(out, data)
-	return out
 }

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 func TestFetch(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // CheckOptions tune CheckGaps.
@@ -330,7 +330,7 @@ func catalogueSegmentSize(ctx context.Context, r *repo.Repository, entries []rep
 	if err != nil {
 		return 0, fmt.Errorf("check WAL: read %s: %w", pick.Name, err)
 	}
-	segSize, err := segmentSizeOf(pick.Name, first)
+	segSize, err := wal.SegmentSizeOf(pick.Name, first)
 	if err != nil {
 		return 0, fmt.Errorf("check WAL: stored %w", err)
 	}

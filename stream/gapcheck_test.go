@@ -7,10 +7,10 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // archived describes catalogue content for gap tests.

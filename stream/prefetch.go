@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // DefaultPrefetch is how many segments restore_command keeps fetched ahead
@@ -164,11 +164,11 @@ var errSpoolWrite = errors.New("cannot write the spool")
 
 func prefetchOne(ctx context.Context, r *repo.Repository, s *Spool, name string) (int64, error) {
 	defer s.startFetching(name)()
-	data, _, err := r.LoadWAL(ctx, timelineOf(name), name)
+	data, _, err := r.LoadWAL(ctx, wal.NameTimeline(name), name)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := VerifyFile(name, data); err != nil {
+	if _, err := wal.VerifyFile(name, data); err != nil {
 		return 0, err
 	}
 	if err := s.Put(name, data); err != nil {

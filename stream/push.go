@@ -8,103 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
-
-// Verified describes a WAL file that passed VerifyFile.
-type Verified struct {
-	Name     string
-	Kind     wal.FileKind
-	Timeline uint32 // from the name: what repo.SaveWAL files it under
-	// For segments and partial segments, from the first page's long
-	// header: the segment size (wal_segment_size), the cluster's system
-	// identifier and the PostgreSQL major version that wrote it (0 if the
-	// magic is unknown).
-	SegmentSize uint64
-	SystemID    uint64
-	PGVersion   int
-	// History is the parsed content of a timeline history file.
-	History []wal.HistoryEntry
-}
-
-// VerifyFile checks that data is the WAL file name says it is, before it is
-// archived and after it is fetched:
-//
-//   - a segment ("000000010000000000000003") must pass wal.ValidateSegment
-//     with the segment size its own long page header gives (xlp_seg_size):
-//     the right size, page addresses that match the name, no stray headers
-//     after the zeroed tail;
-//   - a partial segment ("....partial") must start with a long header that
-//     matches the name (only its first page is checked: what follows its
-//     last written byte is whatever a recycled file held);
-//   - a timeline history file ("00000002.history") must parse and name
-//     only parent timelines older than its own;
-//   - a backup history file ("....00000028.backup") is free text and is
-//     not checked.
-//
-// Errors match wal.ErrInvalidName (a name PostgreSQL would not archive),
-// wal.ErrInvalidSegment (segment bytes; a *wal.SegmentError says where) or
-// wal.ErrInvalidHistory. VerifyFile is pure and safe for concurrent use.
-func VerifyFile(name string, data []byte) (Verified, error) {
-	kind := wal.Classify(name)
-	v := Verified{Name: name, Kind: kind}
-	if kind == wal.KindInvalid {
-		return v, fmt.Errorf("%w %q: not a WAL segment, .partial segment, timeline history or backup history file name", wal.ErrInvalidName, name)
-	}
-	v.Timeline = timelineOf(name)
-	switch kind {
-	case wal.KindSegment, wal.KindPartial:
-		segSize, err := segmentSizeOf(name, data)
-		if err != nil {
-			return v, err
-		}
-		hdr, err := wal.ValidateSegment(name, data, segSize)
-		if err != nil {
-			return v, err
-		}
-		v.SegmentSize, v.SystemID, v.PGVersion = segSize, hdr.SystemID, hdr.PGVersion()
-	case wal.KindHistory:
-		h, err := wal.ParseHistory(data)
-		if err != nil {
-			return v, fmt.Errorf("timeline history file %s: %w", name, err)
-		}
-		// Ancestors checks that every parent is older than the file's
-		// own timeline, as PostgreSQL does when it reads the file.
-		if _, err := wal.Ancestors(h, v.Timeline); err != nil {
-			return v, fmt.Errorf("timeline history file %s: %w", name, err)
-		}
-		v.History = h
-	case wal.KindBackupHistory:
-		// Free text written by PostgreSQL; stored as it is.
-	}
-	return v, nil
-}
-
-// segmentSizeOf reads xlp_seg_size from the long header at the start of a
-// segment, as a *wal.SegmentError when there is no usable header.
-func segmentSizeOf(name string, data []byte) (uint64, error) {
-	if len(data) < wal.LongPageHeaderSize {
-		return 0, &wal.SegmentError{Name: name, Offset: -1,
-			Err: fmt.Errorf("%d bytes, too short to hold the first page's header", len(data))}
-	}
-	hdr, err := wal.ParsePageHeader(data)
-	if err != nil {
-		return 0, &wal.SegmentError{Name: name, Offset: 0, Err: fmt.Errorf("first page: %w", err)}
-	}
-	if !hdr.Long() {
-		return 0, &wal.SegmentError{Name: name, Offset: 0,
-			Err: fmt.Errorf("first page has a short header (xlp_info %04X): a segment starts with a long header", hdr.Info)}
-	}
-	return uint64(hdr.SegSize), nil
-}
-
-// timelineOf is the timeline in the first eight hex digits of a name that
-// wal.Classify accepted.
-func timelineOf(name string) uint32 {
-	tli, _ := strconv.ParseUint(name[:8], 16, 32)
-	return uint32(tli)
-}
 
 // PushOptions tune Push.
 type PushOptions struct {
@@ -152,7 +58,7 @@ type PushResult struct {
 // replaced. Push takes no lock: callers that must exclude prune hold a
 // shared lock around it. When Push returns nil the file is durable.
 func Push(ctx context.Context, r *repo.Repository, name string, data []byte, opts PushOptions) (*PushResult, error) {
-	v, err := VerifyFile(name, data)
+	v, err := wal.VerifyFile(name, data)
 	if err != nil {
 		return nil, err
 	}

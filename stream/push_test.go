@@ -15,19 +15,19 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 const (
 	mib    = uint64(1 << 20)
 	sysID  = uint64(7300000000000000001)
-	fixDir = "wal/testdata/"
+	fixDir = "../internal/pg/wal/testdata/"
 )
 
-// fixture reads a real WAL file from stream/wal/testdata, gunzipping .gz.
+// fixture reads a real WAL file from internal/pg/wal/testdata, gunzipping .gz.
 func fixture(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(fixDir + path)
@@ -58,7 +58,7 @@ func segName(tli uint32, no uint64) string { return wal.Segment{Timeline: tli, N
 
 func mustSave(t testing.TB, r *repo.Repository, name string, data []byte) {
 	t.Helper()
-	v, err := stream.VerifyFile(name, data)
+	v, err := wal.VerifyFile(name, data)
 	if err != nil {
 		t.Fatalf("test data %s: %v", name, err)
 	}
@@ -114,7 +114,7 @@ func TestVerifyFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := stream.VerifyFile(tt.file, tt.data)
+			v, err := wal.VerifyFile(tt.file, tt.data)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -283,7 +283,7 @@ func FuzzVerifyFile(f *testing.F) {
 	f.Add("000000010000000000000002.00000028.backup", []byte("x"))
 	f.Add("zz", []byte{})
 	f.Fuzz(func(t *testing.T, name string, data []byte) {
-		v, err := stream.VerifyFile(name, data)
+		v, err := wal.VerifyFile(name, data)
 		if err != nil {
 			if !errors.Is(err, wal.ErrInvalidName) && !errors.Is(err, wal.ErrInvalidSegment) && !errors.Is(err, wal.ErrInvalidHistory) {
 				t.Fatalf("error %v matches none of the sentinels", err)

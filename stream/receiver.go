@@ -12,8 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // Node is one PostgreSQL server the streamer may take WAL from.
@@ -214,16 +215,13 @@ func (s *session) run(ctx context.Context) (streamed bool, err error) {
 
 // walSegmentSize asks the server (SHOW works on a replication connection).
 func (s *session) walSegmentSize(ctx context.Context) (uint64, error) {
-	rows, err := s.conn.Exec(ctx, "SHOW wal_segment_size").ReadAll()
+	v, err := pg.Show(ctx, s.conn, "wal_segment_size")
 	if err != nil {
-		return 0, fmt.Errorf("SHOW wal_segment_size: %w", err)
+		return 0, err
 	}
-	if len(rows) != 1 || len(rows[0].Rows) != 1 || len(rows[0].Rows[0]) != 1 {
-		return 0, errors.New("SHOW wal_segment_size: unexpected result")
-	}
-	size, err := wal.ParseMemorySize(string(rows[0].Rows[0][0]))
+	size, err := wal.ParseMemorySize(v)
 	if err != nil || !wal.ValidSegmentSize(size) {
-		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", rows[0].Rows[0][0])
+		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", v)
 	}
 	return size, nil
 }
@@ -316,7 +314,7 @@ func (s *session) saveHistory(ctx context.Context, tli uint32, data []byte) erro
 
 // startReplication sends START_REPLICATION and waits for the COPY to begin.
 func (s *session) startReplication(ctx context.Context, tli uint32, start pglogrepl.LSN) error {
-	q := fmt.Sprintf("START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %d", quoteIdent(s.opts.Slot), start, tli)
+	q := fmt.Sprintf("START_REPLICATION SLOT %s PHYSICAL %s TIMELINE %d", pg.QuoteIdent(s.opts.Slot), start, tli)
 	s.conn.Frontend().SendQuery(&pgproto3.Query{String: q})
 	if err := s.conn.Frontend().Flush(); err != nil {
 		return fmt.Errorf("send START_REPLICATION: %w", err)

@@ -9,9 +9,9 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 const testSeg = 1 << 20 // 1 MiB segments keep tests fast

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/pgvault/pgvault/internal/pg"
 )
 
 // The streamer's physical replication slot: read it, create it when
@@ -22,7 +22,7 @@ type slotState struct {
 }
 
 func (s *session) readSlot(ctx context.Context) (slotState, error) {
-	rows, err := s.conn.Exec(ctx, "READ_REPLICATION_SLOT "+quoteIdent(s.opts.Slot)).ReadAll()
+	rows, err := s.conn.Exec(ctx, "READ_REPLICATION_SLOT "+pg.QuoteIdent(s.opts.Slot)).ReadAll()
 	if err != nil {
 		return slotState{}, fmt.Errorf("READ_REPLICATION_SLOT %s: %w", s.opts.Slot, err)
 	}
@@ -67,11 +67,9 @@ func (s *session) ensureSlot(ctx context.Context) (slotState, error) {
 	}
 	// pglogrepl's helper has no RESERVE_WAL for physical slots, so the
 	// replication command is sent as is.
-	if _, err := s.conn.Exec(ctx, "CREATE_REPLICATION_SLOT "+quoteIdent(s.opts.Slot)+" PHYSICAL RESERVE_WAL").ReadAll(); err != nil {
+	if _, err := s.conn.Exec(ctx, "CREATE_REPLICATION_SLOT "+pg.QuoteIdent(s.opts.Slot)+" PHYSICAL RESERVE_WAL").ReadAll(); err != nil {
 		return st, fmt.Errorf("create replication slot %q: %w", s.opts.Slot, err)
 	}
 	s.log.Info("created physical replication slot", "slot", s.opts.Slot)
 	return s.readSlot(ctx)
 }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

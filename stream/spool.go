@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // Spool files. Segments are stored under their own names; temporary files
@@ -195,7 +195,7 @@ func (s *Spool) Take(name, dest string) (res *FetchResult, ok bool, err error) {
 	if err != nil {
 		return nil, false, nil
 	}
-	v, err := VerifyFile(name, data)
+	v, err := wal.VerifyFile(name, data)
 	if err != nil {
 		os.Remove(p)
 		return nil, false, nil

@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 const testRepoID = "0123456789abcdef0123456789abcdef"

@@ -14,8 +14,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/internal/service"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 type mountOptions struct {

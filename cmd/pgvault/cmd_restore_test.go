@@ -15,9 +15,9 @@ import (
 
 	"github.com/pgvault/pgvault/backup"
 	"github.com/pgvault/pgvault/chunk"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend/file"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // storeBaseBackup puts a small "base backup" (taken from a folder) and

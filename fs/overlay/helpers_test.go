@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend/mem"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // testData is a small data directory: path -> content (nil for
@@ -53,7 +53,7 @@ func sampleTree() *testTree {
 func startableTree(t testing.TB) *testTree {
 	t.Helper()
 	tree := sampleTree()
-	control, err := os.ReadFile("../../stream/wal/testdata/pg15-basebackup/pg_control")
+	control, err := os.ReadFile("../../internal/pg/wal/testdata/pg15-basebackup/pg_control")
 	if err != nil {
 		t.Fatal(err)
 	}

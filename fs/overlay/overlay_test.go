@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgvault/pgvault/fs/inode"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 func TestOverlayReadsSnapshot(t *testing.T) {
@@ -444,7 +444,7 @@ func TestPrepare(t *testing.T) {
 // from pg_control whether to recover at all, and an unreadable pg_control
 // is PostgreSQL's to judge; Prepare leaves both alone.
 func TestPrepareKeepsControlFile(t *testing.T) {
-	control, err := os.ReadFile("../../stream/wal/testdata/pg15-basebackup/pg_control")
+	control, err := os.ReadFile("../../internal/pg/wal/testdata/pg15-basebackup/pg_control")
 	if err != nil {
 		t.Fatal(err)
 	}

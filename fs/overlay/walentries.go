@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // walEntries remembers the WAL catalogue entries an instant mount looked

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // walLoads counts loads of WAL catalogue entries, by name.

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // catalogTree is a data directory with shared catalogs, the template

@@ -21,8 +21,8 @@ import (
 	pgfs "github.com/pgvault/pgvault/fs"
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/overlay"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // OSUser is the account PostgreSQL runs as.

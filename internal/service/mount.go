@@ -13,8 +13,8 @@ import (
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // ErrUnknownUser is matched when the OS user a mount or a boot verify

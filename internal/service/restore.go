@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // RestoreOptions configure Restore.

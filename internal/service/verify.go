@@ -11,7 +11,7 @@ import (
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/verify"
 	"github.com/pgvault/pgvault/internal/pg"
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // VerifyOptions configure Verify.

@@ -15,10 +15,10 @@ import (
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/stream"
-	"github.com/pgvault/pgvault/stream/wal"
 )
 
 // StreamOptions configure StreamWAL.
@@ -90,7 +90,7 @@ func (s *Site) PushWAL(ctx context.Context, path string) (*PushReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wal push: %w", err)
 	}
-	if _, err := stream.VerifyFile(name, data); err != nil {
+	if _, err := wal.VerifyFile(name, data); err != nil {
 		return nil, refusedPush(name, err)
 	}
 	// archive_command runs at any moment, also while prune runs: it takes a

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 const sysID = 7710581529580295899 // testdata/pg15-1mib's system identifier

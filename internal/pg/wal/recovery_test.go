@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 func TestQuoteConfString(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 func entry(t testing.TB, tli uint32, switchLSN, reason string) wal.HistoryEntry {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 // Fuzz targets for the parsers of configuration values: recovery targets

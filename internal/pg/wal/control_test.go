@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 const fixtureControl = "testdata/pg15-basebackup/pg_control"

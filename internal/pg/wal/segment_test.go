@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/pgvault/pgvault/stream/wal"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 const (
