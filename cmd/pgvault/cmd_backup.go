@@ -85,7 +85,7 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 			fmt.Fprintf(w, "warning: %s\n", msg)
 		}
 		fmt.Fprintf(w, "backup %s done: %s read, %s new stored after dedup and compression, %.1fs (%.0f MB/s)\n",
-			service.ShortID(rep.ID), humanBytes(rep.BytesRead), humanBytes(rep.StoredBytes), rep.Seconds, rep.MBPerSecond)
+			service.ShortID(rep.ID), service.HumanBytes(rep.BytesRead), service.HumanBytes(rep.StoredBytes), rep.Seconds, rep.MBPerSecond)
 		fmt.Fprintf(w, "WAL %s .. %s on timeline %d", rep.StartLSN, rep.StopLSN, rep.Timeline)
 		if rep.Standalone {
 			fmt.Fprint(w, " (included: restores without an archive)")

@@ -22,6 +22,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/fs/verify"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 type demoOptions struct {
@@ -156,7 +157,7 @@ func runDemo(ctx context.Context, e *env, o demoOptions) (err error) {
 	if err := d.pgvaultJSON(ctx, &rep, "--pg", d.replConn(), "backup", "--fast-checkpoint", "--label", "demo"); err != nil {
 		return err
 	}
-	d.say("backup", t, "base backup %s: %s read, %s stored", rep.ID[:8], humanBytes(rep.BytesRead), humanBytes(rep.StoredBytes))
+	d.say("backup", t, "base backup %s: %s read, %s stored", rep.ID[:8], service.HumanBytes(rep.BytesRead), service.HumanBytes(rep.StoredBytes))
 
 	// 5. Load with markers; the point in time lies between two batches.
 	t = time.Now()

@@ -43,7 +43,7 @@ func runList(ctx context.Context, e *env) error {
 				label += " (standalone)"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0fs\t%s\t%s\t%d\t%s\t%s\n", service.ShortID(l.ID), label, l.StartTime.Format("2006-01-02 15:04:05"),
-				l.Seconds, l.StartLSN, l.StopLSN, l.Timeline, humanBytes(l.Bytes), humanBytes(l.StoredBytes))
+				l.Seconds, l.StartLSN, l.StopLSN, l.Timeline, service.HumanBytes(l.Bytes), service.HumanBytes(l.StoredBytes))
 		}
 		tw.Flush()
 		if len(entries) == 0 {

@@ -75,7 +75,7 @@ func runPrune(ctx context.Context, e *env, o pruneOptions) error {
 		}
 		g := rep.Repo
 		fmt.Fprintf(w, "data: %d of %d packs deleted, %d repacked (%s copied), %d unindexed leftovers; %s freed of %s; %d packs younger than the grace period untouched\n",
-			g.PacksDeleted, g.Packs, g.PacksRepacked, humanBytes(g.BytesRepacked), g.PacksUnindexed, humanBytes(g.BytesFreed), humanBytes(g.BytesBefore), g.PacksYoung)
+			g.PacksDeleted, g.Packs, g.PacksRepacked, service.HumanBytes(g.BytesRepacked), g.PacksUnindexed, service.HumanBytes(g.BytesFreed), service.HumanBytes(g.BytesBefore), g.PacksYoung)
 		if !o.apply {
 			fmt.Fprintln(w, "dry run: nothing was deleted; run again with --apply to delete")
 		}

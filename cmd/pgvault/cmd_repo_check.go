@@ -56,7 +56,7 @@ func runRepoCheck(ctx context.Context, e *env, o repoCheckOptions) error {
 		}
 		what := "structure"
 		if o.readData {
-			what = fmt.Sprintf("structure and data (%d packs, %s read)", rep.PacksRead, humanBytes(rep.BytesRead))
+			what = fmt.Sprintf("structure and data (%d packs, %s read)", rep.PacksRead, service.HumanBytes(rep.BytesRead))
 		}
 		fmt.Fprintf(w, "checked %s: %d snapshots, %d WAL files, %d indexes, %d packs, %d blobs; %d errors, %d warnings\n",
 			what, rep.Snapshots, rep.WALFiles, rep.Indexes, rep.Packs, rep.Blobs, len(rep.Errors), len(rep.Warnings))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/urfave/cli/v2"
 )
 
@@ -34,9 +35,9 @@ func runRepoStats(ctx context.Context, e *env) error {
 	return e.out.emit(st, func(w io.Writer) {
 		fmt.Fprintf(w, "snapshots:          %d\n", st.Snapshots)
 		fmt.Fprintf(w, "WAL files:          %d\n", st.WALFiles)
-		fmt.Fprintf(w, "logical size:       %s (all snapshots' files)\n", humanBytes(st.LogicalBytes))
-		fmt.Fprintf(w, "unique data:        %s in %d chunks\n", humanBytes(st.UniqueBytes), st.DataBlobs)
-		fmt.Fprintf(w, "stored:             %s in %d packs (%d blobs)\n", humanBytes(st.StoredBytes), st.Packs, st.Blobs)
+		fmt.Fprintf(w, "logical size:       %s (all snapshots' files)\n", service.HumanBytes(st.LogicalBytes))
+		fmt.Fprintf(w, "unique data:        %s in %d chunks\n", service.HumanBytes(st.UniqueBytes), st.DataBlobs)
+		fmt.Fprintf(w, "stored:             %s in %d packs (%d blobs)\n", service.HumanBytes(st.StoredBytes), st.Packs, st.Blobs)
 		fmt.Fprintf(w, "dedup ratio:        %.2fx\n", st.DedupRatio)
 		fmt.Fprintf(w, "compression ratio:  %.2fx\n", st.Compression)
 	})

@@ -207,11 +207,11 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 		printPlan(w, plan)
 		if d := rep.Delta; d != nil {
 			fmt.Fprintf(w, "delta restore of backup %s into %s: checked %d files (%d unchanged, %d rewritten, %d created), removed %d paths; wrote %s in %d chunks, read %s to compare, in %.1fs\n",
-				id, o.target, d.Checked, d.Unchanged, d.Rewritten, d.Created, d.Removed, humanBytes(d.BytesWritten), d.ChunksWritten,
-				humanBytes(d.BytesRead), rep.Seconds)
+				id, o.target, d.Checked, d.Unchanged, d.Rewritten, d.Created, d.Removed, service.HumanBytes(d.BytesWritten), d.ChunksWritten,
+				service.HumanBytes(d.BytesRead), rep.Seconds)
 		} else {
 			fmt.Fprintf(w, "restored backup %s into %s: %d files, %s in %.1fs (%.0f MB/s)\n",
-				id, o.target, rep.Files, humanBytes(rep.Bytes), rep.Seconds, rep.MBPerSecond)
+				id, o.target, rep.Files, service.HumanBytes(rep.Bytes), rep.Seconds, rep.MBPerSecond)
 		}
 		for oid, loc := range rep.Tablespaces {
 			fmt.Fprintf(w, "tablespace %s restored at %s\n", oid, loc)
@@ -240,7 +240,7 @@ func printPlan(w io.Writer, p *backup.RestorePlan) {
 		info.StartLSN, info.StopLSN, info.StopTime.UTC().Format("2006-01-02 15:04:05Z"), p.Chosen)
 	fmt.Fprintf(w, "target: %s; timeline %s (%d)\n", p.Target, p.TimelineGoal, p.Timeline)
 	if len(p.WAL) > 0 {
-		fmt.Fprintf(w, "WAL: %d segments (%s) from the repository, %s .. %s", p.Segments, humanBytes(p.Bytes), p.FirstSegment(), p.LastSegment())
+		fmt.Fprintf(w, "WAL: %d segments (%s) from the repository, %s .. %s", p.Segments, service.HumanBytes(p.Bytes), p.FirstSegment(), p.LastSegment())
 		if len(p.Partial) > 0 {
 			fmt.Fprintf(w, ", %d only as .partial", len(p.Partial))
 		}

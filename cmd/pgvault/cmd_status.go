@@ -211,7 +211,7 @@ func printStatus(w io.Writer, rep statusReport, stErr, alertErr error, now time.
 			fmt.Fprintf(w, "  repository   cannot read it: %s\n", s.Error)
 		} else {
 			if b := s.LastBackup; b != nil {
-				fmt.Fprintf(w, "  last backup  %s  %s (%s ago), %s, took %.1fs; %d backups\n", service.ShortID(b.ID), b.End.Format(time.RFC3339), ago(now, b.End), humanBytes(b.Bytes), b.Seconds, s.Backups)
+				fmt.Fprintf(w, "  last backup  %s  %s (%s ago), %s, took %.1fs; %d backups\n", service.ShortID(b.ID), b.End.Format(time.RFC3339), ago(now, b.End), service.HumanBytes(b.Bytes), b.Seconds, s.Backups)
 			} else {
 				fmt.Fprintln(w, "  last backup  none yet")
 			}
@@ -220,7 +220,7 @@ func printStatus(w io.Writer, rep statusReport, stErr, alertErr error, now time.
 			}
 			line := "  WAL          "
 			if s.WAL.LagBytes != nil {
-				line += fmt.Sprintf("lag %s", humanBytes(*s.WAL.LagBytes))
+				line += fmt.Sprintf("lag %s", service.HumanBytes(*s.WAL.LagBytes))
 			} else {
 				line += "lag unknown (the agent is not running)"
 			}
@@ -244,7 +244,7 @@ func printStatus(w io.Writer, rep statusReport, stErr, alertErr error, now time.
 				fmt.Fprintln(w, "  PITR window  none: no restorable backup")
 			}
 			if s.Stored != nil {
-				fmt.Fprintf(w, "  stored       %s\n", humanBytes(*s.Stored))
+				fmt.Fprintf(w, "  stored       %s\n", service.HumanBytes(*s.Stored))
 			}
 		}
 		if len(s.Alerts) == 0 {

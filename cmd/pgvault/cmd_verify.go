@@ -124,14 +124,14 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 func printVerify(w io.Writer, id string, rep *service.VerifyReport) {
 	if c := rep.Chunks; c != nil {
 		fmt.Fprintf(w, "backup %s: read %d files and %d WAL files: %d distinct chunks, %s, in %.1fs\n",
-			id, c.Files, c.WALFiles, c.Chunks, humanBytes(c.Bytes), c.Duration.Seconds())
+			id, c.Files, c.WALFiles, c.Chunks, service.HumanBytes(c.Bytes), c.Duration.Seconds())
 	}
 	if b := rep.Boot; b != nil {
 		fmt.Fprintf(w, "backup %s booted (%s): mount %.2fs, start %.2fs, recovery %.2fs, amcheck %.2fs (%s), sql %.2fs, stop %.2fs\n",
 			id, rep.Target, b.Phases["mount"], b.Phases["start"], b.Phases["recovery"], b.Phases["amcheck"], b.AmCheck,
 			b.Phases["sql"], b.Phases["stop"])
 		if b.Reached != "" {
-			fmt.Fprintf(w, "recovery %s; %s read from the repository\n", b.Reached, humanBytes(b.Overlay.BaseBytesRead))
+			fmt.Fprintf(w, "recovery %s; %s read from the repository\n", b.Reached, service.HumanBytes(b.Overlay.BaseBytesRead))
 		}
 		if b.SQLRow != nil {
 			fmt.Fprintf(w, "sql first row: %s\n", strings.Join(b.SQLRow, " | "))

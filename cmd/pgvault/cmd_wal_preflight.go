@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/internal/pg"
-	"github.com/pgvault/pgvault/internal/redact"
+	"github.com/pgvault/pgvault/internal/service"
 	"github.com/pgvault/pgvault/stream"
 )
 
@@ -41,33 +38,14 @@ func walPreflightCommand() *cli.Command {
 }
 
 func runWALPreflight(ctx context.Context, e *env, o walPreflightOptions) error {
-	cfg, err := sqlSession(e.c.String("pg"), "pgvault preflight")
+	rep, target, err := service.Preflight(ctx, service.PreflightOptions{Conninfo: e.c.String("pg"), Slot: o.slot, ApplicationName: "pgvault preflight"})
 	if err != nil {
-		return fmt.Errorf("--pg: %w", err)
+		return fmt.Errorf("wal preflight: %w", err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("wal preflight: %w", pg.Explain(err, &cfg.Config))
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	rep, err := stream.Preflight(ctx, conn, stream.PreflightOptions{Slot: o.slot})
-	if err != nil {
-		return err
-	}
-	probe, _ := stream.ProbeReplication(ctx, &cfg.Config)
-	rep.Add(probe)
 	if err := e.out.emit(rep, func(w io.Writer) { printPreflight(w, rep) }); err != nil {
 		return err
 	}
-	if rep.Ready {
-		return nil
-	}
-	var names []string
-	for _, f := range rep.Errors() {
-		names = append(names, f.Setting)
-	}
-	return problemsf("PostgreSQL at %s is not ready for WAL streaming: %s; apply the fixes above",
-		pg.Target(&cfg.Config), strings.Join(names, ", "))
+	return service.NotReady(rep, target)
 }
 
 func printPreflight(w io.Writer, rep *stream.PreflightReport) {
@@ -83,26 +61,4 @@ func printPreflight(w io.Writer, rep *stream.PreflightReport) {
 	if rep.Ready {
 		fmt.Fprintf(w, "ready: PostgreSQL %s, role %q, slot %q\n", rep.ServerVersion, rep.Role, rep.Slot)
 	}
-}
-
-// sqlSession parses conninfo for a normal SQL session (pgx), even when it
-// is the replication conninfo the other commands use: without
-// replication=, in database postgres unless it names one, with the given
-// application_name unless it sets one. Its error never holds a password.
-func sqlSession(conninfo, applicationName string) (*pgx.ConnConfig, error) {
-	if _, err := pg.ParseConfig(conninfo); err != nil {
-		return nil, err // pgx's own error would quote the conninfo
-	}
-	cfg, err := pgx.ParseConfig(conninfo)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", pg.ErrBadConninfo, redact.Message(err.Error(), conninfo))
-	}
-	delete(cfg.RuntimeParams, "replication")
-	if cfg.Database == "" {
-		cfg.Database = "postgres"
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = applicationName
-	}
-	return cfg, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/internal/pg/wal"
+	"github.com/pgvault/pgvault/internal/service"
 )
 
 func walPushCommand() *cli.Command {
@@ -47,6 +48,6 @@ func runWALPush(ctx context.Context, e *env, path string) error {
 		if rep.AlreadyStored {
 			what = "already archived (same content)"
 		}
-		fmt.Fprintf(w, "%s %s: %s, %s, timeline %d, %.2fs\n", what, name, rep.Kind, humanBytes(rep.Size), rep.Timeline, rep.Seconds)
+		fmt.Fprintf(w, "%s %s: %s, %s, timeline %d, %.2fs\n", what, name, rep.Kind, service.HumanBytes(rep.Size), rep.Timeline, rep.Seconds)
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgvault/pgvault/internal/service"
 	"golang.org/x/term"
 )
 
@@ -63,26 +64,6 @@ func explain(err error) string {
 	return err.Error()
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func mbPerSec(bytes int64, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
-	}
-	return float64(bytes) / 1e6 / d.Seconds()
-}
-
 // progress draws a one-line progress report on a terminal, at most a few
 // times a second. It is a no-op when out is not a terminal.
 type progress struct {
@@ -120,11 +101,11 @@ func (pr *progress) update(done, total int64, unit string) {
 		line += fmt.Sprintf("[%s] %3.0f%% ", bar, frac*100)
 	}
 	if unit == "bytes" {
-		line += humanBytes(done)
+		line += service.HumanBytes(done)
 		if total > 0 {
-			line += " / " + humanBytes(total)
+			line += " / " + service.HumanBytes(total)
 		}
-		line += fmt.Sprintf("  %.0f MB/s", mbPerSec(done, el))
+		line += fmt.Sprintf("  %.0f MB/s", service.MBPerSecond(done, el))
 	} else {
 		line += fmt.Sprintf("%d", done)
 		if total > 0 {

@@ -41,3 +41,5 @@ func sortedNonNil(s []string) []string {
 }
 
 func joinSemi(s []string) string { return strings.Join(s, "; ") }
+
+func joinComma(s []string) string { return strings.Join(s, ", ") }
