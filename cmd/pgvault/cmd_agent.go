@@ -13,26 +13,17 @@ import (
 	"github.com/pgvault/pgvault/cmd/pgvault/agent"
 )
 
-// agentConfigFlag is --config, the agent's configuration file, which
-// agent, status and doctor read.
-func agentConfigFlag(dest *string) cli.Flag {
-	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: dest,
-		Usage: "the agent's YAML configuration `FILE`"}
-}
-
-type agentOptions struct {
-	config string
-}
-
-func agentCommand() *cli.Command {
-	var o agentOptions
+// configCommand is a command that reads the agent's configuration file
+// (--config, or PGVAULT_CONFIG) and takes no arguments: agent, status and
+// doctor. needed says what the file is for when it must be given; ""
+// makes it optional.
+func configCommand(name, usage, description, needed string, run func(ctx context.Context, e *env, config string) error) *cli.Command {
+	var config string
 	return &cli.Command{
-		Name:  "agent",
-		Usage: "run the daemon: WAL streaming, scheduled base backups, retention, WAL checks, recovery drills, metrics and alerts",
-		Description: "Reads a YAML configuration (docs/reference/config.md) naming one or more sites. SIGHUP reloads it;\n" +
-			"SIGTERM stops after the streamers have stored the WAL they received. See docs/how-to/run-the-agent.md.",
+		Name: name, Usage: usage, Description: description,
 		Flags: []cli.Flag{
-			agentConfigFlag(&o.config),
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: &config,
+				Usage: "the agent's YAML configuration `FILE`"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)
@@ -40,17 +31,25 @@ func agentCommand() *cli.Command {
 				return err
 			}
 			if c.NArg() > 0 {
-				return usagef("agent takes no arguments (got %q)", c.Args().First())
+				return usagef("%s takes no arguments (got %q)", name, c.Args().First())
 			}
-			if o.config == "" {
-				return usagef("agent needs --config FILE (or PGVAULT_CONFIG): see docs/reference/config.md")
+			if config == "" && needed != "" {
+				return usagef("%s needs --config FILE (or PGVAULT_CONFIG), %s", name, needed)
 			}
-			return runAgent(c.Context, e, o)
+			return run(c.Context, e, config)
 		},
 	}
 }
 
-func runAgent(ctx context.Context, e *env, o agentOptions) error {
+func agentCommand() *cli.Command {
+	return configCommand("agent",
+		"run the daemon: WAL streaming, scheduled base backups, retention, WAL checks, recovery drills, metrics and alerts",
+		"Reads a YAML configuration (docs/reference/config.md) naming one or more sites. SIGHUP reloads it;\n"+
+			"SIGTERM stops after the streamers have stored the WAL they received. See docs/how-to/run-the-agent.md.",
+		"its configuration: see docs/reference/config.md", runAgent)
+}
+
+func runAgent(ctx context.Context, e *env, config string) error {
 	// Catch SIGHUP before anything else: its default action ends the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -80,7 +79,7 @@ func runAgent(ctx context.Context, e *env, o agentOptions) error {
 		return usageError{err}
 	}
 	err = agent.Run(ctx, agent.Options{
-		ConfigFile: o.config, Logger: log, SetLogLevel: setLevel, Reload: hup,
+		ConfigFile: config, Logger: log, SetLogLevel: setLevel, Reload: hup,
 		Executable: exe, StorageHook: hook, Version: version,
 	})
 	if errors.Is(err, agent.ErrConfig) {

@@ -16,45 +16,26 @@ import (
 	"github.com/pgvault/pgvault/stream"
 )
 
-type doctorOptions struct {
-	config string
-}
-
 func doctorCommand() *cli.Command {
-	var o doctorOptions
-	return &cli.Command{
-		Name:  "doctor",
-		Usage: "check what pgvault needs: PostgreSQL settings, repository access, secrets, FUSE, PostgreSQL programs, free disk (exit 3 on a problem)",
-		Description: "With --config, every site of the agent's configuration; without, the global --pg and --repo.\n" +
+	return configCommand("doctor",
+		"check what pgvault needs: PostgreSQL settings, repository access, secrets, FUSE, PostgreSQL programs, free disk (exit 3 on a problem)",
+		"With --config, every site of the agent's configuration; without, the global --pg and --repo.\n"+
 			"One line per finding, with the fix for anything that is not ok.",
-		Flags: []cli.Flag{
-			agentConfigFlag(&o.config),
-		},
-		Action: func(c *cli.Context) error {
-			e, err := newEnv(c)
-			if err != nil {
-				return err
-			}
-			if c.NArg() > 0 {
-				return usagef("doctor takes no arguments (got %q)", c.Args().First())
-			}
-			return runDoctor(c.Context, e, o)
-		},
-	}
+		"", runDoctor)
 }
 
-func runDoctor(ctx context.Context, e *env, o doctorOptions) error {
-	d := service.NewDoctor(o.config)
+func runDoctor(ctx context.Context, e *env, config string) error {
+	d := service.NewDoctor(config)
 	var dirs []service.DiskDir
-	if o.config != "" {
-		cfg, err := agent.Load(o.config, agent.LoadOptions{})
+	if config != "" {
+		cfg, err := agent.Load(config, agent.LoadOptions{})
 		if err != nil {
 			d.Add(service.Finding{Check: "config", Status: service.FindingError, Message: oneLine(err.Error()),
 				Fix: "correct the file (docs/reference/config.md describes every field)"})
 			return finishDoctor(e, d)
 		}
-		d.Add(service.Finding{Check: "config", Status: service.FindingOK, Message: fmt.Sprintf("%s: %d sites", o.config, len(cfg.Sites))})
-		switch _, err := agent.Load(o.config, agent.LoadOptions{Strict: true}); {
+		d.Add(service.Finding{Check: "config", Status: service.FindingOK, Message: fmt.Sprintf("%s: %d sites", config, len(cfg.Sites))})
+		switch _, err := agent.Load(config, agent.LoadOptions{Strict: true}); {
 		case errors.Is(err, agent.ErrInsecureSecret):
 			d.Add(service.Finding{Check: "secrets", Status: service.FindingError, Message: oneLine(err.Error()),
 				Fix: "make secret files readable by the agent's user only (chmod 600, chown)"})

@@ -13,34 +13,12 @@ import (
 	"github.com/pgvault/pgvault/internal/service"
 )
 
-type statusOptions struct {
-	config string
-}
-
 func statusCommand() *cli.Command {
-	var o statusOptions
-	return &cli.Command{
-		Name:  "status",
-		Usage: "show every site of the agent's configuration: last backup, WAL lag, PITR window, alerts (exit 3 when an alert is active)",
-		Description: "Reads the repositories, the agent's state file and its alert files, so it works whether or not the agent runs.\n" +
+	return configCommand("status",
+		"show every site of the agent's configuration: last backup, WAL lag, PITR window, alerts (exit 3 when an alert is active)",
+		"Reads the repositories, the agent's state file and its alert files, so it works whether or not the agent runs.\n"+
 			"Live figures (WAL lag, streamer, next backup) come from the state file when the agent runs.",
-		Flags: []cli.Flag{
-			agentConfigFlag(&o.config),
-		},
-		Action: func(c *cli.Context) error {
-			e, err := newEnv(c)
-			if err != nil {
-				return err
-			}
-			if c.NArg() > 0 {
-				return usagef("status takes no arguments (got %q)", c.Args().First())
-			}
-			if o.config == "" {
-				return usagef("status needs --config FILE (or PGVAULT_CONFIG), the agent's configuration")
-			}
-			return runStatus(c.Context, e, o)
-		},
-	}
+		"the agent's configuration", runStatus)
 }
 
 type statusReport struct {
@@ -82,8 +60,8 @@ type walStatus struct {
 	Files        int        `json:"files"`
 }
 
-func runStatus(ctx context.Context, e *env, o statusOptions) error {
-	cfg, err := agent.Load(o.config, agent.LoadOptions{})
+func runStatus(ctx context.Context, e *env, config string) error {
+	cfg, err := agent.Load(config, agent.LoadOptions{})
 	if err != nil {
 		return usageError{err}
 	}
