@@ -89,13 +89,29 @@ func DefaultCacheDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("pgvault-cache-%d", os.Getuid()))
 }
 
+// ErrStorageConfig is matched when the storage a repository URL names
+// cannot even be set up (a malformed URL, a missing bucket or host): no
+// request was made, and only a human can fix it.
+var ErrStorageConfig = errors.New("repository storage not usable as configured")
+
+type storageConfigError struct{ err error }
+
+func (e *storageConfigError) Error() string        { return e.err.Error() }
+func (e *storageConfigError) Unwrap() error        { return e.err }
+func (e *storageConfigError) Is(target error) bool { return target == ErrStorageConfig }
+
 // OpenBackend opens the site's storage, through the retry wrapper (and
 // Wrap under it). create prepares it for a new repository (an S3 bucket).
 func (s *Site) OpenBackend(ctx context.Context, create bool) (backend.Backend, error) {
 	if s.Repo == "" {
-		return nil, fmt.Errorf("%w: no repository given", ErrBadRepoURL)
+		return nil, &storageConfigError{fmt.Errorf("%w: no repository given", ErrBadRepoURL)}
 	}
-	return all.Open(ctx, s.Repo, all.Options{Create: create, Retry: s.Retry, Wrap: s.Wrap})
+	be, err := all.Open(ctx, s.Repo, all.Options{Create: create, Retry: s.Retry, Wrap: s.Wrap})
+	if err != nil && !create {
+		// all.Open makes no request unless it creates a bucket.
+		err = &storageConfigError{err}
+	}
+	return be, err
 }
 
 // Access says how a workflow uses the repository.

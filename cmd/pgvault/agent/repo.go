@@ -68,7 +68,7 @@ func (s *site) openRepo(ctx context.Context, concurrent bool) (*repo.Repository,
 func (s *site) repoFailed(err error) error {
 	cfg := s.config()
 	switch {
-	case errors.Is(err, service.ErrBadRepoURL):
+	case errors.Is(err, service.ErrStorageConfig):
 		s.a.alerts.Raise(s.name, AlertConfiguration, "repository", fmt.Sprintf("sites.%s.repo: %v", s.name, err))
 	case errors.Is(err, repo.ErrWrongPassword):
 		err = fmt.Errorf("the repository at %s does not open with the password from %s: %w", redact.URL(cfg.Repo), cfg.Secrets.RepoPasswordFrom, err)
