@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -193,7 +193,7 @@ func (d *Doctor) CheckBinaries() {
 		d.Add(Finding{Check: "postgresql programs", Status: FindingOK, Message: "installed: PostgreSQL " + joinInts(installed)})
 		return
 	}
-	for _, m := range sortedInts(d.majors) {
+	for _, m := range slices.Sorted(maps.Keys(d.majors)) {
 		dir, err := verify.FindPGBin("", m)
 		if err != nil {
 			d.Add(Finding{Check: "postgresql programs", Status: severity,
@@ -220,16 +220,7 @@ func installedMajors() []int {
 			}
 		}
 	}
-	return sortedInts(seen)
-}
-
-func sortedInts(m map[int]bool) []int {
-	out := make([]int, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Ints(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
 
 func joinInts(v []int) string {

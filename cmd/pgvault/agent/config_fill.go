@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -85,13 +84,8 @@ func (c *Config) fill(stateDir string) error {
 	case c.UploadRetriesWarningLimit < 1:
 		return fieldErr("upload_retries_warning_limit", "must be 1 or more (failed attempts of one upload before the upload_retries_warning alert)")
 	}
-	names := make([]string, 0, len(c.Sites))
-	for name := range c.Sites {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	envNames := map[string]string{}
-	for _, name := range names {
+	for _, name := range c.SiteNames() {
 		s := c.Sites[name]
 		p := "sites." + name
 		if !siteNameRe.MatchString(name) {

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -159,11 +160,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.record(k.Line, p)
 			ft, ok := fields[k.Value]
 			if !ok {
-				names := make([]string, 0, len(fields))
-				for name := range fields {
-					names = append(names, name)
-				}
-				sort.Strings(names)
+				names := slices.Sorted(maps.Keys(fields))
 				w.err = &ConfigError{Field: p, Line: k.Line, Msg: "unknown field; known here: " + strings.Join(names, ", ")}
 				return
 			}

@@ -3,8 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/pgvault/pgvault/internal/redact"
@@ -58,14 +59,7 @@ func Load(path string, opts LoadOptions) (*Config, error) {
 }
 
 // SiteNames lists the sites in name order.
-func (c *Config) SiteNames() []string {
-	names := make([]string, 0, len(c.Sites))
-	for n := range c.Sites {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (c *Config) SiteNames() []string { return slices.Sorted(maps.Keys(c.Sites)) }
 
 // ErrInsecureSecret is matched by a secret file any user may read.
 var ErrInsecureSecret = errors.New("secret readable by every user")
