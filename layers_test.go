@@ -36,7 +36,7 @@ var allowed = map[string][]string{
 // testOnly are packages that exist for tests (helpers, fakes, fault
 // injection, the real servers the tests start): any test may use them, and
 // no non-test code outside integration/ may import them.
-var testOnly = []string{"testing", "repo/backend/mem", "repo/backend/faulty", "repo/backend/backendtest", "repo/repotest",
+var testOnly = []string{"testing", "repo/backend/mem", "repo/backend/faulty", "repo/backend/backendtest", "repo/repotest", "fs/fstest",
 	"integration/minio", "integration/sshd", "integration/pgtest"}
 
 const module = "github.com/pgvault/pgvault/"

@@ -10,12 +10,33 @@ import (
 
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/mem"
 	"github.com/pgvault/pgvault/repo/repotest"
 )
 
+// walLooks tells on a channel of the WAL catalogue entries it has read
+// (those read while nobody listens are not told).
+type walLooks struct {
+	backend.Backend
+	looked chan string
+}
+
+func (w *walLooks) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
+	b, err := w.Backend.Load(ctx, h, off, n)
+	if h.Type == backend.WALFile {
+		select {
+		case w.looked <- h.Name:
+		default:
+		}
+	}
+	return b, err
+}
+
 func TestStreamedWALWait(t *testing.T) {
 	ctx := context.Background()
-	r, _ := repotest.New(t)
+	looks := &walLooks{Backend: mem.New(), looked: make(chan string, 1)}
+	r := repotest.NewOn(t, looks, repo.Options{PackSize: 256 << 10})
 	if streamerActive(ctx, r) {
 		t.Fatal("no streamer, yet one is active")
 	}
@@ -41,10 +62,23 @@ func TestStreamedWALWait(t *testing.T) {
 	if err := waitForStreamedWAL(ctx, r, 1, stop, seg, 100*time.Millisecond); err == nil {
 		t.Fatal("a partial short of the stop position satisfied the wait")
 	}
-	// ...one that reaches past it is.
+	// ...one that reaches past it is, when it is stored while the wait
+	// runs: once the wait has found the short one.
+	for len(looks.looked) > 0 {
+		<-looks.looked
+	}
 	done := make(chan error, 1)
 	go func() { done <- waitForStreamedWAL(ctx, r, 1, stop, seg, 10*time.Second) }()
-	time.Sleep(100 * time.Millisecond)
+	timeout := time.After(5 * time.Second)
+	for looked := ""; !strings.HasSuffix(looked, name+".partial"); {
+		select {
+		case looked = <-looks.looked:
+		case err := <-done:
+			t.Fatalf("the wait ended before the WAL was stored: %v", err)
+		case <-timeout:
+			t.Fatal("the wait did not look for the partial within 5 s")
+		}
+	}
 	r.SaveWAL(ctx, 1, name+".partial", make([]byte, 6000), true)
 	if err := <-done; err != nil {
 		t.Fatalf("wait with the WAL stored: %v", err)

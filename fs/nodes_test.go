@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/fs/chunkread"
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/fs/inode"
 	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/internal/pg/wal"
@@ -91,10 +92,10 @@ func names(t *testing.T, n gofs.InodeEmbedder) []string {
 }
 
 func TestBrowseNodes(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ctx := context.Background()
-	segment := randBytes(5, 16<<20)
+	segment := fstest.RandBytes(5, 16<<20)
 	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000002", segment, false); err != nil {
 		t.Fatal(err)
 	}
@@ -119,9 +120,9 @@ func TestBrowseNodes(t *testing.T) {
 	if out.Mode != syscall.S_IFDIR|0o700 || out.Uid != 70 {
 		t.Fatalf("snapshot root attr %o uid %d", out.Mode, out.Uid)
 	}
-	for p, want := range tree.files {
+	for p, want := range tree.Files {
 		n, out := walkNodes(t, dir.Operations(), p)
-		if out.Size != uint64(len(want)) || out.Mode != syscall.S_IFREG|0o600 || out.Uid != 70 || out.Gid != 71 || out.Mtime != uint64(testTime.Unix()) {
+		if out.Size != uint64(len(want)) || out.Mode != syscall.S_IFREG|0o600 || out.Uid != 70 || out.Gid != 71 || out.Mtime != uint64(fstest.ModTime.Unix()) {
 			t.Fatalf("%s attr: %+v", p, out.Attr)
 		}
 		fh, flags, errno := n.(gofs.NodeOpener).Open(ctx, syscall.O_RDONLY)
@@ -187,8 +188,8 @@ func TestBrowseNodes(t *testing.T) {
 // A damaged chunk is EIO on the reads that need it, with a log line naming
 // it; other reads go on.
 func TestBrowseReadErrorIsEIO(t *testing.T) {
-	tree := sampleTree()
-	r, s, be := testSnapshotOn(t, tree)
+	tree := fstest.SampleTree()
+	r, s, be := fstest.Store(t, tree)
 	ctx := context.Background()
 	n, err := r.Lookup(ctx, s, "base/1/16384")
 	if err != nil {
@@ -249,8 +250,8 @@ func damageBlob(t *testing.T, be backend.Backend, r *repo.Repository, id chunk.I
 }
 
 func TestInstantNodes(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	root := NewInstantRoot(ov, InstantOptions{})
@@ -267,7 +268,7 @@ func TestInstantNodes(t *testing.T) {
 	if errno != 0 || flags&fuse.FOPEN_KEEP_CACHE == 0 {
 		t.Fatalf("open untouched: %v %x", errno, flags)
 	}
-	if got := readAll(t, rel, fh, len(tree.files["base/1/16384"])); !bytes.Equal(got, tree.files["base/1/16384"]) {
+	if got := readAll(t, rel, fh, len(tree.Files["base/1/16384"])); !bytes.Equal(got, tree.Files["base/1/16384"]) {
 		t.Fatal("content")
 	}
 	if n, errno := rel.(gofs.NodeWriter).Write(ctx, fh, []byte("page"), 8192); errno != 0 || n != 4 {
@@ -366,8 +367,8 @@ func wrap(err error) error { return errors.Join(errors.New("context"), err) }
 // waits for it instead of loading again; a damaged segment nobody loaded
 // is EIO.
 func TestInstantServesWarmSegment(t *testing.T) {
-	tree := sampleTree()
-	r, s, be := testSnapshotOn(t, tree)
+	tree := fstest.SampleTree()
+	r, s, be := fstest.Store(t, tree)
 	ctx := context.Background()
 	const first, second = "000000010000000000000002", "000000010000000000000003"
 	segs := map[string][]byte{first: wal.FakeSegment(1, 0x2000000, 16<<20, 7), second: wal.FakeSegment(1, 0x3000000, 16<<20, 7)}
@@ -447,7 +448,7 @@ func TestInstantServesWarmSegment(t *testing.T) {
 // parent newer than itself is EIO, a good one is served as stored. (The
 // view used to check segments only.)
 func TestInstantChecksHistoryFiles(t *testing.T) {
-	r, s, _ := testSnapshotOn(t, sampleTree())
+	r, s, _ := fstest.Store(t, fstest.SampleTree())
 	ctx := context.Background()
 	files := map[string]string{
 		"00000002.history": "1\t0/3000000\tno recovery target specified\n",

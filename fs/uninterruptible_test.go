@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/repotest"
@@ -44,7 +45,7 @@ func TestRequestsOutlastSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	_, s, be := testSnapshotOn(t, sampleTree())
+	_, s, be := fstest.Store(t, fstest.SampleTree())
 	r, err := repo.Open(ctx, slowPacks{be, 300 * time.Millisecond}, []byte(repotest.Password), repo.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -3,12 +3,14 @@ package fs
 import (
 	"context"
 	"testing"
+
+	"github.com/pgvault/pgvault/fs/fstest"
 )
 
 // TestRecoveringClosesOnWALLookup: the WAL view's first lookup tells
 // that recovery has started.
 func TestRecoveringClosesOnWALLookup(t *testing.T) {
-	r, s := testSnapshot(t, sampleTree())
+	r, s := fstest.Snapshot(t, fstest.SampleTree())
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	select {

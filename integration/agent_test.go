@@ -105,11 +105,11 @@ stats_interval: 1s
 	}
 }
 
-// start runs the agent on the configuration.
-func (s *agentSetup) start(t *testing.T) *agentProc {
+// start runs the agent on the configuration, with extra environment.
+func (s *agentSetup) start(t *testing.T, env ...string) *agentProc {
 	t.Helper()
 	cmd := exec.Command(pgvaultBin, "--log-level", "info", "agent", "--config", s.conf)
-	cmd.Env = filteredEnv()
+	cmd.Env = append(filteredEnv(), env...)
 	a := &agentProc{t: t, cmd: cmd, log: &lockedBuffer{}, conf: s.conf, state: s.state, alerts: s.alerts, waitErr: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
@@ -157,9 +157,11 @@ func (a *agentProc) hup() {
 
 // agentState is the part of the state document the tests read.
 type agentState struct {
-	PID        int    `json:"pid"`
-	HTTPListen string `json:"http_listen"`
-	Sites      map[string]struct {
+	PID         int       `json:"pid"`
+	HTTPListen  string    `json:"http_listen"`
+	Updated     time.Time `json:"updated"`
+	ReloadError string    `json:"reload_error"`
+	Sites       map[string]struct {
 		Maintenance bool `json:"maintenance"`
 		Streamer    *struct {
 			Connected bool   `json:"connected"`
@@ -173,9 +175,11 @@ type agentState struct {
 			Taken     int    `json:"taken"`
 			LastError string `json:"last_error"`
 			Last      *struct {
-				ID  string    `json:"id"`
-				End time.Time `json:"end"`
+				ID    string    `json:"id"`
+				Start time.Time `json:"start"`
+				End   time.Time `json:"end"`
 			} `json:"last"`
+			Next *time.Time `json:"next"`
 		} `json:"backup"`
 		Prune struct {
 			Runs           int   `json:"runs"`
@@ -197,6 +201,10 @@ type agentState struct {
 			Latest   time.Time `json:"latest"`
 			Seconds  float64   `json:"seconds"`
 		} `json:"pitr"`
+		Uploads struct {
+			Errors  int `json:"errors"`
+			Retries int `json:"retries"`
+		} `json:"uploads"`
 	} `json:"sites"`
 }
 
@@ -209,26 +217,32 @@ func (a *agentProc) readState() agentState {
 	return st
 }
 
-// waitState polls the state file until cond holds.
+// waitState waits until the state file shows cond; the agent exiting
+// meanwhile fails the test at once.
 func (a *agentProc) waitState(what string, timeout time.Duration, cond func(agentState) bool) agentState {
 	a.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case err := <-a.waitErr:
-			a.waitErr <- err
-			a.t.Fatalf("agent exited (%v) while waiting for %s", err, what)
-		default:
-		}
-		st := a.readState()
+	var st agentState
+	waitFor(a.t, timeout, what, func() (bool, error) {
+		a.exited(what)
+		st = a.readState()
 		if st.Sites != nil && cond(st) {
-			return st
+			return true, nil
 		}
-		if time.Now().After(deadline) {
-			data, _ := os.ReadFile(a.state)
-			a.t.Fatalf("timed out after %s waiting for %s; state:\n%s", timeout, what, data)
-		}
-		time.Sleep(100 * time.Millisecond)
+		data, _ := os.ReadFile(a.state)
+		return false, fmt.Errorf("state:\n%s", data)
+	})
+	return st
+}
+
+// exited fails the test if the agent has exited, naming what the test
+// was waiting for.
+func (a *agentProc) exited(what string) {
+	a.t.Helper()
+	select {
+	case err := <-a.waitErr:
+		a.waitErr <- err
+		a.t.Fatalf("agent exited (%v) while waiting for %s", err, what)
+	default:
 	}
 }
 
@@ -326,13 +340,22 @@ func TestAgentBacksUpStreamsPrunesAndStops(t *testing.T) {
 	mark(3, "before the agent's first backup")
 
 	// A site with no backup gets one at once, and with a 1h schedule no
-	// second one follows.
+	// second one follows: the agent schedules the next an hour after the
+	// first (its state says when) and has taken no other meanwhile.
 	st := a.waitState("the first backup", 60*time.Second, func(st agentState) bool { return st.Sites["main"].Backup.Count >= 1 })
 	first := st.Sites["main"].Backup.Last.ID
 	t.Logf("first backup %s after %.1fs", first[:8], time.Since(start).Seconds())
-	time.Sleep(2 * time.Second)
-	if n := a.readState().Sites["main"].Backup.Count; n != 1 {
-		t.Fatalf("with a 1h schedule the agent took %d backups", n)
+	// (Until the worker looks again, next is still when the first was due.)
+	st = a.waitState("the next backup scheduled", 10*time.Second, func(st agentState) bool {
+		b := st.Sites["main"].Backup
+		return b.Last != nil && b.Next != nil && b.Next.After(b.Last.Start) || b.Count != 1
+	})
+	b := st.Sites["main"].Backup
+	if b.Count != 1 || b.Last.ID != first {
+		t.Fatalf("with a 1h schedule the agent took %d backups", b.Count)
+	}
+	if d := b.Next.Sub(b.Last.Start); !near(d.Seconds(), time.Hour.Seconds(), 1) {
+		t.Fatalf("with a 1h schedule the next backup is due %v after the first", d)
 	}
 	mark(3, "after the first backup")
 
@@ -370,13 +393,18 @@ func TestAgentBacksUpStreamsPrunesAndStops(t *testing.T) {
 	if n := ageRepo(t, v.repo); n == 0 {
 		t.Fatal("no repository objects to age")
 	}
-	if rest := 2*interval + time.Second - time.Since(maintAt); rest > 0 {
-		time.Sleep(rest)
+	// The next backup falls due during maintenance; the worker looks at
+	// the file every second while a job is due (maintenancePoll). Two
+	// seconds past due, it has declined to start the backup at least once.
+	st = a.waitState("a backup due for 2 s in maintenance mode", 2*interval+time.Second, func(st agentState) bool {
+		b := st.Sites["main"].Backup
+		due := b.Last != nil && b.Next != nil && b.Next.After(b.Last.Start) && st.Updated.Sub(*b.Next) >= 2*time.Second
+		return st.Sites["main"].Maintenance && due || b.Running || b.Count != 2
+	})
+	if b := st.Sites["main"].Backup; b.Count != 2 || b.Running {
+		t.Fatalf("a backup started in maintenance mode (count %d, running %v)", b.Count, b.Running)
 	}
-	st = a.readState()
-	if n := st.Sites["main"].Backup.Count; n != 2 || st.Sites["main"].Backup.Running {
-		t.Fatalf("a backup started in maintenance mode (count %d)", n)
-	}
+	t.Logf("maintenance mode held off a backup due %.1fs after the file appeared", st.Sites["main"].Backup.Next.Sub(maintAt).Seconds())
 	if m := a.metrics(); m["pgvault_maintenance_mode"] != 1 {
 		t.Fatalf("pgvault_maintenance_mode = %v", m["pgvault_maintenance_mode"])
 	}
@@ -584,16 +612,7 @@ func checkStatus(t *testing.T, st statusDoc, running bool, newest string, earlie
 func TestAgentAuthenticationAlert(t *testing.T) {
 	c := pgtest.Start(t, pgtest.Options{})
 	c.Exec(t, "CREATE ROLE vaultagent LOGIN REPLICATION PASSWORD 'right horse'")
-	hba := filepath.Join(c.DataDir(), "pg_hba.conf")
-	old, err := os.ReadFile(hba)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := "host replication vaultagent 127.0.0.1/32 scram-sha-256\nhost all vaultagent 127.0.0.1/32 scram-sha-256\n"
-	if err := os.WriteFile(hba, append([]byte(lines), old...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.Exec(t, "SELECT pg_reload_conf()")
+	prependHBA(t, c, "vaultagent", "host replication vaultagent 127.0.0.1/32 scram-sha-256\nhost all vaultagent 127.0.0.1/32 scram-sha-256\n")
 	v := newPostgresVault(t)
 	s := newAgentSetup(t, c, v)
 	s.pgPass = filepath.Join(s.dir, "pg.pass")
@@ -620,20 +639,9 @@ func TestAgentAuthenticationAlert(t *testing.T) {
 	good, _ := os.ReadFile(s.conf)
 	os.WriteFile(s.conf, append(good, []byte("bogus_key: 1\n")...), 0o600)
 	a.hup()
-	var reloadErr struct {
-		ReloadError string `json:"reload_error"`
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for reloadErr.ReloadError == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("no reload_error in the state file after a bad reload")
-		}
-		time.Sleep(100 * time.Millisecond)
-		data, _ := os.ReadFile(s.state)
-		json.Unmarshal(data, &reloadErr)
-	}
-	if !strings.Contains(reloadErr.ReloadError, "bogus_key") {
-		t.Fatalf("reload_error: %q", reloadErr.ReloadError)
+	st := a.waitState("reload_error in the state file after a bad reload", 10*time.Second, func(st agentState) bool { return st.ReloadError != "" })
+	if !strings.Contains(st.ReloadError, "bogus_key") {
+		t.Fatalf("reload_error: %q", st.ReloadError)
 	}
 	os.WriteFile(s.conf, good, 0o600)
 
@@ -811,20 +819,22 @@ func waitAlert(t *testing.T, dir, name string, present bool, timeout time.Durati
 }) {
 	t.Helper()
 	path := filepath.Join(dir, "main", name)
-	deadline := time.Now().Add(timeout)
-	for {
-		data, err := os.ReadFile(path)
-		switch {
-		case present && err == nil && json.Unmarshal(data, &al) == nil:
-			return al
-		case !present && os.IsNotExist(err):
-			return al
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alert file %s: present %v wanted, not so after %s", path, present, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
+	what := "alert file " + path + " to appear"
+	if !present {
+		what = "alert file " + path + " to go"
 	}
+	waitFor(t, timeout, what, func() (bool, error) {
+		data, err := os.ReadFile(path)
+		if !present {
+			return os.IsNotExist(err), err
+		}
+		if err != nil {
+			return false, err
+		}
+		err = json.Unmarshal(data, &al)
+		return err == nil, err
+	})
+	return al
 }
 
 // TestAgentArchiveModeDrill: an archive-mode site (PostgreSQL's

@@ -215,11 +215,7 @@ func TestBackupBadInput(t *testing.T) {
 	c := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"max_wal_senders": "1", "password_encryption": "scram-sha-256"}})
 	c.Exec(t, "CREATE ROLE alice LOGIN REPLICATION PASSWORD 'right'")
 	c.Exec(t, "CREATE ROLE bob LOGIN")
-	hba := filepath.Join(c.DataDir(), "pg_hba.conf")
-	old, _ := os.ReadFile(hba)
-	os.WriteFile(hba, append([]byte("host replication alice 127.0.0.1/32 scram-sha-256\n"), old...), 0o600)
-	c.Exec(t, "SELECT pg_reload_conf()")
-	time.Sleep(300 * time.Millisecond)
+	prependHBA(t, c, "alice", "host replication alice 127.0.0.1/32 scram-sha-256\n")
 	v := newVault(t, "")
 	port := fmt.Sprint(c.Port())
 
@@ -289,7 +285,18 @@ func TestKilledBackupLeavesNothingAndIsReused(t *testing.T) {
 	go func() {
 		done <- v.runCtx(ctx, "--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--max-rate", "8192")
 	}()
-	time.Sleep(12 * time.Second)
+	// Kill it once it has indexed two packs (its data is reusable only
+	// once indexed; at 8 MB/s that is about 12 s into its 22): the next
+	// backup must find them.
+	waitFor(t, time.Minute, "the backup to index two packs", func() (bool, error) {
+		select {
+		case r := <-done:
+			t.Fatalf("the backup ended (exit %d) before it was killed:\n%s%s", r.code, r.stdout, r.stderr)
+		default:
+		}
+		n := countObjects(t, filepath.Join(v.repo, "index"))
+		return n >= 2, fmt.Errorf("%d index objects", n)
+	})
 	killPgvault(t, "backup")
 	cancel()
 	<-done
@@ -314,6 +321,23 @@ func TestKilledBackupLeavesNothingAndIsReused(t *testing.T) {
 		t.Fatalf("list after the second backup: %v", list)
 	}
 	v.must("repo", "check")
+}
+
+// countObjects counts the objects in a folder of a file repository
+// (temporary files of unfinished saves are none).
+func countObjects(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".tmp-") {
+			n++
+		}
+	}
+	return n
 }
 
 // killPgvault sends SIGKILL to the running pgvault process with the given

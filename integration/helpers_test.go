@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgvault/pgvault/integration/pgtest"
 )
 
@@ -179,5 +181,73 @@ func verifyBackup(t *testing.T, dir string) {
 	out, err := pgtest.RunAsPostgres(ctx, "pg_verifybackup", "-n", dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_verifybackup -n %s: %v\n%s", dir, err, out)
+	}
+}
+
+// prependHBA puts lines at the top of c's pg_hba.conf, reloads, and
+// waits until they are in force. The reload is asynchronous, and the
+// harness's trust line lets anyone in until it is done, so the lines
+// must ask role for a password on replication connections from
+// 127.0.0.1: a wrong one refused shows them in force.
+func prependHBA(t *testing.T, c *pgtest.Cluster, role, lines string) {
+	t.Helper()
+	hba := filepath.Join(c.DataDir(), "pg_hba.conf")
+	old, err := os.ReadFile(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hba, append([]byte(lines), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(t, "SELECT pg_reload_conf()")
+	probe := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=wrong replication=true", c.Port(), role)
+	waitFor(t, 10*time.Second, "pg_hba.conf's lines for "+role+" to apply", func() (bool, error) {
+		conn, err := pgconn.Connect(context.Background(), probe)
+		if err == nil {
+			conn.Close(context.Background())
+			return false, errors.New(role + " connects with a wrong password")
+		}
+		var pgErr *pgconn.PgError
+		return errors.As(err, &pgErr) && pgErr.Code == "28P01", err // invalid_password
+	})
+}
+
+// pollEvery is how often waitFor looks: often enough that a wait adds
+// little to a test, rarely enough that a condition which opens a
+// PostgreSQL connection does not load the shared machine.
+const pollEvery = 50 * time.Millisecond
+
+// waitFor waits until cond reports done, looking at once and then every
+// pollEvery, and fails the test if that takes longer than timeout. cond's
+// error says why it is not done yet; the last one ends the failure
+// message. A cond that sees the wait cannot succeed any more (the
+// process it waits on exited) fails the test itself.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	if err := poll(timeout, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// poll is waitFor for callers that must not fail the test (cleanups that
+// fall back to something else): it returns an error after timeout.
+func poll(timeout time.Duration, cond func() (bool, error)) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		done, why := cond()
+		if done {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			if why == nil {
+				return fmt.Errorf("not so after %v", timeout)
+			}
+			return fmt.Errorf("not so after %v: %w", timeout, why)
+		}
 	}
 }

@@ -98,19 +98,18 @@ func startMount(t *testing.T, env []string, mnt string, args ...string) *mountPr
 			exec.Command("umount", "-l", mnt).Run()
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for !isMounted(mnt) {
+	waitFor(t, 60*time.Second, "pgvault mount to mount "+mnt, func() (bool, error) {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("pgvault mount %s %v exited before mounting (%v):\n%s", mnt, args, err, m.output())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgvault mount %s did not mount within 60s:\n%s", mnt, m.output())
+		if isMounted(mnt) {
+			return true, nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, fmt.Errorf("its output so far:\n%s", m.output())
+	})
 	t.Logf("pgvault mount %v: mounted in %.2fs", args, time.Since(start).Seconds())
 	m.waitFn = func(d time.Duration) (error, bool) {
 		select {
@@ -658,13 +657,10 @@ func TestInstantMount(t *testing.T) {
 	})
 
 	// --hydrate copied the whole backup into the overlay meanwhile.
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(latestMount.output(), "hydration done") {
-		if time.Now().After(deadline) {
-			t.Fatalf("hydration did not finish in 60s:\n%s", latestMount.output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitFor(t, 60*time.Second, "hydration to finish", func() (bool, error) {
+		out := latestMount.output()
+		return strings.Contains(out, "hydration done"), fmt.Errorf("mount output:\n%s", out)
+	})
 	wantNotes(t, r1, "m1", "m2", "m3")
 	out := r1.Pgbench(context.Background(), t, "-S", "-c", "2", "-T", "2")
 	t.Logf("pgbench -S on the hydrated instant mount: %s", grepLine(out, "tps ="))
@@ -751,11 +747,7 @@ func postmasterPID(t *testing.T, dataDir string) int {
 
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d did not end", pid)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("process %d to end", pid), func() (bool, error) {
+		return syscall.Kill(pid, 0) != nil, nil
+	})
 }

@@ -175,8 +175,7 @@ func TestBackupWaitsForPushedWAL(t *testing.T) {
 func pitrSwitchAndWait(t *testing.T, c *pgtest.Cluster) {
 	t.Helper()
 	seg := c.QueryString(t, "SELECT pg_walfile_name(pg_switch_wal())")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitFor(t, 60*time.Second, "segment "+seg+" to be archived", func() (bool, error) {
 		var last, failed string
 		ctx := context.Background()
 		conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
@@ -188,14 +187,8 @@ func pitrSwitchAndWait(t *testing.T, c *pgtest.Cluster) {
 			t.Fatal(err)
 		}
 		// Segment names of one timeline sort by position.
-		if len(last) >= 24 && last[:24] >= seg {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("segment %s was not archived within 60s (last archived %q, last failed %q); server log %s", seg, last, failed, c.LogFile())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(last) >= 24 && last[:24] >= seg, fmt.Errorf("last archived %q, last failed %q; server log %s", last, failed, c.LogFile())
+	})
 }
 
 // pitrMarker inserts a marker and returns it with the transaction ID it
@@ -305,13 +298,10 @@ func TestPITR(t *testing.T) {
 			t.Fatalf("the default target action is not written explicitly:\n%s", conf)
 		}
 		r := startRestored(t, dir, nil)
-		deadline := time.Now().Add(2 * time.Minute)
-		for r.QueryString(t, "SELECT pg_get_wal_replay_pause_state()") != "paused" {
-			if time.Now().After(deadline) {
-				t.Fatal("recovery did not pause at the restore point")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitFor(t, 2*time.Minute, "recovery to pause at the restore point", func() (bool, error) {
+			state := r.QueryString(t, "SELECT pg_get_wal_replay_pause_state()")
+			return state == "paused", fmt.Errorf("pause state %q", state)
+		})
 		if r.QueryString(t, "SELECT pg_is_in_recovery()") != "t" {
 			t.Fatal("the server is not in recovery at the paused target")
 		}
@@ -416,21 +406,17 @@ func TestPITR(t *testing.T) {
 		}
 		s := startRestored(t, dir, nil)
 		s.WaitReady(t)
+		// One minute for both waits together, as before.
 		deadline := time.Now().Add(time.Minute)
-		for c.QueryInt(t, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr_standby' AND state = 'streaming'") != 1 {
-			if time.Now().After(deadline) {
-				t.Fatal("the standby does not stream from the primary (pg_stat_replication)")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitFor(t, time.Until(deadline), "the standby to stream from the primary (pg_stat_replication)", func() (bool, error) {
+			return c.QueryInt(t, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr_standby' AND state = 'streaming'") == 1, nil
+		})
 		pitrMarker(t, c, "s1")
 		all = append(all, "s1")
-		for pitrNotes(t, s) != strings.Join(all, ",") {
-			if time.Now().After(deadline) {
-				t.Fatalf("the row inserted on the primary did not reach the standby: %q", pitrNotes(t, s))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitFor(t, time.Until(deadline), "the row inserted on the primary to reach the standby", func() (bool, error) {
+			got := pitrNotes(t, s)
+			return got == strings.Join(all, ","), fmt.Errorf("the standby has %q", got)
+		})
 		if s.QueryString(t, "SELECT pg_is_in_recovery()") != "t" {
 			t.Fatal("the standby left recovery")
 		}

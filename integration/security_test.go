@@ -180,24 +180,21 @@ func TestSecurity(t *testing.T) {
 		// This one has the password on its command line: pgvault blanks
 		// it in its own argument memory as it starts.
 		p := w.start("--log-level", "debug", "--output", "json", "wal", "stream", "--slot", "secrets", "--pg", conninfo)
-		deadline := time.Now().Add(30 * time.Second)
-		for c.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'secrets' AND active") != 1 {
+		waitFor(t, 30*time.Second, "wal stream to start streaming on slot secrets", func() (bool, error) {
 			select {
 			case <-p.done:
 				t.Fatalf("wal stream exited: %v\n%s", p.err, p.out)
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("wal stream did not start streaming:\n%s", p.out)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return c.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'secrets' AND active") == 1, nil
+		})
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.cmd.Process.Pid))
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Its output while it stores WAL: wait until the row is stored.
 		c.Exec(t, "INSERT INTO pgvault_secret_table VALUES (-1, 'while streaming')")
-		time.Sleep(500 * time.Millisecond)
+		waitStored(t, c, "secrets")
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 		outputs = append(outputs, string(cmdline), p.out.String())

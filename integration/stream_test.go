@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -63,29 +64,42 @@ func (s *streamer) stop() {
 // waitSlotActive waits until the streamer is connected.
 func waitSlotActive(t *testing.T, c *pgtest.Cluster, slot string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if c.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot) == 1 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("replication slot %s never became active", slot)
+	waitFor(t, 30*time.Second, "replication slot "+slot+" to become active", func() (bool, error) {
+		return c.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot) == 1, nil
+	})
 }
 
 // waitStored waits until the slot confirms WAL up to the server's current
 // position: the streamer reports as flushed only what is in the repository.
 func waitStored(t *testing.T, c *pgtest.Cluster, slot string) {
 	t.Helper()
-	target := c.CurrentLSN(t)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if c.QueryInt(t, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn >= $2::pg_lsn", slot, target) == 1 {
-			return
+	waitConfirmed(t, c, slot, c.CurrentLSN(t))
+}
+
+// waitConfirmed waits until the slot confirms WAL up to target.
+func waitConfirmed(t *testing.T, c *pgtest.Cluster, slot, target string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("slot %s to confirm %s", slot, target), func() (bool, error) {
+		at := c.QueryString(t, "SELECT coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '')", slot)
+		if at == "" {
+			return false, errors.New("no such slot, or it holds no WAL")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("slot %s did not confirm %s in time", slot, target)
+		return lsn(t, at) >= lsn(t, target), fmt.Errorf("its restart_lsn is %s", at)
+	})
+}
+
+// waitSent waits until the server has sent WAL up to target to the
+// client that holds the slot: the client has it, stored or not.
+func waitSent(t *testing.T, c *pgtest.Cluster, slot, target string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("the server to send %s to the holder of slot %s", target, slot), func() (bool, error) {
+		sent := c.QueryString(t, `SELECT coalesce((SELECT r.sent_lsn::text FROM pg_stat_replication r
+			JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1), '')`, slot)
+		if sent == "" {
+			return false, errors.New("no WAL sender serves the slot")
+		}
+		return lsn(t, sent) >= lsn(t, target), fmt.Errorf("sent_lsn is %s", sent)
+	})
 }
 
 // postgresOwns hands paths to the postgres OS user (restore_command runs as
@@ -157,10 +171,18 @@ func TestStreamKilledThreeTimesLosesNothing(t *testing.T) {
 	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
 	var want []int64
 	for round := range 3 {
+		// Each kill lands while the streamer is at work: it has stored
+		// part of the round's markers, and the server has sent it the
+		// rest, which it holds unstored until its next flush (200 ms).
+		var m pgtest.Marker
 		for i := range 20 {
-			want = append(want, c.InsertMarker(t, fmt.Sprintf("round %d marker %d", round, i)).ID)
-			time.Sleep(25 * time.Millisecond)
+			m = c.InsertMarker(t, fmt.Sprintf("round %d marker %d", round, i))
+			want = append(want, m.ID)
+			if i == 9 {
+				waitConfirmed(t, c, "pgvault", m.LSN)
+			}
 		}
+		waitSent(t, c, "pgvault", m.LSN)
 		s.kill()
 		for i := range 5 {
 			want = append(want, c.InsertMarker(t, fmt.Sprintf("round %d while down %d", round, i)).ID)
@@ -200,13 +222,10 @@ func TestStreamSynchronousCommitIsInRepository(t *testing.T) {
 	// Only now: with no synchronous standby connected, commits would wait.
 	c.Exec(t, "ALTER SYSTEM SET synchronous_standby_names = 'pgvault'")
 	c.Exec(t, "SELECT pg_reload_conf()")
-	deadline := time.Now().Add(30 * time.Second)
-	for c.QueryString(t, "SELECT coalesce(max(sync_state), '') FROM pg_stat_replication WHERE application_name = 'pgvault'") != "sync" {
-		if time.Now().After(deadline) {
-			t.Fatal("the streamer never became the synchronous standby")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitFor(t, 30*time.Second, "the streamer to become the synchronous standby", func() (bool, error) {
+		state := c.QueryString(t, "SELECT coalesce(max(sync_state), '') FROM pg_stat_replication WHERE application_name = 'pgvault'")
+		return state == "sync", fmt.Errorf("sync_state %q", state)
+	})
 	v.backup(c)
 	start := time.Now()
 	m := c.InsertMarker(t, "must survive")
@@ -250,13 +269,9 @@ func TestStreamFollowsFailoverToNewTimeline(t *testing.T) {
 	}
 	target := p.CurrentLSN(t)
 	waitStored(t, p, "pgvault")
-	deadline := time.Now().Add(60 * time.Second)
-	for s.QueryInt(t, "SELECT count(*) WHERE pg_last_wal_replay_lsn() >= $1::pg_lsn", target) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("standby did not catch up")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitFor(t, 60*time.Second, "the standby to replay up to "+target, func() (bool, error) {
+		return s.QueryInt(t, "SELECT count(*) WHERE pg_last_wal_replay_lsn() >= $1::pg_lsn", target) == 1, nil
+	})
 
 	p.Stop(t, "fast")
 	waitSlotActive(t, s, "pgvault") // the streamer moved on to the standby

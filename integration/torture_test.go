@@ -68,7 +68,13 @@ func (v *vault) startWith(env []string, args ...string) *proc {
 		v.t.Fatal(err)
 	}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	v.t.Cleanup(func() { p.kill() })
+	t := v.t
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() { // what the process said, when a wait on it failed
+			t.Logf("pgvault %v:\n%s", args, p.out)
+		}
+	})
 	return p
 }
 
@@ -109,6 +115,27 @@ func ageBefore(t *testing.T, repoDir string, cutoff time.Time) int {
 	return n
 }
 
+// markFor inserts a marker every interval for about d (at least one) and
+// returns their IDs. It is the load under which a campaign's kill lands
+// at a random moment: the moment, not a condition, is the point, so
+// this one wait is on the clock.
+func markFor(t *testing.T, c *pgtest.Cluster, d, every time.Duration, note string) []int64 {
+	t.Helper()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	end := time.NewTimer(d)
+	defer end.Stop()
+	var ids []int64
+	for i := 0; ; i++ {
+		ids = append(ids, c.InsertMarker(t, fmt.Sprintf("%s %d", note, i)).ID)
+		select {
+		case <-end.C:
+			return ids
+		case <-tick.C:
+		}
+	}
+}
+
 type tortureStats struct {
 	kills, finished map[string]int
 	checks          int
@@ -138,16 +165,8 @@ func TestTorture(t *testing.T) {
 	mark := func(note string) {
 		want = append(want, c.InsertMarker(t, note).ID)
 	}
-	// markFor inserts markers for about d (at least one).
-	markFor := func(d time.Duration, note string) {
-		end := time.Now().Add(d)
-		for i := 0; ; i++ {
-			mark(fmt.Sprintf("%s %d", note, i))
-			if time.Now().After(end) {
-				return
-			}
-			time.Sleep(min(40*time.Millisecond, time.Until(end)))
-		}
+	markWhile := func(d time.Duration, note string) {
+		want = append(want, markFor(t, c, d, 40*time.Millisecond, note)...)
 	}
 	randDur := func(maxMS int) time.Duration { return time.Duration(rng.IntN(maxMS+1)) * time.Millisecond }
 	repoCheck := func(after string) {
@@ -169,7 +188,7 @@ func TestTorture(t *testing.T) {
 		roundStart := time.Now()
 		switch target {
 		case "stream":
-			markFor(randDur(1500), what+" before")
+			markWhile(randDur(1500), what+" before")
 			s.kill()
 			st.kills["wal stream"]++
 			mark(what + " while down")
@@ -188,7 +207,7 @@ func TestTorture(t *testing.T) {
 			landed := false
 			for try := 0; try < 4 && !landed; try++ {
 				p := v.start("--pg", c.ReplicationConnString(), "backup", "--fast-checkpoint", "--max-rate", "16384")
-				markFor(randDur(2500), what)
+				markWhile(randDur(2500), what)
 				if landed = p.kill(); landed {
 					st.kills["backup"]++
 				} else {
@@ -213,7 +232,7 @@ func TestTorture(t *testing.T) {
 				// --max-rate does the backup, so that kills land between
 				// its reads and deletes.
 				p := v.startWith([]string{"PGVAULT_TEST_FAULTS=latency=1,latency_ms=15"}, "prune", "--keep-last", "2", "--apply")
-				markFor(randDur(800), what)
+				markWhile(randDur(800), what)
 				if landed = p.kill(); landed {
 					st.kills["prune"]++
 				} else {
@@ -301,11 +320,7 @@ func TestTortureAgent(t *testing.T) {
 	a := setup.start(t)
 	waitSlotActive(t, c, "pgvault")
 	for round := range kills {
-		end := time.Now().Add(time.Duration(500+rng.IntN(4000)) * time.Millisecond)
-		for time.Now().Before(end) {
-			want = append(want, c.InsertMarker(t, fmt.Sprintf("agent round %d", round)).ID)
-			time.Sleep(50 * time.Millisecond)
-		}
+		want = append(want, markFor(t, c, time.Duration(500+rng.IntN(4000))*time.Millisecond, 50*time.Millisecond, fmt.Sprintf("agent round %d", round))...)
 		a.cmd.Process.Signal(syscall.SIGKILL)
 		<-a.waitErr
 		want = append(want, c.InsertMarker(t, fmt.Sprintf("agent round %d, agent down", round)).ID)

@@ -127,20 +127,18 @@ func (a *archiveVault) waitPrefetchers() {
 	var cfg struct{ ID string }
 	json.Unmarshal(data, &cfg)
 	lock := filepath.Join(a.cache, cfg.ID, "spool", "prefetch.lock")
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	err = poll(20*time.Second, func() (bool, error) {
 		f, err := os.Open(lock)
 		if err != nil {
-			return
+			return true, nil
 		}
+		defer f.Close()
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		f.Close()
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil, err
+	})
+	if err != nil {
+		a.t.Errorf("a WAL prefetcher still holds %s: %v", lock, err)
 	}
-	a.t.Errorf("a WAL prefetcher still holds %s after 20 s", lock)
 }
 
 // openRepo opens the repository through the Go API (as root: chown the
@@ -169,22 +167,15 @@ func switchWAL(t *testing.T, c *pgtest.Cluster) string {
 // nothing is left waiting; a failed archive_command fails the test.
 func waitArchived(t *testing.T, c *pgtest.Cluster, name string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitFor(t, 60*time.Second, "segment "+name+" to be archived", func() (bool, error) {
 		state := c.QueryString(t, `SELECT coalesce(last_archived_wal, '') || ' ' || failed_count || ' ' || coalesce(last_failed_wal, '-') || ' ' ||
 			(SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready') FROM pg_stat_archiver`)
 		f := strings.Fields(state)
 		if len(f) == 4 && f[1] != "0" {
 			t.Fatalf("archive_command failed for %s (%s failures): see the server log %s", f[2], f[1], c.LogFile())
 		}
-		if len(f) == 4 && len(f[0]) >= 24 && f[0][:24] >= name && f[3] == "0" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("segment %s not archived within 60 s (archiver: %s)", name, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(f) == 4 && len(f[0]) >= 24 && f[0][:24] >= name && f[3] == "0", fmt.Errorf("archiver: %s", state)
+	})
 }
 
 type walCheckJSON struct {
@@ -322,17 +313,13 @@ func TestArchiveCommandEndToEnd(t *testing.T) {
 		if miss.Source != "repository" || !miss.Prefetcher {
 			t.Fatalf("first fetch: %+v", miss)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		waitFor(t, 20*time.Second, spooled+" to be prefetched into "+a.spoolDir(), func() (bool, error) {
 			if _, err := os.Stat(filepath.Join(a.spoolDir(), spooled)); err == nil {
-				break
+				return true, nil
 			}
-			if time.Now().After(deadline) {
-				log, _ := os.ReadFile(filepath.Join(a.spoolDir(), "prefetch.log"))
-				t.Fatalf("%s was not prefetched into %s (prefetch.log: %s)", spooled, a.spoolDir(), log)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			log, _ := os.ReadFile(filepath.Join(a.spoolDir(), "prefetch.log"))
+			return false, fmt.Errorf("prefetch.log: %s", log)
+		})
 		os.Rename(a.pwFile, a.pwFile+".away")
 		t0 = time.Now()
 		a.json(&hit, "wal", "fetch", "--prefetch", "0", spooled, filepath.Join(tmp, "b"))
@@ -535,15 +522,17 @@ func TestPreflight(t *testing.T) {
 	t.Run("slot invalidated by max_slot_wal_keep_size", func(t *testing.T) {
 		c.Exec(t, "SELECT pg_create_physical_replication_slot('lost', true)")
 		c.Exec(t, "CREATE TABLE filler (v text)")
-		deadline := time.Now().Add(30 * time.Second)
-		for c.QueryString(t, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'lost'") != "lost" {
-			if time.Now().After(deadline) {
-				t.Fatal("PostgreSQL did not invalidate the slot")
+		// Write WAL past max_slot_wal_keep_size until the slot is lost.
+		waitFor(t, 30*time.Second, "PostgreSQL to invalidate the slot", func() (bool, error) {
+			status := c.QueryString(t, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'lost'")
+			if status == "lost" {
+				return true, nil
 			}
 			c.Exec(t, "INSERT INTO filler SELECT repeat('x', 500) FROM generate_series(1, 5000)")
 			c.SwitchWAL(t)
 			c.Checkpoint(t)
-		}
+			return false, fmt.Errorf("wal_status %q", status)
+		})
 		res, doc := runPreflight(t, "--pg", c.ConnString("postgres"), "wal", "preflight", "--slot", "lost")
 		if res.code != 3 || doc.Ready {
 			t.Fatalf("exit %d\n%s\n%s", res.code, res.stdout, res.stderr)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -74,12 +75,35 @@ func TestKillDuringWrite(t *testing.T) {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "PGVAULT_TEST_WRITER_REPO="+dir, "PGVAULT_TEST_SEED="+strconv.Itoa(round))
 		cmd.Stderr = os.Stderr
+		before := countPacks(t, dir)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(150+rng.IntN(600)) * time.Millisecond)
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		// The kill lands at a random moment of the writing: once the
+		// writer has stored a pack (it has opened the repository and is
+		// at work), and a random 0-600 ms later. That moment is the
+		// point, so the second wait is on the clock.
+		tick := time.NewTicker(5 * time.Millisecond)
+		deadline := time.After(30 * time.Second)
+		for countPacks(t, dir) <= before {
+			select {
+			case err := <-exited:
+				t.Fatalf("round %d: the writer exited before it stored a pack: %v", round, err)
+			case <-deadline:
+				t.Fatalf("round %d: the writer stored no pack within 30 s", round)
+			case <-tick.C:
+			}
+		}
+		tick.Stop()
+		select {
+		case err := <-exited:
+			t.Fatalf("round %d: the writer exited on its own: %v", round, err)
+		case <-time.After(time.Duration(rng.IntN(600)) * time.Millisecond):
+		}
 		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		<-exited
 
 		r, err := Open(ctx, be, []byte(testPassword), Options{})
 		if err != nil {
@@ -106,4 +130,24 @@ func TestKillDuringWrite(t *testing.T) {
 		t.Logf("round %d: %d snapshots, %d packs, %d warnings", round, len(snaps), res.Packs, len(res.Warnings))
 		r.Close()
 	}
+}
+
+// countPacks counts the packs of the file repository at dir (not the
+// temporary files of unfinished saves, named .tmp-*).
+func countPacks(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(dir, "packs"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && d.Name()[0] != '.' {
+			n++
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return n
 }

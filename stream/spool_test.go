@@ -304,13 +304,25 @@ func TestPrefetch(t *testing.T) {
 
 	// Recovery moves on while the prefetcher runs: it follows the want
 	// file, and stops at the end of the archive (13 is only a partial).
+	// Recovery asks for each segment once the prefetcher has spooled it,
+	// so that every one is served from the spool.
 	o.Idle = 300 * time.Millisecond
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
 		for no := uint64(3); no <= 10; no++ {
-			time.Sleep(10 * time.Millisecond)
+			deadline := time.After(5 * time.Second)
+			for !s.Has(segName(1, no)) {
+				select {
+				case <-tick.C:
+				case <-deadline:
+					t.Errorf("the prefetcher did not spool %s within 5 s", segName(1, no))
+					return
+				}
+			}
 			s.Want(segName(1, no), mib)
 			s.Take(segName(1, no), filepath.Join(t.TempDir(), "x"))
 			s.Clean(segName(1, no), time.Hour, time.Now())

@@ -14,17 +14,18 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/pgvault/pgvault/fs/fstest"
 	"golang.org/x/sys/unix"
 )
 
-// TestChanges: each case changes a fresh overlay of sampleTree, and
+// TestChanges: each case changes a fresh overlay of fstest.SampleTree, and
 // Changes must list exactly what differs from the snapshot, the same
 // live, after a crash that followed a Sync (journal replay) and after a
 // clean close (compacted journal). Bytes outside the changed ranges must
 // read as the snapshot content.
 func TestChanges(t *testing.T) {
-	tree := sampleTree()
-	size := func(p string) int64 { return int64(len(tree.files[p])) }
+	tree := fstest.SampleTree()
+	size := func(p string) int64 { return int64(len(tree.Files[p])) }
 	const bs = DefaultBlockSize
 	const rel = "base/1/16384" // 307300 bytes: 37 whole blocks and 4196 bytes
 	relSize := size(rel)
@@ -138,7 +139,7 @@ func TestChanges(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			r, s := testSnapshot(t, tree)
+			r, s := fstest.Snapshot(t, tree)
 			scratch := t.TempDir()
 			ov := openTestOverlay(t, r, s, scratch)
 			tt.do(t, ov)
@@ -172,7 +173,7 @@ func TestChanges(t *testing.T) {
 
 // checkUnchangedBytes: a listed file's bytes outside its changed ranges
 // are its snapshot content's, and a Created file reads Size bytes.
-func checkUnchangedBytes(t *testing.T, ov *Overlay, tree *testTree, changes []FileChange) {
+func checkUnchangedBytes(t *testing.T, ov *Overlay, tree *fstest.Tree, changes []FileChange) {
 	t.Helper()
 	ctx := context.Background()
 	for _, c := range changes {
@@ -198,7 +199,7 @@ func checkUnchangedBytes(t *testing.T, ov *Overlay, tree *testTree, changes []Fi
 		if c.From != "" {
 			from = c.From
 		}
-		base := tree.files[from]
+		base := tree.Files[from]
 		same := make([]bool, min(len(got), len(base)))
 		for i := range same {
 			same[i] = true
@@ -225,8 +226,8 @@ func dump(cs []FileChange) string {
 // possibly changed (the journal cannot tell them from written ones), and
 // their content is the snapshot's.
 func TestChangesWithCopyOnRead(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ctx := context.Background()
 	ov := openTestOverlayWith(t, r, s, Options{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
 	defer ov.Close(ctx)
@@ -258,13 +259,13 @@ func TestChangesJSON(t *testing.T) {
 // TestOpenFile: File is an io.ReaderAt over the file's current content,
 // and keeps a file removed meanwhile readable until Close.
 func TestOpenFile(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(ctx)
 	const p = "base/1/16384"
-	want := append([]byte(nil), tree.files[p]...)
+	want := append([]byte(nil), tree.Files[p]...)
 	copy(want[20000:], "mine")
 	mustWrite(t, ov, p, 20000, []byte("mine"))
 	if err := ov.WriteFile(ctx, "new", []byte("created"), 0o600, Owner{}); err != nil {

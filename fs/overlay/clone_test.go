@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/pgvault/pgvault/fs/fstest"
 )
 
 // cloneFixture is an overlay with a WAL segment in its repository and an
@@ -13,8 +15,8 @@ import (
 func cloneFixture(t *testing.T, copyOnRead int64) (ov *Overlay, seg []byte, scratch string, n *Node, reopen func() *Overlay) {
 	t.Helper()
 	ctx := context.Background()
-	r, s := testSnapshot(t, sampleTree())
-	seg = randBytes(42, 1<<20+123)
+	r, s := fstest.Snapshot(t, fstest.SampleTree())
+	seg = fstest.RandBytes(42, 1<<20+123)
 	if _, err := r.SaveWAL(ctx, 1, "000000010000000000000002", seg, false); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestCloneWALOverwritten(t *testing.T) {
 	if ok, err := ov.CloneWAL(ctx, n, WALRef{Timeline: 1, Name: "000000010000000000000002", Size: int64(len(seg))}); !ok || err != nil {
 		t.Fatalf("CloneWAL = %v, %v", ok, err)
 	}
-	want := randBytes(43, len(seg))
+	want := fstest.RandBytes(43, len(seg))
 	if _, err := ov.write(ctx, n, want, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/fs/inode"
 )
 
@@ -244,7 +245,7 @@ func TestBitmap(t *testing.T) {
 // rename (compaction) leaves a temporary file in the scratch folder; the
 // next Open removes it and keeps the journal.
 func TestOpenRemovesAtomicTemps(t *testing.T) {
-	r, s := testSnapshot(t, sampleTree())
+	r, s := fstest.Snapshot(t, fstest.SampleTree())
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)

@@ -16,25 +16,26 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/fs/inode"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 )
 
 func TestOverlayReadsSnapshot(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	if !ov.Fresh() {
 		t.Fatal("a new scratch folder is not fresh")
 	}
-	for p, want := range tree.files {
+	for p, want := range tree.Files {
 		if got := mustRead(t, ov, p); !bytes.Equal(got, want) {
 			t.Fatalf("%s: read %d bytes, want %d", p, len(got), len(want))
 		}
 	}
 	a := ov.Attr(mustNode(t, ov, "base/1/16384"))
-	if a.UID != 1000 || a.GID != 1001 || a.Mode != 0o600 || a.Size != int64(len(tree.files["base/1/16384"])) || !a.MTime.Equal(testTime) {
+	if a.UID != 1000 || a.GID != 1001 || a.Mode != 0o600 || a.Size != int64(len(tree.Files["base/1/16384"])) || !a.MTime.Equal(fstest.ModTime) {
 		t.Fatalf("attr = %+v", a)
 	}
 	if root := ov.Attr(ov.root); root.Mode != 0o700 || root.UID != 1000 {
@@ -55,8 +56,8 @@ func TestOverlayReadsSnapshot(t *testing.T) {
 // Every write must read back as if on a plain file, whatever block
 // boundaries it crosses, and must copy up only the blocks it touches.
 func TestOverlayWrites(t *testing.T) {
-	tree := sampleTree()
-	base := tree.files["base/1/16384"]
+	tree := fstest.SampleTree()
+	base := tree.Files["base/1/16384"]
 	const bs = DefaultBlockSize
 	tests := []struct {
 		name    string
@@ -74,7 +75,7 @@ func TestOverlayWrites(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, s := testSnapshot(t, tree)
+			r, s := fstest.Snapshot(t, tree)
 			ov := openTestOverlay(t, r, s, t.TempDir())
 			defer ov.Close(context.Background())
 			n := mustNode(t, ov, "base/1/16384")
@@ -97,9 +98,9 @@ func TestOverlayWrites(t *testing.T) {
 }
 
 func TestOverlayTruncate(t *testing.T) {
-	tree := sampleTree()
-	base := tree.files["base/1/16384"]
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	base := tree.Files["base/1/16384"]
+	r, s := fstest.Snapshot(t, tree)
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	ctx := context.Background()
@@ -143,13 +144,13 @@ func TestOverlayTruncate(t *testing.T) {
 }
 
 func TestOverlayAllocate(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	ctx := context.Background()
 	n := mustNode(t, ov, "base/1/16385")
-	want := append([]byte(nil), tree.files["base/1/16385"]...)
+	want := append([]byte(nil), tree.Files["base/1/16385"]...)
 	if err := ov.Allocate(ctx, n, 100, 200, fallocPunchHole|fallocKeepSize); err != nil {
 		t.Fatal(err)
 	}
@@ -170,8 +171,8 @@ func TestOverlayAllocate(t *testing.T) {
 }
 
 func TestOverlayNamespace(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ov := openTestOverlay(t, r, s, t.TempDir())
 	defer ov.Close(context.Background())
 	ctx := context.Background()
@@ -210,7 +211,7 @@ func TestOverlayNamespace(t *testing.T) {
 	if got := mustNode(t, ov, "PG_VERSION"); got.ino != src.ino {
 		t.Fatal("rename changed the inode number")
 	}
-	if got := mustRead(t, ov, "PG_VERSION"); !bytes.Equal(got, tree.files["backup_label"]) {
+	if got := mustRead(t, ov, "PG_VERSION"); !bytes.Equal(got, tree.Files["backup_label"]) {
 		t.Fatal("renamed content")
 	}
 	if ov.Exists(ctx, "backup_label") {
@@ -247,8 +248,8 @@ func TestOverlayNamespace(t *testing.T) {
 }
 
 func TestOverlayUnlinkOpenFile(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ov := openTestOverlay(t, r, s, scratch)
 	ctx := context.Background()
@@ -290,8 +291,8 @@ func TestOverlayUnlinkOpenFile(t *testing.T) {
 // remount with the same scratch folder; the rest is the old or the new
 // content, never anything else.
 func TestOverlayCrash(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)
@@ -307,7 +308,7 @@ func TestOverlayCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	walData := randBytes(9, 100000)
+	walData := fstest.RandBytes(9, 100000)
 	if _, err := ov.write(ctx, seg, walData, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestOverlayCrash(t *testing.T) {
 		t.Fatal("synced write lost")
 	}
 	page := got[8192*10 : 8192*10+5]
-	if !bytes.Equal(page, []byte("lost?")) && !bytes.Equal(page, tree.files["base/1/16384"][8192*10:8192*10+5]) {
+	if !bytes.Equal(page, []byte("lost?")) && !bytes.Equal(page, tree.Files["base/1/16384"][8192*10:8192*10+5]) {
 		t.Fatalf("unsynced page is neither old nor new: %q", page)
 	}
 	if got := mustRead(t, ov, "pg_wal/000000010000000000000003"); !bytes.Equal(got, walData) {
@@ -368,8 +369,8 @@ func TestOverlayCrash(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestOverlayScratchChecks(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)
@@ -377,9 +378,9 @@ func TestOverlayScratchChecks(t *testing.T) {
 		t.Fatalf("second open: %v, want ErrScratchInUse", err)
 	}
 	ov.Close(ctx)
-	tree2 := sampleTree()
-	tree2.files["PG_VERSION"] = []byte("16\n")
-	r2, s2 := testSnapshot(t, tree2)
+	tree2 := fstest.SampleTree()
+	tree2.Files["PG_VERSION"] = []byte("16\n")
+	r2, s2 := fstest.Snapshot(t, tree2)
 	if _, err := Open(ctx, r2, s2, Options{Scratch: scratch}); !errors.Is(err, ErrScratchMismatch) {
 		t.Fatalf("other snapshot: %v, want ErrScratchMismatch", err)
 	}
@@ -387,7 +388,7 @@ func TestOverlayScratchChecks(t *testing.T) {
 
 func TestPrepare(t *testing.T) {
 	tree := startableTree(t)
-	r, s := testSnapshot(t, tree)
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)
@@ -457,12 +458,12 @@ func TestPrepareKeepsControlFile(t *testing.T) {
 		{"unreadable pg_control", append(append([]byte(nil), control[:16]...), make([]byte, 8192-16)...), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tree := sampleTree()
-			tree.files[wal.ControlFilePath] = tc.control
+			tree := fstest.SampleTree()
+			tree.Files[wal.ControlFilePath] = tc.control
 			if !tc.label {
-				delete(tree.files, "backup_label")
+				delete(tree.Files, "backup_label")
 			}
-			r, s := testSnapshot(t, tree)
+			r, s := fstest.Snapshot(t, tree)
 			ctx := context.Background()
 			ov := openTestOverlay(t, r, s, t.TempDir())
 			defer ov.Close(ctx)
@@ -493,8 +494,8 @@ func TestOverlayModel(t *testing.T) {
 // of its files and compares them. With copy-on-read, fills run in the
 // background between (and during) the writes, truncations and remounts.
 func testOverlayModel(t *testing.T, copyOnRead int64) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	open := func() *Overlay {
@@ -503,7 +504,7 @@ func testOverlayModel(t *testing.T, copyOnRead int64) {
 	ov := open()
 	defer func() { ov.Close(ctx) }()
 	model := map[string][]byte{}
-	for p, b := range tree.files {
+	for p, b := range tree.Files {
 		model[p] = append([]byte(nil), b...)
 	}
 	rng := rand.New(rand.NewSource(42))
@@ -517,7 +518,7 @@ func testOverlayModel(t *testing.T, copyOnRead int64) {
 			n := mustNode(t, ov, p)
 			size := int64(len(model[p]))
 			off := rng.Int63n(size + 20000)
-			data := randBytes(int64(step), 1+rng.Intn(30000))
+			data := fstest.RandBytes(int64(step), 1+rng.Intn(30000))
 			if _, err := ov.write(ctx, n, data, off); err != nil {
 				t.Fatal(err)
 			}
@@ -601,11 +602,11 @@ func testOverlayModel(t *testing.T, copyOnRead int64) {
 }
 
 func TestCopyOnRead(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	ctx := context.Background()
 	const p = "base/1/16384" // 300 KiB + 100: three fixed chunks
-	want := append([]byte(nil), tree.files[p]...)
+	want := append([]byte(nil), tree.Files[p]...)
 	copy(want[20000:], "mine")
 
 	t.Run("fills, completes and survives a remount", func(t *testing.T) {
@@ -674,10 +675,10 @@ func TestCopyOnRead(t *testing.T) {
 // TestCopyOnReadCompletesHotFiles: once reads have filled half of a file,
 // the rest is copied in the background and the file becomes local.
 func TestCopyOnReadCompletesHotFiles(t *testing.T) {
-	tree := sampleTree()
+	tree := fstest.SampleTree()
 	const p = "base/1/big"
-	tree.files[p] = randBytes(9, 2<<20) // 16 fixed chunks, 256 blocks
-	r, s := testSnapshot(t, tree)
+	tree.Files[p] = fstest.RandBytes(9, 2<<20) // 16 fixed chunks, 256 blocks
+	r, s := fstest.Snapshot(t, tree)
 	ctx := context.Background()
 	ov := openTestOverlayWith(t, r, s, Options{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
 	defer ov.Close(ctx)
@@ -691,7 +692,7 @@ func TestCopyOnReadCompletesHotFiles(t *testing.T) {
 		t.Fatalf("a file read past half did not become local (copied %d bytes)", ov.Stats().CopiedOnRead)
 	}
 	before := ov.Stats().BaseBytesRead
-	if got := mustRead(t, ov, p); !bytes.Equal(got, tree.files[p]) {
+	if got := mustRead(t, ov, p); !bytes.Equal(got, tree.Files[p]) {
 		t.Fatal("content after completion")
 	}
 	if ov.Stats().BaseBytesRead != before {
@@ -712,8 +713,8 @@ func TestCopyOnReadCompletesHotFiles(t *testing.T) {
 }
 
 func TestHydrate(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)
@@ -733,13 +734,13 @@ func TestHydrate(t *testing.T) {
 			t.Fatalf("%s not local after hydration", p)
 		}
 	}
-	want := append([]byte(nil), tree.files["base/1/16384"]...)
+	want := append([]byte(nil), tree.Files["base/1/16384"]...)
 	copy(want[20000:], "mine")
 	if got := mustRead(t, ov, "base/1/16384"); !bytes.Equal(got, want) {
 		t.Fatal("hydration overwrote a write")
 	}
 	before := ov.Stats().BaseBytesRead
-	for p := range tree.files {
+	for p := range tree.Files {
 		if ov.Exists(ctx, p) {
 			mustRead(t, ov, p)
 		}
@@ -759,8 +760,8 @@ func TestHydrate(t *testing.T) {
 }
 
 func TestCompactKeepsState(t *testing.T) {
-	tree := sampleTree()
-	r, s := testSnapshot(t, tree)
+	tree := fstest.SampleTree()
+	r, s := fstest.Snapshot(t, tree)
 	scratch := t.TempDir()
 	ctx := context.Background()
 	ov := openTestOverlay(t, r, s, scratch)

@@ -3,66 +3,21 @@ package overlay
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/pgvault/pgvault/internal/pg/wal"
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/repo"
-	"github.com/pgvault/pgvault/repo/backend"
-	"github.com/pgvault/pgvault/repo/repotest"
 )
-
-// walLoads counts loads of WAL catalogue entries, by name.
-type walLoads struct {
-	backend.Backend
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (w *walLoads) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
-	if h.Type == backend.WALFile {
-		w.mu.Lock()
-		w.n[h.Name]++
-		w.mu.Unlock()
-	}
-	return w.Backend.Load(ctx, h, off, n)
-}
-
-func (w *walLoads) count(name string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.n[name]
-}
 
 // TestWALEntriesAsked: a complete segment's entry is read from the
 // repository once however often recovery asks; a missing history file is
 // asked again only after historyMissTTL; a .partial and a missing segment
 // are asked every time.
 func TestWALEntriesAsked(t *testing.T) {
+	const seg, part, missing, history = fstest.Segment, fstest.Partial, fstest.Missing, fstest.History
+	w := fstest.NewWAL(t)
 	ctx := context.Background()
-	r, s, be := testSnapshotOn(t, sampleTree())
-	const seg, part, missing, history = "000000010000000000000002", "000000010000000000000003", "000000010000000000000004", "00000002.history"
-	if _, err := r.SaveWAL(ctx, 1, seg, wal.FakeSegment(1, 0x2000000, 16<<20, 7), false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.SaveWAL(ctx, 1, part+".partial", wal.FakeSegment(1, 0x3000000, 16<<20, 7)[:1<<20], true); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wl := &walLoads{Backend: be, n: map[string]int{}}
-	fresh, err := repo.Open(ctx, wl, []byte(repotest.Password), repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
-	now := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
-	ov, err := Open(ctx, fresh, s, Options{Scratch: t.TempDir(), Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ov := openTestOverlayWith(t, w.Repo, w.Snapshot, Options{Scratch: t.TempDir(), Now: w.Clock})
 	defer ov.Close(ctx)
 	// The entries the WAL view asks for, as it resolves each name: a
 	// segment, else its .partial; a history file of timeline 2.
@@ -89,18 +44,14 @@ func TestWALEntriesAsked(t *testing.T) {
 			}
 		}
 	}
-	now = now.Add(historyMissTTL)
+	w.Now = w.Now.Add(historyMissTTL)
 	if err := ask(history); !errors.Is(err, repo.ErrWALNotFound) {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]int{
+	w.Loads.Check(t, map[string]int{
 		seg:               1,
 		part + ".partial": 3,
 		missing:           3, // and as many lookups of its .partial
 		history:           2,
-	} {
-		if got := wl.count("00000001/"+name) + wl.count("00000002/"+name); got != want {
-			t.Errorf("%s: %d loads, want %d", name, got, want)
-		}
-	}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgvault/pgvault/fs/fstest"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/repo/repotest"
@@ -14,24 +15,24 @@ import (
 // databases, postgres (5) and a user database, each with catalogs and a
 // user relation. Every file has its own content, so each is one chunk of
 // its own.
-func catalogTree() *testTree {
+func catalogTree() *fstest.Tree {
 	files := map[string][]byte{}
 	for i, p := range []string{
 		"PG_VERSION", "global/pg_control", "global/pg_filenode.map", "global/1262", "global/2671",
 		"base/1/1259", "base/4/1259", "base/5/pg_filenode.map", "base/5/1259", "base/5/2662", "base/5/16384", "base/5/1259_fsm",
 		"base/16390/1247", "base/16390/16400",
 	} {
-		files[p] = randBytes(int64(100+i), 8192*(1+i%3))
+		files[p] = fstest.RandBytes(int64(100+i), 8192*(1+i%3))
 	}
-	return &testTree{files: files, dirs: []string{"", "global", "base", "base/1", "base/4", "base/5", "base/16390"}}
+	return &fstest.Tree{Files: files, Dirs: []string{"", "global", "base", "base/1", "base/4", "base/5", "base/16390"}}
 }
 
 // coldOverlay stores tree and opens its overlay through a second
 // repository handle whose blob cache is empty, as on a new machine.
-func coldOverlay(t *testing.T, tree *testTree) (*Overlay, *repo.Repository) {
+func coldOverlay(t *testing.T, tree *fstest.Tree) (*Overlay, *repo.Repository) {
 	t.Helper()
 	ctx := context.Background()
-	_, s, be := testSnapshotOn(t, tree)
+	_, s, be := fstest.Store(t, tree)
 	r, err := repo.Open(ctx, be, []byte(repotest.Password), repo.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func cached(t *testing.T, ov *Overlay, r *repo.Repository, p string) bool {
 func TestWarmCatalogsLoadsCatalogsOnly(t *testing.T) {
 	ov, r := coldOverlay(t, catalogTree())
 	// A catalog the overlay already holds whole is not loaded again.
-	if err := ov.WriteFile(context.Background(), "base/5/2662", randBytes(7, 8192), 0o600, Owner{}); err != nil {
+	if err := ov.WriteFile(context.Background(), "base/5/2662", fstest.RandBytes(7, 8192), 0o600, Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	res := ov.WarmCatalogs(context.Background(), 1<<30)
@@ -91,7 +92,7 @@ func TestWarmCatalogsLoadsCatalogsOnly(t *testing.T) {
 func TestWarmCatalogsBudget(t *testing.T) {
 	tree := catalogTree()
 	ov, r := coldOverlay(t, tree)
-	budget := int64(len(tree.files["global/pg_filenode.map"]) + len(tree.files["global/1262"]) + len(tree.files["global/2671"]))
+	budget := int64(len(tree.Files["global/pg_filenode.map"]) + len(tree.Files["global/1262"]) + len(tree.Files["global/2671"]))
 	res := ov.WarmCatalogs(context.Background(), budget)
 	if res.Bytes != budget {
 		t.Errorf("loaded %d bytes, want %d", res.Bytes, budget)
@@ -137,16 +138,16 @@ func TestRecoveringClosesOnMark(t *testing.T) {
 // WAL, nothing larger than startupFileMax, nothing past the budget.
 func TestWarmStartupLoadsListingsAndControlFiles(t *testing.T) {
 	tree := catalogTree()
-	tree.dirs = append(tree.dirs, "pg_xact", "pg_multixact", "pg_multixact/offsets", "pg_wal", "pg_tblspc", "pg_logical")
-	tree.files["pg_xact/0000"] = randBytes(200, 8192)
-	tree.files["pg_multixact/offsets/0000"] = randBytes(201, 8192)
-	tree.files["pg_logical/replorigin_checkpoint"] = randBytes(202, 8)
-	tree.files["pg_wal/000000010000000000000002"] = randBytes(203, 16384)
-	tree.files["pg_xact/big"] = randBytes(204, startupFileMax+1)
+	tree.Dirs = append(tree.Dirs, "pg_xact", "pg_multixact", "pg_multixact/offsets", "pg_wal", "pg_tblspc", "pg_logical")
+	tree.Files["pg_xact/0000"] = fstest.RandBytes(200, 8192)
+	tree.Files["pg_multixact/offsets/0000"] = fstest.RandBytes(201, 8192)
+	tree.Files["pg_logical/replorigin_checkpoint"] = fstest.RandBytes(202, 8)
+	tree.Files["pg_wal/000000010000000000000002"] = fstest.RandBytes(203, 16384)
+	tree.Files["pg_xact/big"] = fstest.RandBytes(204, startupFileMax+1)
 	ov, r := coldOverlay(t, tree)
 	res := ov.WarmStartup(context.Background(), 1<<30)
-	if res.Folders != len(tree.dirs) {
-		t.Errorf("listed %d folders, want %d", res.Folders, len(tree.dirs))
+	if res.Folders != len(tree.Dirs) {
+		t.Errorf("listed %d folders, want %d", res.Folders, len(tree.Dirs))
 	}
 	ov.mu.Lock()
 	for _, n := range ov.nodes {
@@ -187,8 +188,8 @@ func TestWarmStartupAlongsidePrepare(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := <-warmed
-	if res.Folders < len(tree.dirs) {
-		t.Errorf("warm-up listed %d folders, want at least %d", res.Folders, len(tree.dirs))
+	if res.Folders < len(tree.Dirs) {
+		t.Errorf("warm-up listed %d folders, want at least %d", res.Folders, len(tree.Dirs))
 	}
 	if conf := string(mustRead(t, ov, "postgresql.auto.conf")); !strings.Contains(conf, "restore_command = 'cp /x/%f %p'") {
 		t.Fatalf("postgresql.auto.conf after Prepare alongside the warm-up:\n%s", conf)

@@ -290,17 +290,15 @@ func parseTPS(out string) (float64, error) {
 
 // waitPromoted waits until the server at port has left recovery.
 func waitPromoted(port int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		v, err := sqlString(port, "SELECT pg_is_in_recovery()::text")
-		if err == nil && v == "false" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("still in recovery after %v (%q, %v)", timeout, v, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var v string
+	var err error
+	if waitUntil(nil, 20*time.Millisecond, timeout, func() bool {
+		v, err = sqlString(port, "SELECT pg_is_in_recovery()::text")
+		return err == nil && v == "false"
+	}) != nil {
+		return fmt.Errorf("still in recovery after %v (%q, %v)", timeout, v, err)
 	}
+	return nil
 }
 
 // mountVersions are the programs the instant-restore benchmark runs.

@@ -390,7 +390,15 @@ func (b *bench) setArchive(cmd string) {
 	if err := sqlExec(b.c.Port(), time.Minute, "SELECT pg_reload_conf()"); err != nil {
 		b.t.Fatalf("reload: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // the archiver rereads the file on its next loop
+	// The reload is asynchronous: once a new session sees the command,
+	// the postmaster has reloaded and signalled the archiver, whose latch
+	// wakes it to reread the file before it archives again.
+	if err := waitUntil(nil, 20*time.Millisecond, time.Minute, func() bool {
+		v, err := sqlString(b.c.Port(), "SHOW archive_command")
+		return err == nil && v == cmd
+	}); err != nil {
+		b.t.Fatalf("archive_command after the reload: %v", err)
+	}
 }
 
 // prepare readies the cluster for a measured step: archive_command for

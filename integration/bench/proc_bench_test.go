@@ -111,9 +111,7 @@ func reapLedgers() []string {
 				continue
 			}
 			syscall.Kill(-pgid, syscall.SIGTERM)
-			for i := 0; i < 50 && processAlive(pgid); i++ {
-				time.Sleep(100 * time.Millisecond)
-			}
+			waitUntil(nil, 100*time.Millisecond, 5*time.Second, func() bool { return !processAlive(pgid) })
 			syscall.Kill(-pgid, syscall.SIGKILL)
 			did = append(did, fmt.Sprintf("stopped process group %d (%s)", pgid, f[1]))
 		}
@@ -616,17 +614,14 @@ func (s *server) stop() {
 // waitArchiveIdle waits until the cluster has no segment waiting to be
 // archived (pg_wal/archive_status/*.ready).
 func waitArchiveIdle(dataDir string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ready, _ := filepath.Glob(filepath.Join(dataDir, "pg_wal", "archive_status", "*.ready"))
-		if len(ready) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d WAL segments still waiting to be archived after %v (first: %s)", len(ready), timeout, filepath.Base(ready[0]))
-		}
-		time.Sleep(100 * time.Millisecond)
+	var ready []string
+	if waitUntil(nil, 100*time.Millisecond, timeout, func() bool {
+		ready, _ = filepath.Glob(filepath.Join(dataDir, "pg_wal", "archive_status", "*.ready"))
+		return len(ready) == 0
+	}) != nil {
+		return fmt.Errorf("%d WAL segments still waiting to be archived after %v (first: %s)", len(ready), timeout, filepath.Base(ready[0]))
 	}
+	return nil
 }
 
 // ownByPostgres gives path to the postgres OS user.

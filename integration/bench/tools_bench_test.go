@@ -197,34 +197,50 @@ func waitMounted(p *bgProc, dir string, ready func() bool, timeout time.Duration
 	// The mount's own readiness has no event to wait on: look every 2 ms
 	// (the time to first query is measured to the millisecond), and stop
 	// at once when the process exits or the deadline passes.
-	tick := time.NewTicker(2 * time.Millisecond)
+	if err := waitUntil(p, 2*time.Millisecond, timeout, func() bool { return isMounted(dir) && ready() }); err != nil {
+		return fmt.Errorf("not mounted: %w", err)
+	}
+	return nil
+}
+
+// waitUntil looks at cond at once and then every `every` until it holds.
+// It gives up with an error when timeout passes or, if p is not nil,
+// when p exits first (p's last words in the error).
+func waitUntil(p *bgProc, every, timeout time.Duration, cond func() bool) error {
+	var exited <-chan struct{} // nil, which never fires, without p
+	if p != nil {
+		exited = p.done
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		if isMounted(dir) && ready() {
+		if cond() {
 			return nil
 		}
 		select {
 		case <-tick.C:
-		case <-p.done:
-			if isMounted(dir) && ready() {
+		case <-exited:
+			if cond() {
 				return nil
 			}
-			return fmt.Errorf("the mount process exited: %v\n%s", p.err, tail(p.out.String(), 15))
+			return fmt.Errorf("the process exited: %v\n%s", p.err, tail(p.out.String(), 15))
 		case <-deadline.C:
-			return fmt.Errorf("not mounted after %v\n%s", timeout, tail(p.out.String(), 15))
+			if p == nil {
+				return fmt.Errorf("not so after %v", timeout)
+			}
+			return fmt.Errorf("not so after %v\n%s", timeout, tail(p.out.String(), 15))
 		}
 	}
 }
 
 func (b *bench) unmount(dir string) {
-	for i := 0; i < 20 && isMounted(dir); i++ {
-		if i > 0 {
-			time.Sleep(250 * time.Millisecond)
-		}
-		rootCmd(context.Background(), "umount", dir).Run()
-	}
+	// A process that has just exited may keep the mount busy a moment:
+	// try every 250 ms for 5 s, then detach it.
+	waitUntil(nil, 250*time.Millisecond, 5*time.Second, func() bool {
+		return !isMounted(dir) || rootCmd(context.Background(), "umount", dir).Run() == nil && !isMounted(dir)
+	})
 	if isMounted(dir) {
 		rootCmd(context.Background(), "umount", "-l", dir).Run()
 	}

@@ -197,32 +197,26 @@ func (b *bench) streamLag(r int) {
 	}
 	defer func() {
 		// The walsender lets go of the slot a moment after the streamer exits.
-		for i := 0; i < 50; i++ {
-			if v, _ := sqlString(b.c.Port(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot); v == "0" {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitUntil(nil, 100*time.Millisecond, 5*time.Second, func() bool {
+			v, _ := sqlString(b.c.Port(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot)
+			return v == "0"
+		})
 		dropSlot()
 	}()
 	// Wait for the streamer's first flush report: until then restart_lsn
 	// is where the slot was created, whatever the streamer has stored.
-	var firstReport time.Duration
-	deadline := time.Now().Add(time.Minute)
-	for {
-		v, _ := sqlString(b.c.Port(), `SELECT coalesce((SELECT (active AND restart_lsn > $2::pg_lsn)::text
+	var v string
+	err = waitUntil(p, 50*time.Millisecond, time.Minute, func() bool {
+		v, _ = sqlString(b.c.Port(), `SELECT coalesce((SELECT (active AND restart_lsn > $2::pg_lsn)::text
 			FROM pg_replication_slots WHERE slot_name = $1), 'none')`, slot, b.lsnAtStart(slot))
-		if v == "true" {
-			firstReport = time.Since(started)
-			break
-		}
-		if p.exited() || time.Now().After(deadline) {
-			p.stop(syscall.SIGTERM, 10*time.Second)
-			b.fail(StepWALStream, ToolPgvault, fmt.Errorf("no flush report from the streamer on slot %s within a minute (%s)\n%s", slot, v, tail(p.out.String(), 10)))
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+		return v == "true"
+	})
+	if err != nil {
+		p.stop(syscall.SIGTERM, 10*time.Second)
+		b.fail(StepWALStream, ToolPgvault, fmt.Errorf("no flush report from the streamer on slot %s (%s): %w", slot, v, err))
+		return
 	}
+	firstReport := time.Since(started)
 	startLSN, err := sqlString(b.c.Port(), "SELECT pg_current_wal_lsn()")
 	if err != nil {
 		b.t.Fatal(err)
@@ -296,14 +290,13 @@ func (b *bench) streamLag(r int) {
 // reservation), remembered per slot creation.
 func (b *bench) lsnAtStart(slot string) string {
 	if b.slotStart == "" {
-		for i := 0; i < 200; i++ {
+		waitUntil(nil, 50*time.Millisecond, 10*time.Second, func() bool {
 			v, err := sqlString(b.c.Port(), "SELECT coalesce((SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '')", slot)
 			if err == nil && v != "" {
 				b.slotStart = v
-				break
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return b.slotStart != ""
+		})
 		if b.slotStart == "" {
 			return "0/0"
 		}

@@ -94,13 +94,9 @@ func TestCluster(t *testing.T) {
 	before := c.QueryInt(t, "SELECT count(*) FROM pgbench_history")
 	ctx, cancel := context.WithCancel(context.Background())
 	wait := c.PgbenchBackground(ctx, t, "-c", "2")
-	deadline := time.Now().Add(20 * time.Second)
-	for c.QueryInt(t, "SELECT count(*) FROM pgbench_history") < before+100 {
-		if time.Now().After(deadline) {
-			t.Fatal("background pgbench made no progress in 20 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually(t, 20*time.Second, "background pgbench to make progress", func() bool {
+		return c.QueryInt(t, "SELECT count(*) FROM pgbench_history") >= before+100
+	})
 	cancel()
 	wait()
 
@@ -355,11 +351,7 @@ func TestReapLeftovers(t *testing.T) {
 	pgtest.TempDir(t) // reaps
 	// pg_ctl stop -w returns once postmaster.pid is gone, a moment before
 	// the process has exited.
-	for deadline := time.Now().Add(10 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("leaked server (pid %d) still runs", pid)
-		}
-	}
+	eventually(t, 10*time.Second, fmt.Sprintf("the leaked server (pid %d) to exit", pid), func() bool { return !alive(pid) })
 	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 		t.Errorf("leaked data directory %s: %v", dataDir, err)
 	}
@@ -458,6 +450,23 @@ func assertPostgresOwned(t *testing.T, dir string, mode os.FileMode) {
 	}
 	if uid := strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Uid)); uid != u.Uid || fi.Mode().Perm() != mode {
 		t.Errorf("%s: owner uid %s mode %v; want postgres (%s), %v", dir, uid, fi.Mode().Perm(), u.Uid, mode)
+	}
+}
+
+// eventually looks at cond at once and then every 20 ms, and fails the
+// test if it does not hold within timeout. (The integration package's
+// waitFor, which this package's tests cannot import.)
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("waiting for %s: not so after %v", what, timeout)
+		}
 	}
 }
 

@@ -164,7 +164,11 @@ func TestStateWriterIsAtomic(t *testing.T) {
 	done := make(chan struct{})
 	go func() { w.run(ctx); close(done) }()
 	w.changed()
-	deadline := time.Now().Add(5 * time.Second)
+	// Read the file every 10 ms (any read would show a torn write) until
+	// the write the change asked for, the second, is there.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(5 * time.Second)
 	for {
 		st, err := ReadState(path)
 		if err != nil {
@@ -173,10 +177,11 @@ func TestStateWriterIsAtomic(t *testing.T) {
 		if st != nil && st.PID >= 2 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("a change did not cause a write")
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("a change did not cause a write within 5 s")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	<-done

@@ -242,14 +242,21 @@ func TestServerDownThenUpWithRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	b := retry.New(raw, retry.Options{InitialDelay: 50 * time.Millisecond, MaxDelay: 500 * time.Millisecond, MaxAttempts: 40})
+	// The server comes back once the save has failed against it three
+	// times: the retries, not the timing, bridge the outage.
+	failed := 0
+	b := retry.New(raw, retry.Options{InitialDelay: 50 * time.Millisecond, MaxDelay: 500 * time.Millisecond, MaxAttempts: 40,
+		OnRetry: func(op string, h backend.Handle, attempt int, err error) {
+			if failed++; failed == 3 {
+				srv.Restart()
+			}
+		}})
 	srv.Stop()
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		srv.Restart()
-	}()
 	if err := b.Save(t.Context(), backend.Handle{Type: backend.KeyFile, Name: "k"}, []byte("x")); err != nil {
 		t.Fatalf("Save across a server outage: %v", err)
+	}
+	if failed < 3 {
+		t.Fatalf("the save failed %d times with the server down, want 3 before the restart", failed)
 	}
 }
 
