@@ -62,8 +62,9 @@ type Result struct {
 	Duration time.Duration
 }
 
-// ErrUnsupportedServer: the server is older than what Take speaks.
-var ErrUnsupportedServer = errors.New("unsupported PostgreSQL version")
+// ErrUnsupportedServer: the server is older than what Take speaks, or
+// newer than this pgvault knows (pg.CheckMajor).
+var ErrUnsupportedServer = pg.ErrUnsupportedServer
 
 // Take runs BASE_BACKUP on conn (a physical replication connection) and
 // streams every file straight into the repository as one snapshot: no
@@ -71,12 +72,9 @@ var ErrUnsupportedServer = errors.New("unsupported PostgreSQL version")
 // only when the whole backup, its manifest and PostgreSQL's
 // backup_manifest are durable.
 func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Options) (*Result, error) {
-	major, version, err := serverVersion(conn)
-	if err != nil {
+	version, _, _ := strings.Cut(conn.ParameterStatus("server_version"), " ")
+	if err := pg.CheckMajor(version, pg.OldestBackupMajor, "base backups"); err != nil {
 		return nil, err
-	}
-	if major < 15 {
-		return nil, fmt.Errorf("%w: PostgreSQL %s; pgvault backup needs 15 or newer", ErrUnsupportedServer, version)
 	}
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
@@ -104,7 +102,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	if ownWait {
 		r.Logger().Debug("the backup waits for its WAL in this repository, not for PostgreSQL's archive wait")
 	}
-	local, err := chooseLocal(ctx, r, opts, sys.SystemID, major)
+	local, err := chooseLocal(ctx, r, opts, sys.SystemID, pg.Major(version))
 	if err != nil {
 		return nil, err
 	}
@@ -201,15 +199,6 @@ func walSegmentSize(ctx context.Context, conn *pgconn.PgConn) (uint64, error) {
 		return 0, fmt.Errorf("wal_segment_size %q is not a valid WAL segment size", v)
 	}
 	return size, nil
-}
-
-func serverVersion(conn *pgconn.PgConn) (int, string, error) {
-	v := conn.ParameterStatus("server_version")
-	major, err := strconv.Atoi(strings.SplitN(strings.Fields(v + " ")[0], ".", 2)[0])
-	if err != nil {
-		return 0, v, fmt.Errorf("cannot read the server version %q: %w", v, err)
-	}
-	return major, strings.Fields(v + " ")[0], nil
 }
 
 // Archive data crosses from the receiving goroutine to the tar reader in

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgvault/pgvault/internal/pg"
 )
 
 // FindingStatus is how a preflight finding turned out.
@@ -123,13 +124,15 @@ func Preflight(ctx context.Context, conn *pgx.Conn, opts PreflightOptions) (*Pre
 	rep.Role = role
 
 	// server version
-	if versionNum < minServerVersion {
-		rep.Add(Finding{Setting: "server_version", Status: FindingError, Value: rep.ServerVersion,
-			Message: fmt.Sprintf("PostgreSQL %s is too old: pgvault needs 13 or later", rep.ServerVersion),
-			Fix:     "upgrade PostgreSQL to 13 or later"})
-	} else {
-		rep.Add(Finding{Setting: "server_version", Status: FindingOK, Value: rep.ServerVersion,
-			Message: "PostgreSQL " + rep.ServerVersion})
+	switch ok, msg := pg.Supported(rep.ServerVersion); {
+	case !ok && versionNum < minServerVersion:
+		rep.Add(Finding{Setting: "server_version", Status: FindingError, Value: rep.ServerVersion, Message: msg,
+			Fix: fmt.Sprintf("upgrade PostgreSQL to %d or later", pg.OldestStreamMajor)})
+	case !ok:
+		rep.Add(Finding{Setting: "server_version", Status: FindingError, Value: rep.ServerVersion, Message: msg,
+			Fix: "upgrade pgvault to a release that supports this major"})
+	default:
+		rep.Add(Finding{Setting: "server_version", Status: FindingOK, Value: rep.ServerVersion, Message: msg})
 	}
 
 	// wal_level

@@ -148,7 +148,8 @@ func permanent(err error) bool {
 			return true
 		}
 	}
-	return errors.Is(err, ErrSlotInvalidated) || errors.Is(err, ErrTimelineConflict) || errors.Is(err, repo.ErrWALConflict)
+	return errors.Is(err, ErrSlotInvalidated) || errors.Is(err, ErrTimelineConflict) || errors.Is(err, repo.ErrWALConflict) ||
+		errors.Is(err, pg.ErrUnsupportedServer)
 }
 
 var errEndOfTimeline = errors.New("end of timeline")
@@ -173,6 +174,11 @@ func (s *session) run(ctx context.Context) (streamed bool, err error) {
 	}
 	s.conn = conn
 	defer conn.Close(context.WithoutCancel(ctx))
+	// A newer major may change the WAL page format: refuse it rather than
+	// archive WAL this pgvault cannot check or serve.
+	if err := pg.CheckMajor(conn.ParameterStatus("server_version"), pg.OldestStreamMajor, "WAL streaming"); err != nil {
+		return false, err
+	}
 
 	ident, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {

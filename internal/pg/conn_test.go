@@ -82,3 +82,31 @@ func TestParseConfigHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckMajor(t *testing.T) {
+	cases := []struct {
+		version string
+		oldest  int
+		err     string
+	}{
+		{"15.10 (Debian 15.10-0+deb12u1)", 15, ""},
+		{"18.4", 15, ""},
+		{"13.2", 13, ""},
+		{"14.9", 15, "too old"},
+		{"19beta1", 13, "newer than this pgvault knows (13 to 18)"},
+		{"19.0", 15, "upgrade pgvault"},
+		{"", 13, "cannot read"},
+	}
+	for _, c := range cases {
+		err := CheckMajor(c.version, c.oldest, "base backups")
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err) || !errors.Is(err, ErrUnsupportedServer)) {
+			t.Errorf("CheckMajor(%q, %d) = %v, want %q", c.version, c.oldest, err, c.err)
+		}
+	}
+	if ok, msg := Supported("19.1"); ok || !strings.Contains(msg, "newer than") {
+		t.Errorf("Supported(19.1) = %v, %q", ok, msg)
+	}
+	if ok, msg := Supported("14.1"); !ok || !strings.Contains(msg, "base backups need 15") {
+		t.Errorf("Supported(14.1) = %v, %q", ok, msg)
+	}
+}

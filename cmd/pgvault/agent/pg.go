@@ -13,13 +13,6 @@ import (
 	"github.com/pgvault/pgvault/stream"
 )
 
-// Minimum server versions: base backups need 15 (backup.Take), streaming
-// 13.
-const (
-	minBackupMajor = 15
-	minStreamMajor = 13
-)
-
 // node is one PostgreSQL server of a site.
 type node struct {
 	name string // without secrets, for messages and alert sources
@@ -114,18 +107,13 @@ func (s *site) connect(ctx context.Context, n node, p purpose) (*pgconn.PgConn, 
 	}
 	version := conn.ParameterStatus("server_version")
 	major := pg.Major(version)
-	min := minBackupMajor
+	oldest, what := pg.OldestBackupMajor, "base backups"
 	if p == purposeStream {
-		min = minStreamMajor
+		oldest, what = pg.OldestStreamMajor, "WAL streaming"
 	}
-	if major > 0 && major < min {
+	if err := pg.CheckMajor(version, oldest, what); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
-		what := "base backups"
-		if p == purposeStream {
-			what = "WAL streaming"
-		}
-		err := fmt.Errorf("%w: PostgreSQL at %s is version %s; pgvault %s need %d or newer: upgrade PostgreSQL",
-			backup.ErrUnsupportedServer, n.name, version, what, min)
+		err = fmt.Errorf("PostgreSQL at %s: %w", n.name, err)
 		s.a.alerts.Raise(s.name, AlertVersionUnsupported, n.source(), err.Error())
 		return nil, err
 	}
