@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,8 +57,11 @@ func LookupUser(name string) (OSUser, error) {
 }
 
 // FindPGBin returns the folder of PostgreSQL major's server programs:
-// given, else where pg_config says if its version matches, else
-// /usr/lib/postgresql/<major>/bin.
+// given (which must hold that major's postgres: a server of another major
+// would refuse the data directory, or worse), else where pg_config says
+// if its version matches, else the distributions' layouts
+// (/usr/lib/postgresql/<major>/bin on Debian, /usr/pgsql-<major>/bin from
+// the PGDG RPMs).
 func FindPGBin(given string, major int) (string, error) {
 	has := func(dir string) bool {
 		fi, err := os.Stat(filepath.Join(dir, "pg_ctl"))
@@ -67,21 +71,54 @@ func FindPGBin(given string, major int) (string, error) {
 		if !has(given) {
 			return "", fmt.Errorf("--pg-bin %s holds no pg_ctl: give the folder of PostgreSQL %d's programs", given, major)
 		}
+		if got := versionMajor(filepath.Join(given, "postgres")); got != major {
+			return "", fmt.Errorf("--pg-bin %s holds the programs of PostgreSQL %d, and the backup is of PostgreSQL %d: give the folder of PostgreSQL %d's programs", given, got, major, major)
+		}
 		return given, nil
 	}
+	var tried []string
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		dir := strings.TrimSpace(string(out))
 		if has(dir) && versionMajor(filepath.Join(dir, "postgres")) == major {
 			return dir, nil
 		}
+		tried = append(tried, "pg_config")
 	}
-	dir := fmt.Sprintf("/usr/lib/postgresql/%d/bin", major)
-	if has(dir) {
-		return dir, nil
+	for _, dir := range []string{fmt.Sprintf("/usr/lib/postgresql/%d/bin", major), fmt.Sprintf("/usr/pgsql-%d/bin", major)} {
+		if has(dir) && versionMajor(filepath.Join(dir, "postgres")) == major {
+			return dir, nil
+		}
+		tried = append(tried, dir)
 	}
-	return "", fmt.Errorf("PostgreSQL %d programs not found (pg_config, %s): install postgresql-%d or give --pg-bin DIR", major, dir, major)
+	return "", fmt.Errorf("PostgreSQL %d programs not found (%s): install postgresql-%d or give --pg-bin DIR", major, strings.Join(tried, ", "), major)
 }
 
+// findClient finds a PostgreSQL client program: in bin (the server's
+// programs) first, else the newest installed on this host (pg_config's
+// folder, /usr/lib/postgresql/*/bin). A client of an older major serves a
+// newer server for what verify asks of it (pg_amcheck calls the amcheck
+// extension's functions over SQL); some server-only installations carry
+// no clients at all.
+func findClient(bin, name string) (string, bool) {
+	if p := filepath.Join(bin, name); isFile(p) {
+		return p, true
+	}
+	var dirs []string
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		dirs = append(dirs, strings.TrimSpace(string(out)))
+	}
+	installed, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(installed, func(a, b string) int { return versionOfDir(b) - versionOfDir(a) })
+	for _, dir := range append(dirs, installed...) {
+		if p := filepath.Join(dir, name); isFile(p) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// versionMajor is the major version a postgres binary reports (0 when it
+// does not run).
 func versionMajor(postgres string) int {
 	out, err := exec.Command(postgres, "--version").Output()
 	if err != nil {
@@ -93,6 +130,16 @@ func versionMajor(postgres string) int {
 	}
 	m, _ := strconv.Atoi(strings.SplitN(f[len(f)-1], ".", 2)[0])
 	return m
+}
+
+func versionOfDir(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
 }
 
 // BootOptions configure Boot.
@@ -130,6 +177,15 @@ type BootOptions struct {
 	Logger     *slog.Logger
 	// Progress, if set, is told when each phase starts.
 	Progress func(phase string)
+	// AtTarget, if set, runs once recovery has ended (promoted, or paused
+	// at its target) with a libpq conninfo of the server; an error is a
+	// problem, and the checks after it do not run.
+	AtTarget func(ctx context.Context, conninfo string) error
+	// AfterStop, if set, runs once the server has stopped cleanly and no
+	// problem was found, with the overlay still open, so that what
+	// PostgreSQL changed can be read without the mount (Changes,
+	// OpenFile). Boot returns its error.
+	AfterStop func(ctx context.Context, ov *overlay.Overlay) error
 }
 
 // BootReport is the result of Boot.
@@ -290,6 +346,9 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		t := time.Now()
 		stopServer(o, opts.PGBin, mnt, rep)
 		phase("stop", t)
+		if opts.AfterStop != nil && len(rep.Problems) == 0 && err == nil {
+			err = opts.AfterStop(ctx, ov)
+		}
 	}()
 
 	// Recovery.
@@ -303,6 +362,12 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		return rep, nil
 	}
 	rep.Reached = reached
+	if opts.AtTarget != nil {
+		if err := opts.AtTarget(runCtx, conninfo); err != nil {
+			problem("recovery target", "%v", err)
+			return rep, nil
+		}
+	}
 
 	// pg_amcheck.
 	progress("amcheck")
@@ -421,9 +486,10 @@ func runAmCheck(ctx context.Context, o OSUser, opts BootOptions, sock string, po
 	if opts.AmCheck == "off" {
 		return "skipped: --amcheck off"
 	}
-	prog := filepath.Join(opts.PGBin, "pg_amcheck")
-	if _, err := os.Stat(prog); err != nil {
-		return "skipped: pg_amcheck not found in " + opts.PGBin
+	prog, ok := findClient(opts.PGBin, "pg_amcheck")
+	if !ok {
+		problem("pg_amcheck", "pg_amcheck not found in %s nor among this host's PostgreSQL programs: install the PostgreSQL client programs, or run with --amcheck off", opts.PGBin)
+		return "not run: pg_amcheck not found"
 	}
 	if reached != "promoted" {
 		return "skipped: the server is paused in recovery (read-only), so the amcheck extension cannot be installed"

