@@ -42,6 +42,10 @@ type Info struct {
 	Method Method `json:"method,omitempty"`
 	// WALSegmentSize is the cluster's wal_segment_size in bytes.
 	WALSegmentSize uint64 `json:"wal_segment_size"`
+	// Parent is, for a synthetic backup, the backup its replay started
+	// from. The new backup references chunks, not the parent: pruning the
+	// parent never breaks it.
+	Parent string `json:"parent,omitempty"`
 }
 
 // SegmentSize is the cluster's WAL segment size (16 MiB if unrecorded).

@@ -49,3 +49,35 @@ func SplitFor(p string) repo.SplitKind {
 	}
 	return repo.SplitCDC
 }
+
+// Storage is how a base backup stores one entry of the data directory.
+type Storage int
+
+const (
+	// Store: stored (a folder with what it holds).
+	Store Storage = iota
+	// Omit: left out.
+	Omit
+	// EmptyDir: stored as an empty folder (its content is rebuilt at
+	// startup, or comes from the WAL archive).
+	EmptyDir
+)
+
+// StorageOf says how a base backup stores the entry name of folder dir
+// (slash-separated, relative to the data directory; "" is the top), by
+// the rules of PostgreSQL's own base backup that a local backup follows;
+// siblings are the folder's entry names (an unlogged relation is stored
+// as its init fork alone). pg_wal is kept as an empty folder with
+// archive_status in it.
+func StorageOf(dir, name string, siblings map[string]bool) Storage {
+	rel := path.Join(dir, name)
+	switch {
+	case skipLocal(name, isDatabaseDir(dir), siblings):
+		return Omit
+	case localEmptyDirs[name], rel == "pg_wal/archive_status":
+		return EmptyDir
+	case dir == "pg_wal":
+		return Omit
+	}
+	return Store
+}

@@ -37,6 +37,10 @@ const (
 	// the server neither reads nor sends them, and both ends of a socket
 	// are spared the copy.
 	MethodLocal Method = "local"
+	// MethodSynthetic marks a backup rolled forward from a parent backup
+	// by replaying the repository's WAL (pgvault backup --synthetic): the
+	// database server read nothing for it.
+	MethodSynthetic Method = "synthetic"
 )
 
 // ParseMethod reads a --method value.

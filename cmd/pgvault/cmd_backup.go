@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/internal/service"
 )
 
@@ -18,6 +20,14 @@ type backupOptions struct {
 	maxRateKB      int
 	method         string
 	pgdata         string
+
+	// Synthetic backups: no database connection.
+	synthetic     bool
+	from          string
+	toLSN, toTime string
+	pgBin, owner  string
+	timeout       time.Duration
+	cacheSize     string
 }
 
 func backupCommand() *cli.Command {
@@ -37,6 +47,15 @@ func backupCommand() *cli.Command {
 					"stream (BASE_BACKUP over the replication connection) or auto (local when this machine can read the data directory)"},
 			&cli.StringFlag{Name: "pgdata", Destination: &o.pgdata, EnvVars: []string{"PGDATA"},
 				Usage: "the data directory `PATH` a local backup reads (default: the server's data_directory)"},
+			&cli.BoolFlag{Name: "synthetic", Destination: &o.synthetic,
+				Usage: "roll a backup forward from the WAL already in the repository, without connecting to the database: PostgreSQL (of the backup's major, on this host) replays it on an instant mount of --from"},
+			&cli.StringFlag{Name: "from", Destination: &o.from, Value: "latest", Usage: "with --synthetic: the parent backup `ID` (or latest)"},
+			&cli.StringFlag{Name: "to-lsn", Destination: &o.toLSN, Usage: "with --synthetic: make the new backup consistent at WAL location `LSN` (default: the start of the newest WAL segment stored)"},
+			&cli.StringFlag{Name: "to", Destination: &o.toTime, Usage: "with --synthetic: make the new backup consistent at `TIME`"},
+			&cli.StringFlag{Name: "pg-bin", Destination: &o.pgBin, Usage: "with --synthetic: `DIR` of the backup's major's pg_ctl and postgres (default: as verify --boot finds them)"},
+			&cli.StringFlag{Name: "owner", Destination: &o.owner, Value: "postgres", Usage: "with --synthetic: OS `USER` PostgreSQL runs as"},
+			&cli.DurationFlag{Name: "timeout", Destination: &o.timeout, Value: time.Hour, Usage: "with --synthetic: give up if the replay has not reached the target after this `LONG`"},
+			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "256MiB", Usage: "with --synthetic: `SIZE` of the in-memory chunk cache"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)
@@ -45,6 +64,20 @@ func backupCommand() *cli.Command {
 			}
 			if c.NArg() > 0 {
 				return usagef("backup takes no arguments (got %q)", c.Args().First())
+			}
+			if o.synthetic {
+				for flag, set := range map[string]bool{"--standalone": o.standalone, "--max-rate": o.maxRateKB != 0, "--fast-checkpoint": o.fastCheckpoint,
+					"--method": c.IsSet("method"), "--pgdata": c.IsSet("pgdata")} {
+					if set {
+						return usagef("--synthetic reads nothing from the database server: %s does not apply", flag)
+					}
+				}
+				return runSyntheticBackup(c.Context, e, o)
+			}
+			for flag, set := range map[string]bool{"--from": c.IsSet("from"), "--to-lsn": o.toLSN != "", "--to": o.toTime != "", "--pg-bin": o.pgBin != ""} {
+				if set {
+					return usagef("%s needs --synthetic", flag)
+				}
 			}
 			if o.maxRateKB != 0 && (o.maxRateKB < 32 || o.maxRateKB > 1048576) {
 				return usagef("--max-rate %d: must be between 32 and 1048576 kB/s", o.maxRateKB)
@@ -95,4 +128,45 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 		return err
 	}
 	return rep.ChecksumProblem()
+}
+
+func runSyntheticBackup(ctx context.Context, e *env, o backupOptions) error {
+	var target wal.Target
+	switch {
+	case o.toLSN != "" && o.toTime != "":
+		return usagef("--to-lsn and --to: give one target")
+	case o.toLSN != "":
+		lsn, err := wal.ParseTargetLSN(o.toLSN)
+		if err != nil {
+			return usageError{fmt.Errorf("--to-lsn: %w", err)}
+		}
+		target = wal.LSNTarget(lsn)
+	case o.toTime != "":
+		t, err := wal.ParseTargetTime(o.toTime, time.Local)
+		if err != nil {
+			return usageError{fmt.Errorf("--to: %w", err)}
+		}
+		target = wal.TimeTarget(t)
+	}
+	cacheSize, err := parseByteSize(o.cacheSize)
+	if err != nil {
+		return usagef("--cache-size: %v", err)
+	}
+	site, err := e.site(askPassword)
+	if err != nil {
+		return err
+	}
+	rep, err := site.SyntheticBackup(ctx, service.SyntheticOptions{
+		From: o.from, Target: target, PGBin: o.pgBin, Owner: o.owner, Timeout: o.timeout, CacheSize: cacheSize, Label: o.label,
+		Progress: func(p string) { e.log.Info("synthetic backup", "phase", p) },
+	})
+	if err != nil {
+		return err
+	}
+	return e.out.emit(rep, func(w io.Writer) {
+		fmt.Fprintf(w, "synthetic backup %s from %s done: %d files created, %d changed, %d removed by the replay; %s read from the replay, %s new stored, %.1fs\n",
+			service.ShortID(rep.ID), service.ShortID(rep.Parent), rep.Files.Created, rep.Files.Modified, rep.Files.Removed,
+			service.HumanBytes(rep.BytesRead), service.HumanBytes(rep.StoredBytes), rep.Seconds)
+		fmt.Fprintf(w, "consistent at %s on timeline %d; restores need WAL from %s\n", rep.ConsistentLSN, rep.Timeline, rep.StartLSN)
+	})
 }

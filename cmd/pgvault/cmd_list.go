@@ -36,13 +36,20 @@ func runList(ctx context.Context, e *env) error {
 	}
 	return e.out.emit(entries, func(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tLABEL\tSTARTED (UTC)\tTOOK\tSTART LSN\tSTOP LSN\tTLI\tSIZE\tNEW STORED")
+		fmt.Fprintln(tw, "ID\tKIND\tLABEL\tSTARTED (UTC)\tTOOK\tSTART LSN\tSTOP LSN\tTLI\tSIZE\tNEW STORED")
 		for _, l := range entries {
 			label := l.Label
 			if l.Standalone {
 				label += " (standalone)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0fs\t%s\t%s\t%d\t%s\t%s\n", service.ShortID(l.ID), label, l.StartTime.Format("2006-01-02 15:04:05"),
+			kind := l.Method
+			switch {
+			case l.Method == "synthetic":
+				kind = "synthetic from " + service.ShortID(l.Parent)
+			case kind == "":
+				kind = "stream"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0fs\t%s\t%s\t%d\t%s\t%s\n", service.ShortID(l.ID), kind, label, l.StartTime.Format("2006-01-02 15:04:05"),
 				l.Seconds, l.StartLSN, l.StopLSN, l.Timeline, service.HumanBytes(l.Bytes), service.HumanBytes(l.StoredBytes))
 		}
 		tw.Flush()

@@ -167,6 +167,11 @@ type ListEntry struct {
 	Bytes       int64     `json:"bytes"`
 	StoredBytes int64     `json:"stored_bytes"`
 	SystemID    string    `json:"system_identifier"`
+	// Method is how the backup was taken: local, stream, or synthetic
+	// (rolled forward from Parent by replaying the repository's WAL; it is
+	// consistent at StopLSN).
+	Method string `json:"method"`
+	Parent string `json:"parent,omitempty"`
 }
 
 // List lists the base backups, oldest first.
@@ -187,7 +192,7 @@ func (s *Site) List(ctx context.Context) ([]ListEntry, error) {
 			ID: sn.ID, Label: sn.Label, StartTime: sn.StartTime, StopTime: sn.EndTime,
 			Seconds: sn.EndTime.Sub(sn.StartTime).Seconds(), StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(),
 			Timeline: info.Timeline, Standalone: info.Standalone, Bytes: sn.Summary.Bytes, StoredBytes: sn.Summary.StoredBytes,
-			SystemID: info.SystemIdentifier,
+			SystemID: info.SystemIdentifier, Method: string(info.Method), Parent: info.Parent,
 		})
 	}
 	return entries, nil

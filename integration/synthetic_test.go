@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+// syntheticDoc is the part of `backup --synthetic --output json` read here.
+type syntheticDoc struct {
+	ID            string `json:"id"`
+	Parent        string `json:"parent"`
+	Method        string `json:"method"`
+	StartLSN      string `json:"start_lsn"`
+	StopLSN       string `json:"stop_lsn"`
+	ConsistentLSN string `json:"consistent_lsn"`
+	BytesRead     int64  `json:"bytes_read"`
+	StoredBytes   int64  `json:"stored_bytes"`
+	Files         struct {
+		Created, Modified, Removed int
+	} `json:"changed_files"`
+}
+
+// TestSyntheticBackup rolls a base backup forward from the repository's
+// WAL, twice (the second from the first), with no connection to the
+// database: each synthetic backup, restored, must be the cluster a real
+// base backup recovered to the same LSN is (pg_dumpall identical), pass
+// pg_amcheck --heapallindexed and pg_checksums --check, and read only what
+// the replay changed.
+func TestSyntheticBackup(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"max_prepared_transactions": "5"}})
+	c.CreateMarkers(t)
+	c.PgbenchInit(t, 5)
+	v := newPostgresVault(t)
+	st := v.startStreamer("--pg", c.ReplicationConnString())
+	waitSlotActive(t, c, "pgvault")
+	b1 := v.backup(c)
+
+	// The replayed window: new relfilenodes, new and dropped databases and
+	// tables, unlogged tables, sequences, large objects, a prepared
+	// transaction left open.
+	m1 := c.InsertMarker(t, "after b1")
+	c.Pgbench(context.Background(), t, "-c", "2", "-t", "300")
+	for _, sql := range []string{
+		"CREATE DATABASE db_wal_log STRATEGY wal_log",
+		"CREATE DATABASE db_file_copy STRATEGY file_copy",
+		"CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g",
+		"CREATE INDEX big_g ON big (g)",
+		"CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g",
+		"CREATE SEQUENCE seq1",
+		"SELECT nextval('seq1') FROM generate_series(1, 42)",
+		"SELECT lo_from_bytea(0, decode(repeat('ab', 5000), 'hex'))",
+		"TRUNCATE pgbench_history",
+		"VACUUM FULL pgbench_tellers",
+		"CLUSTER pgbench_branches USING pgbench_branches_pkey",
+		"CREATE TABLE dropped AS SELECT 1 AS x",
+		"DROP TABLE dropped",
+		"BEGIN; CREATE TABLE in_prepared (x int); PREPARE TRANSACTION 'left open'",
+	} {
+		c.Exec(t, sql)
+	}
+	c.Exec(t, "DROP DATABASE db_file_copy")
+	m2 := c.InsertMarker(t, "target 1")
+	c.SwitchWAL(t)
+	c.InsertMarker(t, "after target 1")
+	waitStored(t, c, "pgvault")
+
+	s1 := syntheticBackup(t, v, "--from", b1.ID, "--to-lsn", m2.LSN)
+	if s1.Parent != b1.ID || s1.Method != "synthetic" {
+		t.Fatalf("synthetic backup: parent %s method %q, want %s synthetic", s1.Parent, s1.Method, b1.ID)
+	}
+	if s1.Files.Created == 0 || s1.Files.Modified == 0 {
+		t.Fatalf("the replay changed nothing? %+v", s1.Files)
+	}
+	compareWithReplay(t, v, s1, b1.ID, m2.LSN, m1.ID)
+
+	// A second synthetic backup on the first, to the newest WAL.
+	c.Pgbench(context.Background(), t, "-c", "2", "-t", "200")
+	c.Exec(t, "UPDATE big SET pad = repeat('y', 500) WHERE g % 100 = 0")
+	m3 := c.InsertMarker(t, "target 2")
+	c.SwitchWAL(t)
+	waitStored(t, c, "pgvault")
+	s2 := syntheticBackup(t, v, "--from", s1.ID, "--to-lsn", m3.LSN)
+	if s2.Parent != s1.ID {
+		t.Fatalf("second synthetic backup's parent %s, want %s", s2.Parent, s1.ID)
+	}
+	compareWithReplay(t, v, s2, b1.ID, m3.LSN, m1.ID)
+
+	// The default target: the start of the newest complete segment, which
+	// must be past s2's end.
+	c.Pgbench(context.Background(), t, "-c", "2", "-t", "100")
+	c.SwitchWAL(t)
+	c.InsertMarker(t, "in the newest segment")
+	c.SwitchWAL(t)
+	waitStored(t, c, "pgvault")
+	s3 := syntheticBackup(t, v)
+	if s3.Parent != s2.ID {
+		t.Fatalf("--from latest chose %s, want the newest backup %s", s3.Parent, s2.ID)
+	}
+	st.stop()
+
+	// list shows the kind and parent; the repository checks clean.
+	var list []struct {
+		ID     string `json:"id"`
+		Method string `json:"method"`
+		Parent string `json:"parent"`
+	}
+	v.json(&list, "list")
+	if len(list) != 4 || list[1].Method != "synthetic" || list[1].Parent != b1.ID {
+		t.Fatalf("list: %+v", list)
+	}
+	if r := v.run("repo", "check", "--read-data"); r.code != 0 {
+		t.Fatalf("repo check: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// syntheticBackup runs `backup --synthetic` and checks that it took no
+// database connection (it is given none).
+func syntheticBackup(t *testing.T, v *vault, args ...string) syntheticDoc {
+	t.Helper()
+	var doc syntheticDoc
+	start := time.Now()
+	v.json(&doc, append([]string{"backup", "--synthetic", "--pg-bin", pgtest.BinDir}, args...)...)
+	t.Logf("synthetic backup %s from %s: %.1fs, %d bytes read from the replay, %d stored, files %+v",
+		doc.ID[:8], doc.Parent[:8], time.Since(start).Seconds(), doc.BytesRead, doc.StoredBytes, doc.Files)
+	return doc
+}
+
+// compareWithReplay restores the synthetic backup (to its consistency
+// point) and the real base backup recovered to the same LSN, and compares
+// them: pg_dumpall of both is identical, and the synthetic one passes
+// pg_amcheck --heapallindexed and, stopped, pg_checksums --check.
+func compareWithReplay(t *testing.T, v *vault, s syntheticDoc, realID, lsn string, firstMarker int64) {
+	t.Helper()
+	postgresOwns(t, v.base)
+	synth := v.restore(s.ID, "--to-immediate", "--target-action", "promote")
+	replayed := v.restore(realID, "--to-lsn", lsn, "--target-action", "promote")
+	postgresOwns(t, v.base)
+	off := map[string]string{"archive_mode": "off", "max_prepared_transactions": "5"}
+	rs := pgtest.StartOn(t, synth, pgtest.Options{Settings: off})
+	rs.WaitRecoveryDone(t)
+	rr := pgtest.StartOn(t, replayed, pgtest.Options{Settings: off})
+	rr.WaitRecoveryDone(t)
+	ds, dr := dumpAll(t, rs), dumpAll(t, rr)
+	if ds != dr {
+		t.Fatalf("pg_dumpall of the synthetic backup %s differs from the real backup recovered to %s (%d vs %d bytes)", s.ID[:8], lsn, len(ds), len(dr))
+	}
+	if n := rs.QueryInt(t, "SELECT count(*) FROM pg_prepared_xacts"); n != 1 {
+		t.Fatalf("the synthetic backup has %d prepared transactions, want the one left open", n)
+	}
+	if n := rs.QueryInt(t, "SELECT count(*) FROM "+pgtest.MarkerTable+" WHERE id >= $1", firstMarker); n < 2 {
+		t.Fatalf("the synthetic backup has %d markers since b1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, filepath.Join(pgtest.BinDir, "pg_amcheck"), "-h", "127.0.0.1", "-p", fmt.Sprint(rs.Port()),
+		"-U", "postgres", "--install-missing", "--all", "--heapallindexed").CombinedOutput(); err != nil {
+		t.Fatalf("pg_amcheck --heapallindexed on the synthetic backup: %v\n%s", err, out)
+	}
+	rs.Stop(t, "fast")
+	rr.Stop(t, "fast")
+	if out, err := pgtest.RunAsPostgres(ctx, "pg_checksums", "--check", "-D", synth).CombinedOutput(); err != nil {
+		t.Fatalf("pg_checksums --check on the synthetic backup: %v\n%s", err, out)
+	}
+}
+
+// restrictLine is pg_dumpall's per-run random \restrict key (15.14+).
+var restrictLine = regexp.MustCompile(`(?m)^\\(un)?restrict .*$`)
+
+// dumpAll is pg_dumpall's output, without the lines that differ on every
+// run.
+func dumpAll(t *testing.T, c *pgtest.Cluster) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(pgtest.BinDir, "pg_dumpall"), "-h", "127.0.0.1", "-p", fmt.Sprint(c.Port()), "-U", "postgres").Output()
+	if err != nil {
+		t.Fatalf("pg_dumpall: %v", err)
+	}
+	return strings.TrimSpace(restrictLine.ReplaceAllString(string(out), ""))
+}
