@@ -29,6 +29,11 @@ type Policy struct {
 	KeepDaily   int `json:"keep_daily" yaml:"keep_daily"`
 	KeepWeekly  int `json:"keep_weekly" yaml:"keep_weekly"`
 	KeepMonthly int `json:"keep_monthly" yaml:"keep_monthly"`
+	// RealCountMin keeps the newest this many real base backups (taken
+	// from the server, not synthetic) whatever the other rules say: a
+	// synthetic backup is only as good as the replay that made it, and an
+	// operator may want a backup the server itself wrote always at hand.
+	RealCountMin int `json:"real_basebackup_count_min" yaml:"real_basebackup_count_min"`
 }
 
 // IsZero reports whether the policy keeps everything.
@@ -123,6 +128,19 @@ func PlanRetention(backups []Backup, p Policy, now time.Time) []Decision {
 			}
 			out[i].Keep = false
 			out[i].Reasons = []string{fmt.Sprintf("older than %d days (basebackup_age_days_max)", p.AgeDaysMax)}
+		}
+	}
+	if p.RealCountMin > 0 {
+		real := 0
+		for i, b := range sorted {
+			if b.Info == nil || b.Info.Method == MethodSynthetic || real >= p.RealCountMin {
+				continue
+			}
+			real++
+			if !out[i].Keep {
+				out[i].Keep, out[i].Reasons = true, nil
+			}
+			out[i].Reasons = append(out[i].Reasons, fmt.Sprintf("one of the newest %d real base backups (real_basebackup_count_min)", p.RealCountMin))
 		}
 	}
 	kept := 0

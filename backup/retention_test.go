@@ -101,3 +101,26 @@ func TestPlanWALRetention(t *testing.T) {
 		t.Fatal("WAL dropped with no retained backup")
 	}
 }
+
+// real_basebackup_count_min keeps the newest real base backups past the
+// synthetic ones that count and age would keep instead.
+func TestPlanRetentionRealCountMin(t *testing.T) {
+	bs := daily(6) // newest first after planning: 0..5; 0-3 synthetic, 4-5 real
+	for _, b := range bs[2:] {
+		b.Info.Method = MethodSynthetic
+	}
+	cases := []struct {
+		policy Policy
+		want   []int
+	}{
+		{Policy{Count: 2}, []int{0, 1}},
+		{Policy{Count: 2, RealCountMin: 1}, []int{0, 1, 4}},
+		{Policy{Count: 2, RealCountMin: 2}, []int{0, 1, 4, 5}},
+		{Policy{Count: 5, RealCountMin: 1}, []int{0, 1, 2, 3, 4}},
+	}
+	for _, c := range cases {
+		if got := kept(PlanRetention(bs, c.policy, now)); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%+v: kept %v, want %v", c.policy, got, c.want)
+		}
+	}
+}

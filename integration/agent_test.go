@@ -196,6 +196,13 @@ type agentState struct {
 			OK      *bool      `json:"ok"`
 			Message string     `json:"message"`
 		} `json:"drill"`
+		Synthetic struct {
+			Enabled   bool   `json:"enabled"`
+			Taken     int    `json:"taken"`
+			Backup    string `json:"backup"`
+			Parent    string `json:"parent"`
+			LastError string `json:"last_error"`
+		} `json:"synthetic"`
 		PITR *struct {
 			Earliest time.Time `json:"earliest"`
 			Latest   time.Time `json:"latest"`

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -185,4 +186,68 @@ func dumpAll(t *testing.T, c *pgtest.Cluster) string {
 		t.Fatalf("pg_dumpall: %v", err)
 	}
 	return strings.TrimSpace(restrictLine.ReplaceAllString(string(out), ""))
+}
+
+// TestAgentSyntheticBackups: an agent with real base backups every hour
+// and synthetic ones every few seconds takes one real backup, then rolls
+// it forward from the WAL it streams (skipping quietly while there is no
+// new WAL), records each synthetic backup as a passed drill of its parent,
+// and retention keeps the real backup (real_basebackup_count_min) while
+// the count rule alone would drop it.
+func TestAgentSyntheticBackups(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.CreateMarkers(t)
+	c.PgbenchInit(t, 1)
+	v := newPostgresVault(t)
+	s := newAgentSetup(t, c, v)
+	s.write(t, c.ReplicationConnString(), `    basebackup: {interval: 1h, fast_checkpoint: true}
+    synthetic: {interval: 3s, pg_bin: `+pgtest.BinDir+`}
+    retention: {basebackup_count: 1, basebackup_count_min: 1, real_basebackup_count_min: 1, grace: 15m}
+`)
+	a := s.start(t)
+	st := a.waitState("the first base backup", 2*time.Minute, func(st agentState) bool { return st.Sites["main"].Backup.Count >= 1 })
+	realID := st.Sites["main"].Backup.Last.ID
+	for round := range 2 {
+		c.Pgbench(context.Background(), t, "-c", "2", "-t", "200")
+		c.InsertMarker(t, fmt.Sprintf("round %d", round))
+		c.SwitchWAL(t)
+		c.InsertMarker(t, fmt.Sprintf("round %d, next segment", round))
+		c.SwitchWAL(t)
+		want := round + 1
+		a.waitState(fmt.Sprintf("synthetic backup %d", want), 3*time.Minute, func(st agentState) bool {
+			return st.Sites["main"].Synthetic.Taken >= want
+		})
+	}
+	st = a.readState()
+	site := st.Sites["main"]
+	if site.Synthetic.LastError != "" || site.Drill.OK == nil || !*site.Drill.OK || !strings.Contains(site.Drill.Message, "synthetic backup") {
+		t.Fatalf("after two synthetic backups: synthetic %+v, drill %+v", site.Synthetic, site.Drill)
+	}
+	if site.Backup.Last == nil || site.Backup.Last.ID != realID || site.Backup.Taken != 1 {
+		t.Fatalf("the real backup schedule moved: %+v", site.Backup)
+	}
+	if code, _ := a.stop(); code != 0 {
+		t.Fatalf("agent exit %d", code)
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Method string `json:"method"`
+	}
+	v.json(&list, "list")
+	var real, synthetic int
+	for _, b := range list {
+		if b.Method == "synthetic" {
+			synthetic++
+		} else {
+			real++
+		}
+	}
+	// Retention ran after each synthetic backup: the newest one is kept
+	// (basebackup_count 1), and the real one (real_basebackup_count_min).
+	if real != 1 || synthetic != 1 || list[0].ID != realID {
+		t.Fatalf("after retention: %+v", list)
+	}
+	if _, err := os.Stat(filepath.Join(s.alerts, "main", "synthetic_backup_failed")); err == nil {
+		t.Fatal("synthetic_backup_failed is raised")
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -160,6 +161,14 @@ func runSyntheticBackup(ctx context.Context, e *env, o backupOptions) error {
 		From: o.from, Target: target, PGBin: o.pgBin, Owner: o.owner, Timeout: o.timeout, CacheSize: cacheSize, Label: o.label,
 		Progress: func(p string) { e.log.Info("synthetic backup", "phase", p) },
 	})
+	if errors.Is(err, service.ErrNothingToReplay) && target.IsEnd() {
+		// Nothing to do is not a failure: the agent asks on a schedule.
+		skipped := struct {
+			Skipped bool   `json:"skipped"`
+			Reason  string `json:"reason"`
+		}{true, err.Error()}
+		return e.out.emit(skipped, func(w io.Writer) { fmt.Fprintf(w, "no synthetic backup taken: %v\n", err) })
+	}
 	if err != nil {
 		return err
 	}

@@ -151,6 +151,8 @@ type BackupInfo struct {
 	StartLSN    string    `json:"start_lsn"`
 	StopLSN     string    `json:"stop_lsn"`
 	Timeline    uint32    `json:"timeline"`
+	// Method is local, stream or synthetic ("" for old streamed backups).
+	Method string `json:"method,omitempty"`
 }
 
 // InfoOf sums a backup up.
@@ -159,7 +161,7 @@ func InfoOf(b backup.Backup) *BackupInfo {
 	return &BackupInfo{
 		ID: s.ID, Label: s.Label, Start: s.StartTime.UTC(), End: s.EndTime.UTC(),
 		Seconds: s.EndTime.Sub(s.StartTime).Seconds(), Bytes: info.BytesRead, StoredBytes: s.Summary.StoredBytes,
-		StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(), Timeline: info.Timeline,
+		StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(), Timeline: info.Timeline, Method: string(info.Method),
 	}
 }
 
@@ -178,8 +180,11 @@ type PITRWindow struct {
 type Summary struct {
 	// Backups are the base backups, oldest first.
 	Backups []backup.Backup
-	Last    *BackupInfo
-	PITR    *PITRWindow
+	// Last is the newest backup, LastReal the newest taken from the
+	// server (not synthetic).
+	Last     *BackupInfo
+	LastReal *BackupInfo
+	PITR     *PITRWindow
 	// WALFiles and LastArchived describe the WAL catalogue: its size and
 	// when the newest entry was stored.
 	WALFiles     int
@@ -203,6 +208,15 @@ func Summarize(ctx context.Context, r *repo.Repository, withStats bool) (*Summar
 	if newest, ok := c.Newest(); ok {
 		sum.Last = InfoOf(newest)
 		segSize = newest.Info.SegmentSize()
+	}
+	var real []backup.Backup
+	for _, b := range c.Backups {
+		if b.Info.Method != backup.MethodSynthetic {
+			real = append(real, b)
+		}
+	}
+	if newest, ok := Newest(real); ok {
+		sum.LastReal = InfoOf(newest)
 	}
 	var newest wal.Segment
 	for _, e := range c.Plan.WAL {

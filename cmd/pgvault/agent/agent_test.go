@@ -190,3 +190,29 @@ func TestStateWriterIsAtomic(t *testing.T) {
 		t.Fatalf("temporary files left: %v", entries)
 	}
 }
+
+func TestParseSynthetic(t *testing.T) {
+	cases := []struct {
+		name           string
+		code           int
+		stdout, stderr string
+		id, skipped    string
+		err            string
+	}{
+		{"taken", 0, `{"id":"abc","parent":"def","consistent_lsn":"0/3000000"}`, "", "abc", "", ""},
+		{"nothing to replay", 0, `{"skipped":true,"reason":"no WAL to roll the backup forward with"}`, "", "", "no WAL to roll", ""},
+		{"failed", 1, "", "pgvault: synthetic backup from abcd: the replay failed\n", "", "", "the replay failed"},
+		{"killed", -1, "", "", "", "", "exited -1"},
+	}
+	for _, c := range cases {
+		out, err := parseSynthetic(c.code, []byte(c.stdout), []byte(c.stderr))
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: err %v, want %q", c.name, err, c.err)
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case out.ID != c.id || !strings.HasPrefix(out.Skipped, c.skipped):
+			t.Errorf("%s: %+v", c.name, out)
+		}
+	}
+}

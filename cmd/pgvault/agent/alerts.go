@@ -22,11 +22,12 @@ const (
 	AlertVersionUnsupported = "version_unsupported_error"
 	AlertWALGap             = "wal_gap"
 	AlertDrillFailed        = "drill_failed"
+	AlertSyntheticFailed    = "synthetic_backup_failed"
 )
 
 // AlertNames lists every alert the agent raises.
 var AlertNames = []string{AlertAuthentication, AlertConfiguration, AlertUploadRetries,
-	AlertVersionMismatch, AlertVersionUnsupported, AlertWALGap, AlertDrillFailed}
+	AlertVersionMismatch, AlertVersionUnsupported, AlertWALGap, AlertDrillFailed, AlertSyntheticFailed}
 
 // Alert is one active alert: the content of its file
 // ALERT_DIR/<site>/<alert>.

@@ -25,6 +25,7 @@ const (
 	DefaultRetentionInterval   = time.Hour
 	DefaultWALCheckInterval    = time.Hour
 	DefaultDrillTimeout        = 10 * time.Minute
+	DefaultSyntheticTimeout    = time.Hour
 	DefaultUploadRetriesLimit  = 3
 	DefaultSlot                = "pgvault"
 )
@@ -118,6 +119,7 @@ type Site struct {
 	Retention                 Retention  `yaml:"retention"`
 	WALCheck                  WALCheck   `yaml:"wal_check"`
 	Drill                     Drill      `yaml:"drill"`
+	Synthetic                 Synthetic  `yaml:"synthetic"`
 
 	// Secrets are resolved by Load (environment, then files).
 	Secrets Secrets `yaml:"-"`
@@ -153,6 +155,9 @@ type Retention struct {
 	KeepDaily   int  `yaml:"keep_daily"`
 	KeepWeekly  int  `yaml:"keep_weekly"`
 	KeepMonthly int  `yaml:"keep_monthly"`
+	// RealCountMin keeps at least this many real base backups (taken from
+	// the server, not synthetic), whatever the other rules say.
+	RealCountMin int `yaml:"real_basebackup_count_min"`
 	// Interval is how often retention runs besides after each backup.
 	Interval Duration `yaml:"interval"`
 	// Grace is prune's grace period (never below repo.DefaultReuseWindow).
@@ -161,7 +166,7 @@ type Retention struct {
 
 // Policy is the retention policy as backup.Prune takes it.
 func (r Retention) Policy() backup.Policy {
-	p := backup.Policy{AgeDaysMax: r.AgeDaysMax, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly}
+	p := backup.Policy{AgeDaysMax: r.AgeDaysMax, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, RealCountMin: r.RealCountMin}
 	if r.Count != nil {
 		p.Count = *r.Count
 	}
@@ -189,6 +194,20 @@ type Drill struct {
 	PGBin string `yaml:"pg_bin"`
 	// SQL is a query that must succeed on the booted backup.
 	SQL string `yaml:"sql"`
+}
+
+// Synthetic schedules synthetic backups (`pgvault backup --synthetic`):
+// new base backups rolled forward from the WAL in the repository, reading
+// nothing from the database (e.g. real base backups weekly, synthetic
+// ones hourly). Off unless Interval is set.
+type Synthetic struct {
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+	// Owner is the OS user PostgreSQL runs as during the replay.
+	Owner string `yaml:"owner"`
+	// PGBin is the folder of pg_ctl and postgres of the cluster's major
+	// (default: found as verify --boot finds them).
+	PGBin string `yaml:"pg_bin"`
 }
 
 // Every is the drill interval (0: drills are off).

@@ -244,6 +244,20 @@ func (c *Config) fillSite(s *Site, p string) error {
 		d.Owner = "postgres"
 	}
 	d.PGBin = c.abs(d.PGBin)
+	sy := &s.Synthetic
+	if sy.Interval.D < 0 {
+		return fieldErr(p+".synthetic.interval", "%s: use a positive interval, or leave it out for no synthetic backups", sy.Interval.D)
+	}
+	if sy.Timeout.D == 0 {
+		sy.Timeout.D = DefaultSyntheticTimeout
+	}
+	if sy.Owner == "" {
+		sy.Owner = "postgres"
+	}
+	sy.PGBin = c.abs(sy.PGBin)
+	if s.Retention.RealCountMin < 0 {
+		return fieldErr(p+".retention.real_basebackup_count_min", "%d: use 0 or more", s.Retention.RealCountMin)
+	}
 	return nil
 }
 

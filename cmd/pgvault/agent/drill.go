@@ -27,11 +27,25 @@ type drillOutcome struct {
 // DrillCommand builds the recovery drill: `pgvault verify latest --boot`
 // of the site's repository, run as a child process of exe (this very
 // binary), so that a crash or a stuck mount in the drill cannot take the
-// agent down. The repository password goes by file when it came from
-// one, else by PGVAULT_PASSWORD in the child's environment (never as an
-// argument).
+// agent down.
 func DrillCommand(ctx context.Context, exe string, cfg *Site, cacheDir string) *exec.Cmd {
-	args := []string{"--repo", cfg.Repo, "--cache-dir", cacheDir, "--output", "json", "--log-level", "warn"}
+	args := []string{"verify", "latest", "--boot", "--timeout", cfg.Drill.Timeout.D.String(), "--owner", cfg.Drill.Owner}
+	if cfg.Drill.PGBin != "" {
+		args = append(args, "--pg-bin", cfg.Drill.PGBin)
+	}
+	if cfg.Drill.SQL != "" {
+		args = append(args, "--sql", cfg.Drill.SQL)
+	}
+	return childCommand(ctx, exe, cfg, cacheDir, args...)
+}
+
+// childCommand runs `pgvault <args>` on the site's repository, as a child
+// process of exe, with JSON output. The repository password goes by file
+// when it came from one, else by PGVAULT_PASSWORD in the child's
+// environment (never as an argument). On cancellation the child gets
+// SIGTERM, so it can unmount and stop its server.
+func childCommand(ctx context.Context, exe string, cfg *Site, cacheDir string, args ...string) *exec.Cmd {
+	all := []string{"--repo", cfg.Repo, "--cache-dir", cacheDir, "--output", "json", "--log-level", "warn"}
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PGVAULT_") {
@@ -44,18 +58,10 @@ func DrillCommand(ctx context.Context, exe string, cfg *Site, cacheDir string) *
 	case strings.HasPrefix(from, "PGVAULT_"):
 		env = append(env, "PGVAULT_PASSWORD="+cfg.Secrets.RepoPassword)
 	default:
-		args = append(args, "--password-file", from)
+		all = append(all, "--password-file", from)
 	}
-	args = append(args, "verify", "latest", "--boot", "--timeout", cfg.Drill.Timeout.D.String(), "--owner", cfg.Drill.Owner)
-	if cfg.Drill.PGBin != "" {
-		args = append(args, "--pg-bin", cfg.Drill.PGBin)
-	}
-	if cfg.Drill.SQL != "" {
-		args = append(args, "--sql", cfg.Drill.SQL)
-	}
-	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd := exec.CommandContext(ctx, exe, append(all, args...)...)
 	cmd.Env = env
-	// On cancellation let verify unmount and stop its server.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = time.Minute
 	return cmd

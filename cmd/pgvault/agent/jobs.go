@@ -20,9 +20,12 @@ import (
 func (s *site) worker(ctx context.Context) {
 	cfg := s.config()
 	clock := s.a.clock
-	var lastPrune, lastCheck, backupRetry, pruneRetry time.Time
+	var lastPrune, lastCheck, backupRetry, pruneRetry, lastSynthetic time.Time
 	s.mu.Lock()
 	lastDrill := s.lastDrill
+	if st := s.st.Synthetic.Last; st != nil {
+		lastSynthetic = *st
+	}
 	s.mu.Unlock()
 	waitingForSlot := false
 	for ctx.Err() == nil {
@@ -49,10 +52,13 @@ func (s *site) worker(ctx context.Context) {
 		nc, okC := every(cfg.WALCheck.Interval.D, lastCheck, now)
 		nd, okD := every(cfg.Drill.Every(), lastDrill, now)
 		okD = okD && count > 0
+		ns, okS := every(cfg.Synthetic.Interval.D, lastSynthetic, now)
+		okS = okS && count > 0 && known
 		s.setNext(okB, nb, okP, np, okC, nc, okD, nd)
+		s.setNextSynthetic(okS, ns)
 		due := func(ok bool, t time.Time) bool { return ok && !t.After(now) }
 		maint := false
-		if due(okB, nb) || due(okP, np) || due(okD, nd) {
+		if due(okB, nb) || due(okP, np) || due(okD, nd) || due(okS, ns) {
 			maint = s.maintenance()
 		}
 		wait := maxWait
@@ -111,6 +117,22 @@ func (s *site) worker(ctx context.Context) {
 				s.askRefresh()
 			}
 			continue
+		case due(okS, ns) && !maint:
+			// A failure waits for the next interval (the alert says why):
+			// a replay that failed once fails the same way at once.
+			if err := s.runSynthetic(ctx); err == nil {
+				s.refresh(ctx)
+				if !policy.IsZero() {
+					if err := s.runPrune(ctx); err == nil {
+						lastPrune, pruneRetry = clock.Now(), time.Time{}
+					}
+				}
+			}
+			lastSynthetic = clock.Now()
+			s.mu.Lock()
+			lastDrill = s.lastDrill
+			s.mu.Unlock()
+			continue
 		case due(okC, nc):
 			s.runWALCheck(ctx)
 			lastCheck = clock.Now()
@@ -125,7 +147,7 @@ func (s *site) worker(ctx context.Context) {
 			for _, n := range []struct {
 				ok bool
 				t  time.Time
-			}{{okB && !backupBlocked, nb}, {okP, np}, {okC, nc}, {okD, nd}} {
+			}{{okB && !backupBlocked, nb}, {okP, np}, {okC, nc}, {okD, nd}, {okS, ns}} {
 				if n.ok {
 					wait = min(wait, n.t.Sub(now))
 				}
@@ -302,6 +324,22 @@ func (s *site) runWALCheck(ctx context.Context) {
 		return
 	}
 	s.a.alerts.Raise(s.name, AlertWALGap, "wal check", rep.Gaps())
+}
+
+// setNextSynthetic records when the synthetic backup is due next.
+func (s *site) setNextSynthetic(ok bool, t time.Time) {
+	var next *time.Time
+	if ok {
+		next = timePtr(t)
+	}
+	s.mu.Lock()
+	old := s.st.Synthetic.Next
+	changed := (old == nil) != (next == nil) || old != nil && !old.Equal(*next)
+	s.st.Synthetic.Next = next
+	s.mu.Unlock()
+	if changed {
+		s.a.changed()
+	}
 }
 
 // setNext records when each job is due next, if that changed.

@@ -38,6 +38,9 @@ type Metrics struct {
 	drillSuccess       *prometheus.GaugeVec
 	drillLast          *prometheus.GaugeVec
 	drillDuration      *prometheus.GaugeVec
+	syntheticLast      *prometheus.GaugeVec
+	syntheticDuration  *prometheus.GaugeVec
+	syntheticFailures  *prometheus.CounterVec
 	maintenance        *prometheus.GaugeVec
 	alert              *prometheus.GaugeVec
 	vecs               []interface{ DeletePartialMatch(prometheus.Labels) int }
@@ -85,6 +88,9 @@ func NewMetrics(version string) *Metrics {
 	m.drillSuccess = gauge("pgvault_drill_success", "1 if the last recovery drill (verify --boot) succeeded, 0 if it failed.")
 	m.drillLast = gauge("pgvault_drill_last_timestamp_seconds", "When the last recovery drill ended.")
 	m.drillDuration = gauge("pgvault_drill_duration_seconds", "How long the last recovery drill took.")
+	m.syntheticLast = gauge("pgvault_synthetic_backup_last_timestamp_seconds", "When the last synthetic backup (rolled forward from the stored WAL) was stored.")
+	m.syntheticDuration = gauge("pgvault_synthetic_backup_duration_seconds", "How long the last synthetic backup took.")
+	m.syntheticFailures = counter("pgvault_synthetic_backup_failures_total", "Synthetic backups that failed.")
 	m.maintenance = gauge("pgvault_maintenance_mode", "1 while the site's maintenance-mode file exists (no new backup, prune or drill starts).")
 	m.alert = gauge("pgvault_alert", "1 while the alert is active (its alert file exists).", "alert")
 

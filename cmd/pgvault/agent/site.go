@@ -124,6 +124,7 @@ func (s *site) setStatic() {
 	cfg := s.cfg
 	s.st.Active, s.st.Mode, s.st.Repo = cfg.IsActive(), cfg.Mode, redact.URL(cfg.Repo)
 	s.st.Drill.Enabled = cfg.IsActive() && cfg.Drill.Every() > 0
+	s.st.Synthetic.Enabled = cfg.IsActive() && cfg.Synthetic.Interval.D > 0
 	if cfg.Mode == "stream" && cfg.IsActive() {
 		if s.st.Streamer == nil {
 			s.st.Streamer = &StreamerState{}
@@ -538,7 +539,9 @@ func (s *site) applySummary(sum *service.Summary, now time.Time) {
 	s.mu.Lock()
 	s.summaryKnown = true
 	s.st.Backup.Count = len(sum.Backups)
-	s.st.Backup.Last = sum.Last
+	// The base backup schedule goes on from the newest backup the server
+	// made: synthetic ones (their own job) do not put it off.
+	s.st.Backup.Last = sum.LastReal
 	s.st.PITR = sum.PITR
 	rs := &RepoState{Updated: now, WALFiles: sum.WALFiles}
 	if sum.Stats != nil {

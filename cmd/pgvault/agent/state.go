@@ -46,6 +46,7 @@ type SiteState struct {
 	Prune       PruneState          `json:"prune"`
 	WALCheck    WALCheckState       `json:"wal_check"`
 	Drill       DrillState          `json:"drill"`
+	Synthetic   SyntheticState      `json:"synthetic"`
 	RepoStats   *RepoState          `json:"repository,omitempty"`
 	PITR        *service.PITRWindow `json:"pitr,omitempty"`
 	WAL         WALArchiveState     `json:"wal"`
@@ -122,6 +123,23 @@ type DrillState struct {
 	Seconds float64    `json:"duration_seconds,omitempty"`
 	Message string     `json:"message,omitempty"`
 	Next    *time.Time `json:"next,omitempty"`
+}
+
+// SyntheticState is the synthetic backup job's.
+type SyntheticState struct {
+	Enabled bool       `json:"enabled"`
+	Running bool       `json:"running"`
+	Last    *time.Time `json:"last,omitempty"`
+	// Backup and Parent are the last synthetic backup and the backup it
+	// was rolled forward from; ConsistentLSN where it is consistent.
+	Backup        string     `json:"backup,omitempty"`
+	Parent        string     `json:"parent,omitempty"`
+	ConsistentLSN string     `json:"consistent_lsn,omitempty"`
+	Seconds       float64    `json:"duration_seconds,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	Next          *time.Time `json:"next,omitempty"`
+	// Taken counts the synthetic backups this agent process took.
+	Taken int `json:"taken"`
 }
 
 // RepoState sums up the repository.
