@@ -171,7 +171,10 @@ func testMajorCore(t *testing.T, major int) {
 	waitSlotActive(t, s, "pgvault")
 	s.Promote(t)
 	s.WaitRecoveryDone(t)
-	mark(s, "m6 on timeline 2")
+	m6 := mark(s, "m6 on timeline 2")
+	upToM6 := len(want)
+	// A record after m6, so that a recovery to m6's LSN finds where to stop.
+	mark(s, "m7 on timeline 2")
 	waitStored(t, s, "pgvault")
 	st.stop()
 	if !strings.Contains(st.log.String(), "timeline=2") {
@@ -191,6 +194,20 @@ func testMajorCore(t *testing.T, major int) {
 		}
 	}
 	r.Stop(t, "fast")
+
+	// A synthetic backup of the streamed backup, rolled forward across the
+	// timeline switch to m6 by this major's server: restored, it holds
+	// every marker.
+	synth := syntheticBackup(t, v, "--from", streamed.ID, "--to-lsn", m6.LSN, "--pg-bin", bin)
+	postgresOwns(t, v.base)
+	sdir := v.restore(synth.ID, "--to-immediate", "--target-action", "promote")
+	postgresOwns(t, v.base)
+	sr := pgtest.StartOn(t, sdir, pgtest.Options{Settings: map[string]string{"archive_mode": "off"}})
+	sr.WaitRecoveryDone(t)
+	if n := sr.CountMarkers(t); n != int64(upToM6) {
+		t.Fatalf("the synthetic backup across the timeline switch has %d markers, want %d", n, upToM6)
+	}
+	sr.Stop(t, "fast")
 
 	// A backup of an idle server: no WAL traffic after its stop, so its
 	// last segment stays in progress (from 17 on, the end-of-backup record

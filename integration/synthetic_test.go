@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,7 +130,10 @@ func syntheticBackup(t *testing.T, v *vault, args ...string) syntheticDoc {
 	t.Helper()
 	var doc syntheticDoc
 	start := time.Now()
-	v.json(&doc, append([]string{"backup", "--synthetic", "--pg-bin", pgtest.BinDir}, args...)...)
+	if !slices.Contains(args, "--pg-bin") {
+		args = append(args, "--pg-bin", pgtest.BinDir)
+	}
+	v.json(&doc, append([]string{"backup", "--synthetic"}, args...)...)
 	t.Logf("synthetic backup %s from %s: %.1fs, %d bytes read from the replay, %d stored, files %+v",
 		doc.ID[:8], doc.Parent[:8], time.Since(start).Seconds(), doc.BytesRead, doc.StoredBytes, doc.Files)
 	return doc
@@ -249,5 +254,129 @@ func TestAgentSyntheticBackups(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.alerts, "main", "synthetic_backup_failed")); err == nil {
 		t.Fatal("synthetic_backup_failed is raised")
+	}
+}
+
+// TestSyntheticBackupRefusals: what cannot give a correct backup stores
+// nothing and says why in one line: a gap in the WAL (naming the
+// segment), programs of another major, a target before the parent's end.
+func TestSyntheticBackupRefusals(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.CreateMarkers(t)
+	v := newPostgresVault(t)
+	st := v.startStreamer("--pg", c.ReplicationConnString())
+	waitSlotActive(t, c, "pgvault")
+	b := v.backup(c)
+	for i := range 3 {
+		c.InsertMarker(t, fmt.Sprint("segment ", i))
+		c.SwitchWAL(t)
+	}
+	waitStored(t, c, "pgvault")
+	st.stop()
+	countBackups := func() int {
+		var list []struct{}
+		v.json(&list, "list")
+		return len(list)
+	}
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"programs of another major", []string{"--pg-bin", pgtest.ServerBinDir(pgtest.NewerMajors[0])}, "holds the programs of PostgreSQL 16, and the backup is of PostgreSQL 15"},
+		{"target before the parent's end", []string{"--pg-bin", pgtest.BinDir, "--to-lsn", "0/1000000"}, "after the target LSN 0/1000000"},
+	}
+	for _, tc := range cases {
+		r := v.run(append([]string{"backup", "--synthetic", "--from", b.ID}, tc.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Fatalf("%s: exit %d, %q; want one line with %q", tc.name, r.code, r.stderr, tc.want)
+		}
+	}
+
+	// A gap: a segment after the backup's end removed from the repository.
+	seg := c.QueryString(t, "SELECT pg_walfile_name(pg_current_wal_lsn() - 16*1024*1024*2)")
+	gap := filepath.Join(v.repo, "wal", seg[:8], seg)
+	if err := os.Remove(gap); err != nil {
+		t.Fatalf("remove %s from the repository: %v", gap, err)
+	}
+	r := v.run("backup", "--synthetic", "--from", b.ID, "--pg-bin", pgtest.BinDir)
+	if r.code == 0 || !strings.Contains(r.stderr, seg) {
+		t.Fatalf("synthetic backup over a gap: exit %d, %q; want the missing segment %s named", r.code, r.stderr, seg)
+	}
+	if n := countBackups(); n != 1 {
+		t.Fatalf("%d backups after the refusals, want only the parent", n)
+	}
+}
+
+// TestSyntheticBackupKilled: kill -9 of backup --synthetic during the
+// replay and during the store leaves no snapshot and a repository that
+// checks clean; the next synthetic backup succeeds.
+func TestSyntheticBackupKilled(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.CreateMarkers(t)
+	c.PgbenchInit(t, 5)
+	v := newPostgresVault(t)
+	st := v.startStreamer("--pg", c.ReplicationConnString())
+	waitSlotActive(t, c, "pgvault")
+	b := v.backup(c)
+	c.Pgbench(context.Background(), t, "-c", "2", "-t", "2000")
+	c.Exec(t, "CREATE TABLE filler AS SELECT g, repeat('z', 300) AS pad FROM generate_series(1, 200000) g")
+	c.SwitchWAL(t)
+	c.InsertMarker(t, "after the switch")
+	c.SwitchWAL(t)
+	waitStored(t, c, "pgvault")
+	st.stop()
+
+	for _, phase := range []string{"recovery", "store"} {
+		p := v.start("--log-level", "info", "backup", "--synthetic", "--from", b.ID, "--pg-bin", pgtest.BinDir)
+		waitFor(t, 3*time.Minute, "backup --synthetic to reach its "+phase+" phase", func() (bool, error) {
+			select {
+			case <-p.done:
+				t.Fatalf("backup --synthetic ended before its %s phase:\n%s", phase, p.out)
+			default:
+			}
+			return strings.Contains(p.out.String(), "phase="+phase), nil
+		})
+		if !p.kill() {
+			t.Fatalf("backup --synthetic ended before the kill in its %s phase", phase)
+		}
+		cleanUpVerifyLeftovers(t)
+		var list []struct{}
+		v.json(&list, "list")
+		if len(list) != 1 {
+			t.Fatalf("kill -9 in the %s phase left %d backups, want only the parent", phase, len(list))
+		}
+		if r := v.run("repo", "check", "--read-data"); r.code != 0 {
+			t.Fatalf("repo check after kill -9 in the %s phase: exit %d\n%s%s", phase, r.code, r.stdout, r.stderr)
+		}
+	}
+	s := syntheticBackup(t, v, "--from", b.ID)
+	if s.Parent != b.ID {
+		t.Fatalf("after the kills: %+v", s)
+	}
+}
+
+// cleanUpVerifyLeftovers stops what a killed boot leaves behind: the
+// PostgreSQL server running on its (now stale) mount, and the mount.
+func cleanUpVerifyLeftovers(t *testing.T) {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "pgvault-verify-") {
+			continue
+		}
+		var pid int
+		fmt.Sscan(e.Name(), &pid)
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	mounts, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgvault-verify-*", "data"))
+	for _, m := range mounts {
+		if isMounted(m) {
+			exec.Command("umount", "-l", m).Run()
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -154,6 +155,10 @@ func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*Synthe
 	}
 	if len(br.Problems) > 0 {
 		p := br.Problems[0]
+		if strings.Contains(br.LogTail, "recovery ended before configured recovery target was reached") {
+			return nil, fmt.Errorf("synthetic backup from %s: the WAL in the repository ends before a record at or after the target %s, where replay would stop: give an earlier target, or wait until more WAL is stored; nothing was stored",
+				parent.ShortID(), rc.Target)
+		}
 		return nil, fmt.Errorf("synthetic backup from %s: the replay failed, nothing was stored: %s: %s (server log, last lines: %s)",
 			parent.ShortID(), p.Object, p.Message, oneLine(br.LogTail))
 	}
