@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -324,8 +325,18 @@ func (in *instNode) Mkdir(ctx context.Context, name string, mode uint32, out *fu
 	return in.child(ctx, c), 0
 }
 
-// Symlink makes a symbolic link.
+// Symlink makes a symbolic link, except a tablespace's link to a folder
+// outside the view: replaying CREATE TABLESPACE makes one, and every
+// write through it would land in that folder on this host (the
+// tablespace of a live cluster, when the backup is mounted on its
+// database host). Refused, the replay stops there with PostgreSQL's own
+// error, having written nothing into it.
 func (in *instNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if filepath.IsAbs(target) && in.ov.PathOf(in.n) == "pg_tblspc" {
+		in.ov.Logger().Info("refusing a tablespace link out of the view: the WAL creates a tablespace whose files would go to a folder on this host",
+			"link", "pg_tblspc/"+name, "location", target)
+		return nil, syscall.EPERM
+	}
 	c, err := in.ov.Create(ctx, in.n, name, overlay.KindSymlink, 0o777, caller(ctx), target)
 	if err != nil {
 		return nil, toErrno(err)

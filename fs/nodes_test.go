@@ -310,6 +310,12 @@ func TestInstantNodes(t *testing.T) {
 	if _, errno := root.(gofs.NodeSymlinker).Symlink(ctx, "/elsewhere", "ln2", &eout); errno != 0 || eout.Mode&syscall.S_IFMT != syscall.S_IFLNK {
 		t.Fatal(errno)
 	}
+	// A tablespace link out of the view (replayed CREATE TABLESPACE) is
+	// refused: writes through it would land on this host.
+	tblspc, _ := lookup(t, root, "pg_tblspc")
+	if _, errno := tblspc.Operations().(gofs.NodeSymlinker).Symlink(ctx, "/srv/tablespace", "16999", &eout); errno != syscall.EPERM {
+		t.Fatalf("tablespace link out of the view: %v, want EPERM", errno)
+	}
 	if _, errno := root.(gofs.NodeLinker).Link(ctx, rel, "hard", &eout); errno != syscall.EPERM {
 		t.Fatalf("link: %v", errno)
 	}

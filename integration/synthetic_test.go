@@ -307,6 +307,35 @@ func TestSyntheticBackupRefusals(t *testing.T) {
 	if n := countBackups(); n != 1 {
 		t.Fatalf("%d backups after the refusals, want only the parent", n)
 	}
+
+	// A tablespace created in the replayed WAL, at a folder of this host
+	// (here: the live cluster's own tablespace): refused with one line,
+	// and nothing written into that folder by the replay.
+	c2 := pgtest.Start(t, pgtest.Options{})
+	c2.CreateMarkers(t)
+	v2 := newPostgresVault(t)
+	st2 := v2.startStreamer("--pg", c2.ReplicationConnString())
+	waitSlotActive(t, c2, "pgvault")
+	b2 := v2.backup(c2)
+	loc := c2.TablespaceDir(t)
+	c2.Exec(t, fmt.Sprintf("CREATE TABLESPACE late LOCATION '%s'", loc))
+	c2.Exec(t, "CREATE TABLE in_late TABLESPACE late AS SELECT g FROM generate_series(1, 1000) g")
+	c2.SwitchWAL(t)
+	c2.InsertMarker(t, "after")
+	c2.SwitchWAL(t)
+	waitStored(t, c2, "pgvault")
+	st2.stop()
+	before := listTree(t, loc)
+	r = v2.run("backup", "--synthetic", "--from", b2.ID, "--pg-bin", pgtest.BinDir)
+	if r.code == 0 || !strings.Contains(r.stderr, "the WAL creates a tablespace") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Fatalf("synthetic backup over CREATE TABLESPACE: exit %d, %q", r.code, r.stderr)
+	}
+	after := listTree(t, loc)
+	for p, e := range after {
+		if b, ok := before[p]; !ok || b.Size != e.Size || b.MTime != e.MTime {
+			t.Fatalf("the replay changed the live tablespace's %s", p)
+		}
+	}
 }
 
 // TestSyntheticBackupKilled: kill -9 of backup --synthetic during the

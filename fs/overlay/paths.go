@@ -184,3 +184,7 @@ func (f *File) Close() error {
 	}
 	return nil
 }
+
+// PathOf is n's path in the view now ("" for the root): a path a later
+// rename may change.
+func (ov *Overlay) PathOf(n *Node) string { return ov.pathOf(n) }

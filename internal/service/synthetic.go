@@ -155,6 +155,10 @@ func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*Synthe
 	}
 	if len(br.Problems) > 0 {
 		p := br.Problems[0]
+		if strings.Contains(br.LogTail, "Tablespace/CREATE") {
+			return nil, fmt.Errorf("synthetic backup from %s: the WAL creates a tablespace, whose files PostgreSQL would write outside the backup, to its location on this host: a synthetic backup cannot replay it; take a base backup from the server (pgvault backup), after which synthetic backups from it work again; nothing was stored",
+				parent.ShortID())
+		}
 		if strings.Contains(br.LogTail, "recovery ended before configured recovery target was reached") {
 			return nil, fmt.Errorf("synthetic backup from %s: the WAL in the repository ends before a record at or after the target %s, where replay would stop: give an earlier target, or wait until more WAL is stored; nothing was stored",
 				parent.ShortID(), rc.Target)
