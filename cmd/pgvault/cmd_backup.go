@@ -56,7 +56,7 @@ func backupCommand() *cli.Command {
 			&cli.StringFlag{Name: "pg-bin", Destination: &o.pgBin, Usage: "with --synthetic: `DIR` of the backup's major's pg_ctl and postgres (default: as verify --boot finds them)"},
 			&cli.StringFlag{Name: "owner", Destination: &o.owner, Value: "postgres", Usage: "with --synthetic: OS `USER` PostgreSQL runs as"},
 			&cli.DurationFlag{Name: "timeout", Destination: &o.timeout, Value: time.Hour, Usage: "with --synthetic: give up if the replay has not reached the target after this `LONG`"},
-			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "256MiB", Usage: "with --synthetic: `SIZE` of the in-memory chunk cache"},
+			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "128MiB", Usage: "with --synthetic: `SIZE` of the in-memory chunk cache"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)

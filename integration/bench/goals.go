@@ -15,6 +15,11 @@ type Goal struct {
 // RSSLimitMB is the ceiling for the peak RSS of every pgvault command.
 const RSSLimitMB = 300
 
+// syntheticServerCPU is the most CPU PostgreSQL's processes may use while
+// a synthetic backup runs: their background work (checkpointer, WAL
+// writer, autovacuum launcher), never a backup's reading.
+const syntheticServerCPU = 0.1
+
 // EvaluateGoals checks pgvault's medians against the peers' in the same
 // run. scale is the pgbench scale the run used (some goals are stated for
 // scale 100).
@@ -49,6 +54,21 @@ func EvaluateGoals(r *Results, scale int) []Goal {
 		name += fmt.Sprintf(" (stated for scale 100; this run: scale %d)", scale)
 	}
 	ratio(name, StepFirstQuery, ToolPgvaultMount, ToolPgbackrest, Wall, 0.1, "s", false)
+
+	ratio("synthetic backup after pgbench -T 60: wall time <= 1.0x pgvault's backup", StepIncrBench, ToolPgvaultSynthetic, ToolPgvault, Wall, 1.0, "s", false)
+	ratio("synthetic backup after a 1% change: wall time <= 0.3x pgvault's backup", StepIncrOnePct, ToolPgvaultSynthetic, ToolPgvault, Wall, 0.3, "s", false)
+	for _, step := range []string{StepIncrBench, StepIncrOnePct} {
+		g := Goal{Name: fmt.Sprintf("synthetic backup (%s) reads nothing from the database: server CPU <= %.2f s (its background processes)", step, syntheticServerCPU)}
+		st := r.Get(step, ToolPgvaultSynthetic).Stat(ServerCPU)
+		if !st.OK() {
+			g.Status, g.Detail = "not measured", "no server CPU figure for the synthetic backup"
+		} else {
+			g.Status = verdict(st.Max <= syntheticServerCPU)
+			g.Detail = fmt.Sprintf("PostgreSQL's CPU during the synthetic backup: %s s at most (pgvault's regular backup: %s s); no connection is opened, so 0 bytes are read from the database host",
+				Num(st.Max), Num(r.Get(step, ToolPgvault).Stat(ServerCPU).Median))
+		}
+		goals = append(goals, g)
+	}
 
 	tp := func(tool string) Stat { return r.Get(StepRestore, tool).Throughput() }
 	g := Goal{Name: "restore throughput >= 1.0x pgBackRest's"}

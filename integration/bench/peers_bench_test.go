@@ -4,6 +4,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -463,17 +464,28 @@ func (b *bench) round(r int) {
 	sqlExec(b.c.Port(), 10*time.Minute, "CHECKPOINT")
 	b.incremental(r, pv, rs, StepIncrChange)
 
-	// (b) pgbench -T N.
-	b.setArchive("/bin/true")
+	// (b) pgbench -T N, its WAL archived into pgvault's repository, for
+	// the synthetic backup of a pgvault backup taken just before it (the
+	// steps above archived some WAL into the other tools' archives).
+	parent := b.pgvaultParent(pv)
 	b.logf("pgbench -T %d", b.cfg.pgbenchSec)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(b.cfg.pgbenchSec+300)*time.Second)
 	out := b.c.Pgbench(ctx, b.t, "-T", strconv.Itoa(b.cfg.pgbenchSec))
 	cancel()
 	if r == 0 {
-		b.note("pgbench -T %d in round 1: %s", b.cfg.pgbenchSec, grepLine(out, "tps ="))
+		b.note("pgbench -T %d in round 1 (WAL archived into pgvault's repository): %s", b.cfg.pgbenchSec, grepLine(out, "tps ="))
 	}
-	sqlExec(b.c.Port(), 10*time.Minute, "CHECKPOINT")
+	pgbenchEnd := b.endOfWAL()
 	b.incremental(r, pv, rs, StepIncrBench)
+	if synthetic := b.pgvaultSynthetic(pv, StepIncrBench, r, parent, pgbenchEnd); synthetic != "" {
+		for _, tool := range rotate([]string{ToolPgvaultSynthetic, ToolPgvaultParentWAL}, r) {
+			if tool == ToolPgvaultSynthetic {
+				b.pgvaultRestoreEnd(pv, tool, synthetic, "--to-immediate")
+			} else {
+				b.pgvaultRestoreEnd(pv, tool, parent, "--to-lsn", pgbenchEnd)
+			}
+		}
+	}
 
 	// Restores of the newest backup of each tool.
 	b.setArchive("/bin/true")
@@ -509,8 +521,69 @@ func (b *bench) round(r int) {
 	sqlExec(b.c.Port(), 10*time.Minute, "CHECKPOINT")
 	b.pgvaultBackup(pv, StepIncrShort, r)
 
+	// (d) A 1% scattered UPDATE, archived into pgvault's repository:
+	// pgvault's regular and synthetic backups, pgBackRest's incremental.
+	b.setArchive(pv.archiveCmd())
+	parent = pv.lastID
+	b.logf("UPDATE %d scattered rows (1%%)", b.cfg.scale*100000/100)
+	if err := sqlExec(b.c.Port(), 30*time.Minute, "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0"); err != nil {
+		b.t.Fatalf("1%% update: %v", err)
+	}
+	onePctEnd := b.endOfWAL()
+	for _, tool := range rotate([]string{ToolPgvault, ToolPgbackrest, ToolPgvaultSynthetic}, r) {
+		switch tool {
+		case ToolPgvault:
+			b.pgvaultBackup(pv, StepIncrOnePct, r)
+		case ToolPgbackrest:
+			b.pgbackrestBackup(StepIncrOnePct, "incr")
+		case ToolPgvaultSynthetic:
+			b.setArchive(pv.archiveCmd())
+			b.pgvaultSynthetic(pv, StepIncrOnePct, r, parent, onePctEnd)
+		}
+	}
+
 	os.RemoveAll(pv.dir)
 	os.RemoveAll(rs.dir)
+}
+
+// pgvaultParent takes a pgvault backup, not measured, with pgvault's
+// archive_command on from its start: the parent of a synthetic backup,
+// whose WAL from there on is all in pgvault's repository.
+func (b *bench) pgvaultParent(pv *pgvaultRepo) string {
+	b.prepare(pv.archiveCmd())
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := pgCmd(ctx, pgvaultBin, "--pg", b.c.ReplicationConnString(), "--output", "json", "backup", "--fast-checkpoint")
+	cmd.Env = append(cmd.Env, pv.env...)
+	b.record("pgvault: the synthetic backup's parent (not measured; archive_command = pgvault wal push %p from here on)", cmd)
+	u, err := measure(cmd)
+	var rep struct {
+		ID string `json:"id"`
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(u.Stdout), &rep)
+	}
+	if err != nil || rep.ID == "" {
+		b.t.Fatalf("pgvault backup (the synthetic backup's parent): %v: %s", err, u.Stdout)
+	}
+	pv.lastID = rep.ID
+	return rep.ID
+}
+
+// endOfWAL returns the server's current WAL position, after a checkpoint
+// and a segment switch have put a record after it and sent it to the
+// archiver: a synthetic backup to that position finds where to stop.
+func (b *bench) endOfWAL() string {
+	lsn, err := sqlString(b.c.Port(), "SELECT pg_current_wal_lsn()::text")
+	if err != nil {
+		b.t.Fatalf("current WAL position: %v", err)
+	}
+	for _, q := range []string{"CHECKPOINT", "SELECT pg_switch_wal()"} {
+		if err := sqlExec(b.c.Port(), 10*time.Minute, q); err != nil {
+			b.t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return lsn
 }
 
 func (b *bench) incremental(r int, pv *pgvaultRepo, rs *resticRepo, step string) {

@@ -14,7 +14,15 @@ const (
 	// StepIncrShort is pgvault's backup after a further, shorter pgbench
 	// run (BENCH_SHORT_PGBENCH_SECONDS, 30 s by default): the second
 	// dedup figure base backups are judged by.
-	StepIncrShort  = "4th backup after a shorter pgbench"
+	StepIncrShort = "4th backup after a shorter pgbench"
+	// StepIncrOnePct is the backup after a 1% scattered UPDATE (every
+	// 100th account): pgvault's regular and synthetic backups and
+	// pgBackRest's incremental.
+	StepIncrOnePct = "5th backup after a 1% scattered UPDATE"
+	// StepRestoreEnd is a restore to the end of the WAL after pgbench,
+	// started and promoted: from the synthetic backup, or from its parent
+	// with the WAL replayed.
+	StepRestoreEnd = "restore to the end of pgbench's WAL, promoted"
 	StepRestore    = "restore (copy out)"
 	StepStart      = "start + SELECT 1"
 	StepFirstQuery = "restore to first query"
@@ -26,8 +34,8 @@ const (
 )
 
 // StepOrder is the order of steps in the table and the chart.
-var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort, StepRestore, StepStart,
-	StepFirstQuery, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream}
+var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort, StepIncrOnePct, StepRestore, StepStart,
+	StepFirstQuery, StepRestoreEnd, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream}
 
 // Tool names.
 const (
@@ -43,14 +51,20 @@ const (
 	// ToolPgvaultNoPrefetch is pgvault's wal fetch with its prefetching
 	// spool off (--prefetch 0).
 	ToolPgvaultNoPrefetch = "pgvault, no prefetch"
-	ToolBasebackup        = "pg_basebackup"
-	ToolPgbackrest        = "pgbackrest"
-	ToolRestic            = "restic"
-	ToolBarman            = "barman"
+	// ToolPgvaultSynthetic is pgvault's synthetic backup (backup
+	// --synthetic: the previous backup rolled forward with the WAL pgvault
+	// archived, nothing read from the database), and ToolPgvaultParentWAL
+	// that previous backup restored with the same WAL replayed.
+	ToolPgvaultSynthetic = "pgvault, synthetic"
+	ToolPgvaultParentWAL = "pgvault, synthetic's parent + WAL"
+	ToolBasebackup       = "pg_basebackup"
+	ToolPgbackrest       = "pgbackrest"
+	ToolRestic           = "restic"
+	ToolBarman           = "barman"
 )
 
 // ToolOrder is the order of tools within a step.
-var ToolOrder = []string{ToolPgvault, ToolPgvaultStream, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
+var ToolOrder = []string{ToolPgvault, ToolPgvaultStream, ToolPgvaultSynthetic, ToolPgvaultParentWAL, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
 
 // IsPgvault reports whether tool is one of pgvault's ways of doing a step.
 func IsPgvault(tool string) bool { return strings.HasPrefix(tool, "pgvault") }

@@ -56,6 +56,8 @@ func (b *bench) pgDir() string { return pgtest.TempDir(b.t) }
 type pgvaultRepo struct {
 	dir, repo, pw, cache string
 	env, rootEnv         []string
+	// lastID is the newest backup pgvault's regular backups stored here.
+	lastID string
 }
 
 func (b *bench) newPgvaultRepo(name string) *pgvaultRepo {
@@ -123,12 +125,16 @@ func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, metho
 		return
 	}
 	var rep struct {
+		ID          string `json:"id"`
 		StoredBytes int64  `json:"stored_bytes"`
 		Method      string `json:"method"`
 	}
 	if err := json.Unmarshal([]byte(u.Stdout), &rep); err != nil {
 		b.fail(step, tool, fmt.Errorf("backup report: %v: %s", err, u.Stdout))
 		return
+	}
+	if tool == ToolPgvault {
+		pv.lastID = rep.ID
 	}
 	// On the database host as postgres, auto must read locally: a silent
 	// fall back to streaming would measure the wrong thing.
@@ -145,6 +151,88 @@ func (b *bench) pgvaultBackupAs(pv *pgvaultRepo, step string, r int, tool, metho
 		b.profiles[step], b.lastUsage[step] = prof, u
 	}
 	b.logf("%s %s: %.2fs, %.1f MB stored", tool, step, u.Wall.Seconds(), float64(rep.StoredBytes)/1e6)
+}
+
+// pgvaultSynthetic takes a synthetic backup of parent, rolled forward to
+// target with the WAL pgvault archived: as root (it mounts FUSE and runs
+// PostgreSQL as postgres), with no connection to the database. It returns
+// the new backup's ID ("" when it failed).
+func (b *bench) pgvaultSynthetic(pv *pgvaultRepo, step string, r int, parent, target string) string {
+	dropCaches()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	prof := b.profFile(step+" synthetic", r)
+	cmd := exec.CommandContext(ctx, pgvaultBin, "--output", "json", "backup", "--synthetic", "--from", parent, "--to-lsn", target,
+		"--pg-bin", pgtest.BinDir)
+	cmd.Env = append(os.Environ(), append(pv.rootEnv, "PGVAULT_CPUPROFILE="+prof)...)
+	b.record("pgvault: synthetic backup (as root: FUSE; PostgreSQL replays the archived WAL on an instant mount of the previous backup, no database connection)", cmd)
+	s0 := serverCPU(b.c.DataDir())
+	u, err := measure(cmd)
+	s1 := serverCPU(b.c.DataDir())
+	// Root wrote objects the postgres-run commands must read.
+	ownByPostgres(b.t, pv.dir)
+	if err != nil {
+		b.fail(step, ToolPgvaultSynthetic, err)
+		return ""
+	}
+	var rep struct {
+		ID          string             `json:"id"`
+		StoredBytes int64              `json:"stored_bytes"`
+		BytesRead   int64              `json:"bytes_read"`
+		Phases      map[string]float64 `json:"phases"`
+	}
+	if err := json.Unmarshal([]byte(u.Stdout), &rep); err != nil || rep.ID == "" {
+		b.fail(step, ToolPgvaultSynthetic, fmt.Errorf("synthetic backup report: %v: %s", err, u.Stdout))
+		return ""
+	}
+	b.res.Add(step, ToolPgvaultSynthetic, sampleOf(u, s1-s0, float64(rep.StoredBytes)/1e6))
+	b.profiles[step+" synthetic"], b.lastUsage[step+" synthetic"] = prof, u
+	b.logf("pgvault synthetic %s: %.2fs (mount %.2fs, start %.2fs, replay %.2fs, stop %.2fs, store %.2fs), %.1f MB read from the replay, %.1f MB stored",
+		step, u.Wall.Seconds(), rep.Phases["mount"], rep.Phases["start"], rep.Phases["recovery"], rep.Phases["stop"], rep.Phases["store"],
+		float64(rep.BytesRead)/1e6, float64(rep.StoredBytes)/1e6)
+	if r == 0 {
+		b.note("Synthetic backup, %s, round 1: %.2f s in all: mount %.2f s, PostgreSQL's start %.2f s, replay %.2f s, stop (restartpoint) %.2f s, store %.2f s; %.1f MB read from the replay, %.1f MB stored.",
+			step, u.Wall.Seconds(), rep.Phases["mount"], rep.Phases["start"], rep.Phases["recovery"], rep.Phases["stop"], rep.Phases["store"],
+			float64(rep.BytesRead)/1e6, float64(rep.StoredBytes)/1e6)
+	}
+	return rep.ID
+}
+
+// pgvaultRestoreEnd restores backup id with the given recovery target,
+// starts it and waits until it has promoted: the time to a writable copy
+// at the end of the WAL, replay included.
+func (b *bench) pgvaultRestoreEnd(pv *pgvaultRepo, tool, id string, target ...string) {
+	dir := filepath.Join(b.pgDir(), "data")
+	defer os.RemoveAll(dir)
+	dropCaches()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := pgCmd(ctx, pgvaultBin, append([]string{"--output", "json", "restore", id, "--target", dir, "--target-action", "promote"}, target...)...)
+	cmd.Env = append(cmd.Env, pv.env...)
+	b.record("pgvault: restore for "+tool+", then start until promoted", cmd)
+	t0 := time.Now()
+	if _, err := measure(cmd); err != nil {
+		b.fail(StepRestoreEnd, tool, err)
+		return
+	}
+	os.Chmod(dir, 0o700)
+	srv, _, err := b.startServer(dir)
+	if err != nil {
+		b.fail(StepRestoreEnd, tool, err)
+		return
+	}
+	defer srv.stop()
+	if err := waitUntil(nil, 10*time.Millisecond, 10*time.Minute, func() bool {
+		v, err := sqlString(srv.port, "SELECT pg_is_in_recovery()::text")
+		return err == nil && v == "false"
+	}); err != nil {
+		b.fail(StepRestoreEnd, tool, fmt.Errorf("not promoted: %v", err))
+		return
+	}
+	s := NewSample()
+	s.Wall = time.Since(t0).Seconds()
+	b.res.Add(StepRestoreEnd, tool, s)
+	b.logf("%s %s: %.2fs", tool, StepRestoreEnd, s.Wall)
 }
 
 func (b *bench) pgvaultRestore(pv *pgvaultRepo, r int) {
