@@ -44,8 +44,17 @@ func testResults() *Results {
 		{StepIncrChange, ToolPgvault, 1, 5}, {StepIncrChange, ToolPgbackrest, 2, 20}, {StepIncrChange, ToolRestic, 2, 30},
 		{StepRestore, ToolPgvault, 2, 1500}, {StepRestore, ToolPgbackrest, 3, 1500},
 		{StepFirstQuery, ToolPgvaultMount, 0.5, math.NaN()}, {StepFirstQuery, ToolPgbackrest, 4, math.NaN()},
+		{StepIncrBench, ToolPgvault, 4, 90}, {StepIncrBench, ToolPgvaultSynthetic, 3, 10},
+		{StepIncrOnePct, ToolPgvault, 4, 5}, {StepIncrOnePct, ToolPgvaultSynthetic, 2, 1},
 	} {
 		r.Add(x.step, x.tool, sample(x.wall, x.mb))
+	}
+	// The synthetic backups' server CPU: nothing after pgbench, a
+	// backup's worth after the 1% change.
+	for step, cpu := range map[string]float64{StepIncrBench: 0, StepIncrOnePct: 0.5} {
+		s := sample(1, 1)
+		s.ServerCPU = cpu
+		r.Add(step, ToolPgvaultSynthetic, s)
 	}
 	r.Fail(StepFull, ToolBarman, "barman check failed")
 	return r
@@ -53,7 +62,10 @@ func testResults() *Results {
 
 func TestGoals(t *testing.T) {
 	goals := EvaluateGoals(testResults(), 100)
-	want := []string{"met", "not met", "met", "met", "not met", "met", "met"}
+	want := []string{"met", "not met", "met", "met", "not met",
+		"met", "not met", // synthetic wall time after pgbench (0.75x of 1.0x) and after 1% (0.5x of 0.3x)
+		"met", "not met", // synthetic server CPU
+		"met", "met"}
 	if len(goals) != len(want) {
 		t.Fatalf("%d goals", len(goals))
 	}
