@@ -119,6 +119,10 @@ func Mount(ctx context.Context, dir string, root gofs.InodeEmbedder, opts MountO
 	if err != nil {
 		return nil, mountError(dir, err)
 	}
+	if err := closeFUSEOnExec(); err != nil {
+		server.Unmount()
+		return nil, err
+	}
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		return nil, mountError(dir, err) // the serve loop ends by itself

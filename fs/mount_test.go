@@ -1,11 +1,15 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgvault/pgvault/fs/fstest"
 )
 
 func TestCheckMountpoint(t *testing.T) {
@@ -51,5 +55,30 @@ func TestScanMountinfo(t *testing.T) {
 		if got, err := scanMountinfo(strings.NewReader(info), tt.dir); err != nil || got != tt.want {
 			t.Errorf("scanMountinfo(%q) = %v, %v; want %v", tt.dir, got, err, tt.want)
 		}
+	}
+}
+
+// TestChildrenDoNotInheritFUSE: a program the mounting process starts
+// (PostgreSQL under verify --boot and synthetic backups) must not hold the
+// FUSE connection, or it outlives a killed pgvault, stuck for good.
+func TestChildrenDoNotInheritFUSE(t *testing.T) {
+	if err := CheckFUSE(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r, s, _ := fstest.Store(t, fstest.SampleTree())
+	ov := openTestOverlay(t, r, s, t.TempDir())
+	defer ov.Close(ctx)
+	m, err := Mount(ctx, t.TempDir(), NewInstantRoot(ov, InstantOptions{}), MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount(ctx)
+	out, err := exec.Command("sh", "-c", `readlink /proc/$$/fd/* 2>/dev/null; true`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child process holds the FUSE connection; its descriptors:\n%s", out)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -370,7 +369,7 @@ func TestSyntheticBackupKilled(t *testing.T) {
 		if !p.kill() {
 			t.Fatalf("backup --synthetic ended before the kill in its %s phase", phase)
 		}
-		cleanUpVerifyLeftovers(t)
+		verifyServersGone(t)
 		var list []struct{}
 		v.json(&list, "list")
 		if len(list) != 1 {
@@ -386,22 +385,41 @@ func TestSyntheticBackupKilled(t *testing.T) {
 	}
 }
 
-// cleanUpVerifyLeftovers stops what a killed boot leaves behind: the
-// PostgreSQL server running on its (now stale) mount, and the mount.
-func cleanUpVerifyLeftovers(t *testing.T) {
+// verifyServersGone waits until the PostgreSQL a killed boot started on
+// its mount has ended by itself, every process of it (no process may hold
+// the mount's FUSE connection, so the killed pgvault took the connection
+// with it and the server failed on its files), then unmounts the stale
+// mount.
+func verifyServersGone(t *testing.T) {
 	t.Helper()
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), "pgvault-verify-") {
-			continue
+	waitFor(t, 2*time.Minute, "the killed boot's PostgreSQL to end by itself", func() (bool, error) {
+		var left []string
+		postmasters := map[string]bool{}
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && strings.Contains(string(cmdline), "pgvault-verify-") {
+				postmasters[e.Name()] = true
+				left = append(left, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+			}
 		}
-		var pid int
-		fmt.Sscan(e.Name(), &pid)
-		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
+		for _, e := range entries {
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...: comm may hold blanks, so split after ')'.
+			f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			if len(f) > 1 && postmasters[f[1]] {
+				cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+				left = append(left, e.Name()+" "+string(cmdline))
+			}
 		}
-	}
+		if len(left) > 0 {
+			return false, fmt.Errorf("still running: %s", strings.Join(left, "; "))
+		}
+		return true, nil
+	})
 	mounts, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgvault-verify-*", "data"))
 	for _, m := range mounts {
 		if isMounted(m) {
