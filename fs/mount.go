@@ -46,6 +46,13 @@ type MountOptions struct {
 	Debug bool
 	// Logger receives go-fuse's diagnostics; nil discards them.
 	Logger *slog.Logger
+	// WritebackCache lets the kernel gather writes in its page cache and
+	// send them later in large requests, instead of one request per
+	// write(2) (PostgreSQL writes 8 KiB at a time). What was written
+	// reaches the mount's files only on fsync, close or Sync, and the
+	// kernel then serves no file by passthrough: for a private mount
+	// whose writer is known (a replay), not for one an operator uses.
+	WritebackCache bool
 }
 
 // Mounted is a live FUSE mount.
@@ -99,6 +106,9 @@ func Mount(ctx context.Context, dir string, root gofs.InodeEmbedder, opts MountO
 	}
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
+	}
+	if opts.WritebackCache && !opts.ReadOnly {
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
 	var logger *log.Logger
 	if opts.Logger != nil {
@@ -164,6 +174,20 @@ func raiseReadAhead(dir string, bytes int) {
 
 // Dir is the mountpoint.
 func (m *Mounted) Dir() string { return m.dir }
+
+// Sync sends every write the kernel still holds for the mount
+// (WritebackCache) to its files, as syncfs(2) does.
+func (m *Mounted) Sync() error {
+	f, err := os.Open(m.dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", m.dir, err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", m.dir, err)
+	}
+	return nil
+}
 
 // Done is closed when the mount has gone (unmounted by anyone).
 func (m *Mounted) Done() <-chan struct{} { return m.done }

@@ -1,18 +1,42 @@
 package repo
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Range is a byte range of a file: Len bytes from Off.
 type Range struct{ Off, Len int64 }
 
-// overlaps reports whether any range touches [off, end).
-func overlaps(ranges []Range, off, end int64) bool {
-	for _, r := range ranges {
-		if r.Off < end && off < r.Off+r.Len {
+// rangeCursor answers, for chunks visited in increasing offset order,
+// whether any of a file's changed ranges touches a chunk: linear in chunks
+// plus ranges, where asking every range for every chunk is quadratic (a
+// replay that changed half the pages of a 1 GiB relation lists ~60k).
+type rangeCursor struct {
+	ranges []Range // sorted by Off
+	next   int     // ranges before it end at or before the last chunk asked
+}
+
+func newRangeCursor(ranges []Range) *rangeCursor {
+	if !slices.IsSortedFunc(ranges, func(a, b Range) int { return cmp.Compare(a.Off, b.Off) }) {
+		ranges = slices.SortedFunc(slices.Values(ranges), func(a, b Range) int { return cmp.Compare(a.Off, b.Off) })
+	}
+	return &rangeCursor{ranges: ranges}
+}
+
+// touches reports whether a range touches [off, end); off must not be
+// below the previous call's.
+func (c *rangeCursor) touches(off, end int64) bool {
+	for c.next < len(c.ranges) && c.ranges[c.next].Off+c.ranges[c.next].Len <= off {
+		c.next++
+	}
+	// Ranges are sorted by start: if the first one still ending after off
+	// starts at or after end, so do all those after it.
+	for i := c.next; i < len(c.ranges) && c.ranges[i].Off < end; i++ {
+		if c.ranges[i].Off+c.ranges[i].Len > off {
 			return true
 		}
 	}
@@ -71,11 +95,12 @@ func (w *SnapshotWriter) AddFileFrom(p string, meta NodeMeta, base []ChunkRef, c
 	cs := int64(w.r.cfg.ChunkSize)
 	reuse := fixedChunks(base, cs)
 	f := &fileJob{node: n}
+	touched := newRangeCursor(changed)
 	var read int64
 	for off := int64(0); off < size; off += cs {
 		end := min(off+cs, size)
 		w.nBytes.Add(end - off)
-		if i := off / cs; reuse && i < int64(len(base)) && int64(base[i].Size) == end-off && !overlaps(changed, off, end) {
+		if i := off / cs; reuse && i < int64(len(base)) && int64(base[i].Size) == end-off && !touched.touches(off, end) {
 			// Already in the repository: no work for the uploaders.
 			f.jobs = append(f.jobs, &chunkJob{ref: base[i], file: f})
 			w.nChunks.Add(1)

@@ -70,6 +70,26 @@ func TestAddFileFrom(t *testing.T) {
 		{"extended by two pages", func() []byte {
 			return append(bytes.Clone(old), chunk.TestPages(2, 9)...)
 		}, []Range{{int64(len(old)), 2 * 8192}}, int64(len(old)) - 5*cs + 2*8192},
+		{"ranges out of order", func() []byte {
+			d := bytes.Clone(old)
+			page(d, 4*cs/8192, 2)
+			page(d, 0, 1)
+			return d
+		}, []Range{{4 * cs, 8192}, {0, 8192}}, 2 * cs},
+		{"one range across chunks 1 to 3", func() []byte {
+			d := bytes.Clone(old)
+			for p := cs/8192 + 3; p < 3*cs/8192+1; p++ {
+				page(d, p, 3)
+			}
+			return d
+		}, []Range{{cs + 3*8192, 2*cs - 2*8192}}, 3 * cs},
+		{"a long range covering a short one", func() []byte {
+			d := bytes.Clone(old)
+			for p := range 3 * cs / 8192 {
+				page(d, p, 4)
+			}
+			return d
+		}, []Range{{0, 3 * cs}, {8192, 8192}}, 3 * cs},
 		{"truncated to three chunks", func() []byte { return bytes.Clone(old[:3*cs]) }, nil, 0},
 		{"truncated inside chunk 1", func() []byte { return bytes.Clone(old[:cs+8192]) }, nil, 8192},
 	}
@@ -130,5 +150,25 @@ func TestAddFileFromNonFixedBase(t *testing.T) {
 	}
 	if src.read.Load() != int64(len(data)) {
 		t.Fatalf("read %d of %d bytes", src.read.Load(), len(data))
+	}
+}
+
+func TestRangeCursor(t *testing.T) {
+	ranges := []Range{{100, 50}, {0, 1000}, {2000, 10}, {2005, 1}}
+	c := newRangeCursor(ranges)
+	for _, q := range []struct {
+		off, end int64
+		want     bool
+	}{
+		{0, 10, true},
+		{990, 1000, true}, // only the long range, sorted first, reaches here
+		{1000, 2000, false},
+		{2000, 2001, true},
+		{2010, 3000, false},
+		{3000, 4000, false},
+	} {
+		if got := c.touches(q.off, q.end); got != q.want {
+			t.Errorf("touches(%d, %d) = %v, want %v", q.off, q.end, got, q.want)
+		}
 	}
 }

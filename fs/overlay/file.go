@@ -110,10 +110,13 @@ func (f *fileState) setUpperTime(t time.Time) {
 	}
 }
 
-func (f *fileState) syncUpperLocked() error {
-	if f.upper == nil {
+// syncUpperLocked makes f's upper file durable, unless the overlay is
+// ephemeral.
+func (ov *Overlay) syncUpperLocked(f *fileState) error {
+	if f.upper == nil || ov.ephemeral {
 		return nil
 	}
+	ov.flushes.Add(1)
 	return unix.Fdatasync(int(f.upper.Fd()))
 }
 

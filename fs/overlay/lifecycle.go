@@ -44,6 +44,9 @@ type Stats struct {
 	JournalRecords int64  `json:"journal_records"`
 	JournalBytes   int64  `json:"journal_bytes"`
 	Compactions    int64  `json:"compactions"`
+	// DiskFlushes counts the fsyncs asked of the scratch folder's disk
+	// (upper files and journal): none for an ephemeral overlay.
+	DiskFlushes int64 `json:"disk_flushes"`
 }
 
 // Stats returns the counters so far.
@@ -52,11 +55,11 @@ func (ov *Overlay) Stats() Stats {
 	first := ov.firstErr
 	ov.firstErrMu.Unlock()
 	ov.j.mu.Lock()
-	recs, size := ov.j.records, ov.j.size
+	recs, size, flushes := ov.j.records, ov.j.size, ov.j.flushes
 	ov.j.mu.Unlock()
 	return Stats{BaseBytesRead: ov.baseRead.Load(), UpperBytesRead: ov.upperRead.Load(), BytesWritten: ov.written.Load(),
 		CopiedOnRead: ov.cor.filled.Load(), ReadErrors: ov.readErrors.Load(), FirstReadError: first, JournalRecords: recs, JournalBytes: size,
-		Compactions: ov.compactions.Load()}
+		Compactions: ov.compactions.Load(), DiskFlushes: flushes + ov.flushes.Load()}
 }
 
 // Sync makes every change durable: all upper files and the journal.
@@ -100,7 +103,7 @@ func (ov *Overlay) Compact(ctx context.Context) error {
 		}
 	}()
 	for _, n := range files {
-		if err := n.file.syncUpperLocked(); err != nil {
+		if err := ov.syncUpperLocked(n.file); err != nil {
 			return fmt.Errorf("compact overlay journal: %w", err)
 		}
 	}
@@ -156,9 +159,11 @@ func (ov *Overlay) Close(ctx context.Context) error {
 	var err error
 	ov.closeOnce.Do(func() {
 		ov.stopCopyOnRead()
-		err = ov.Sync(ctx)
-		if err == nil {
-			err = ov.Compact(ctx)
+		if !ov.ephemeral {
+			err = ov.Sync(ctx)
+			if err == nil {
+				err = ov.Compact(ctx)
+			}
 		}
 		for _, n := range ov.fileNodes() {
 			n.file.closeUpper()

@@ -63,6 +63,11 @@ type Options struct {
 	CopyOnRead int64
 	// Logger receives warnings and read errors; nil discards them.
 	Logger *slog.Logger
+	// Ephemeral says the scratch folder is deleted after Close and never
+	// opened again (a verify or synthetic-backup boot): nothing in it is
+	// made durable, since a crash loses it anyway. A replay's fsyncs
+	// (each restartpoint's) and Close then cost no disk flush.
+	Ephemeral bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -95,6 +100,8 @@ type Overlay struct {
 	now      func() time.Time
 	lock     *os.File
 	fresh    bool
+	// ephemeral: see Options.Ephemeral.
+	ephemeral bool
 
 	mu      sync.Mutex
 	nodes   map[uint64]*Node // every node reachable in the namespace (plus open removed ones until released)
@@ -113,6 +120,7 @@ type Overlay struct {
 	firstErr    string
 	closeOnce   sync.Once
 	compactions atomic.Int64
+	flushes     atomic.Int64 // fdatasyncs of upper files (the journal counts its own)
 
 	recovering     chan struct{} // closed at the first request to the WAL view
 	recoveringOnce sync.Once
@@ -153,7 +161,7 @@ func Open(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, opts Opt
 	}
 	ov := &Overlay{
 		r: r, snap: snap, dir: dir, upperDir: filepath.Join(dir, scratchUpper), owner: opts.Owner,
-		pf: opts.Prefetcher, log: opts.Logger, now: opts.Now, lock: lock,
+		pf: opts.Prefetcher, log: opts.Logger, now: opts.Now, lock: lock, ephemeral: opts.Ephemeral,
 		nodes: map[uint64]*Node{}, nextIno: inode.OverlayBase, cor: newCopyOnRead(opts.CopyOnRead),
 		recovering: make(chan struct{}),
 	}
@@ -230,6 +238,7 @@ func (ov *Overlay) open(ctx context.Context, opts Options) error {
 		return err
 	}
 	ov.j = j
+	j.noSync = opts.Ephemeral
 	for i := range recs {
 		if err := ov.apply(ctx, &recs[i]); err != nil {
 			j.close()

@@ -198,7 +198,7 @@ func (ov *Overlay) persist(ctx context.Context, n *Node) error {
 func (ov *Overlay) persistLocked(ctx context.Context, n *Node) error {
 	f := n.file
 	if f.local {
-		return f.syncUpperLocked()
+		return ov.syncUpperLocked(f)
 	}
 	nb := ceilDiv(f.size, ov.bs)
 	// Whole: every block present (an empty file counts only if it was
@@ -215,7 +215,7 @@ func (ov *Overlay) persistLocked(ctx context.Context, n *Node) error {
 			return fmt.Errorf("overlay upper file: %w", err)
 		}
 	}
-	if err := f.syncUpperLocked(); err != nil {
+	if err := ov.syncUpperLocked(f); err != nil {
 		return fmt.Errorf("sync overlay upper file: %w", err)
 	}
 	r := &record{Kind: recData, Node: n.ref(), Size: f.size, BaseLimit: f.baseLimit, MTime: n.mtime.Load()}

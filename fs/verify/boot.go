@@ -172,6 +172,10 @@ type BootOptions struct {
 	TempDir string
 	// Keep leaves the temporary folders (scratch, log) behind.
 	Keep bool
+	// WritebackCache mounts with the kernel's writeback cache (see
+	// pgfs.MountOptions): a replay that evicts many pages writes them in
+	// large requests.
+	WritebackCache bool
 	// Prefetcher and Logger are passed to the mount.
 	Prefetcher *chunkread.Prefetcher
 	Logger     *slog.Logger
@@ -273,7 +277,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	progress("mount")
 	t := time.Now()
 	ov, err := overlay.Open(ctx, r, s, overlay.Options{Scratch: scratch, Owner: overlay.Owner{UID: o.UID, GID: o.GID},
-		Prefetcher: opts.Prefetcher, Logger: opts.Logger})
+		Prefetcher: opts.Prefetcher, Logger: opts.Logger, Ephemeral: !opts.Keep})
 	if err != nil {
 		os.RemoveAll(base)
 		return nil, err
@@ -288,7 +292,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		os.RemoveAll(base)
 		return nil, err
 	}
-	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: true, ServeWAL: true, SegmentSize: opts.SegmentSize}), pgfs.MountOptions{FsName: "pgvault-verify", Logger: opts.Logger})
+	m, err := pgfs.Mount(ctx, mnt, pgfs.NewInstantRoot(ov, pgfs.InstantOptions{Passthrough: true, ServeWAL: true, SegmentSize: opts.SegmentSize}), pgfs.MountOptions{FsName: "pgvault-verify", Logger: opts.Logger, WritebackCache: opts.WritebackCache})
 	if err != nil {
 		ov.Close(ctx)
 		os.RemoveAll(base)
@@ -347,7 +351,11 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		stopServer(o, opts.PGBin, mnt, rep)
 		phase("stop", t)
 		if opts.AfterStop != nil && len(rep.Problems) == 0 && err == nil {
-			err = opts.AfterStop(ctx, ov)
+			// Whatever the kernel still holds must reach the overlay
+			// before it is read without the mount.
+			if err = m.Sync(); err == nil {
+				err = opts.AfterStop(ctx, ov)
+			}
 		}
 	}()
 

@@ -126,10 +126,15 @@ func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*Synthe
 	var stored *repo.Snapshot
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
+	// recovery_prefetch off: the prefetcher advises the kernel of pages
+	// that earlier full-page images create anyway, and every advice is a
+	// read through the mount (18k of them in a 1% UPDATE at scale 100).
+	// The writeback cache turns the replay's 8 KiB page writes into large
+	// requests (115k of 122k requests before, recovery 19 s -> 10 s).
 	br, err := verify.Boot(ctx, r, parent, verify.BootOptions{
 		Owner: owner, PGBin: bin, Recovery: rc, SegmentSize: plan.SegmentSize,
-		Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}, {Name: "hot_standby", Value: "on"}},
-		AmCheck:  "off", Timeout: o.Timeout, Prefetcher: chunkread.NewPrefetcher(bg, r, 8, 16), Logger: s.log(), Progress: o.Progress,
+		Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}, {Name: "hot_standby", Value: "on"}, {Name: "recovery_prefetch", Value: "off"}},
+		AmCheck:  "off", Timeout: o.Timeout, WritebackCache: true, Prefetcher: chunkread.NewPrefetcher(bg, r, 8, 16), Logger: s.log(), Progress: o.Progress,
 		AtTarget: func(ctx context.Context, conninfo string) error {
 			var err error
 			at, err = makeRestartpoint(ctx, conninfo)
