@@ -152,6 +152,16 @@ func testMajorCore(t *testing.T, major int) {
 	if wrong.code == 0 || !strings.Contains(wrong.stderr, fmt.Sprintf("holds the programs of PostgreSQL 15, and the backup is of PostgreSQL %d", major)) {
 		t.Fatalf("verify --boot with PostgreSQL 15's programs: exit %d: %s", wrong.code, wrong.stderr)
 	}
+	// dump refuses this host's pg_dump 15 for a newer major's backup, with
+	// the fix, before it starts anything.
+	dumpFile := filepath.Join(v.base, "accounts.sql")
+	old := v.run("dump", "--backup", streamed.ID, "--pg-bin", bin, "--table", "pgbench_accounts", "--to-lsn", m2.LSN, "-f", dumpFile)
+	if want := fmt.Sprintf("is PostgreSQL 15's and the backup is of PostgreSQL %d: install postgresql-client-%d", major, major); old.code != 1 || !strings.Contains(old.stderr, want) {
+		t.Fatalf("dump with pg_dump 15 of a PostgreSQL %d backup: exit %d (want 1 and %q): %s", major, old.code, want, old.stderr)
+	}
+	if _, err := os.Stat(dumpFile); err == nil {
+		t.Fatal("a refused dump left its file behind")
+	}
 
 	// A standby restored from the repository streams from the primary;
 	// promoted, it starts timeline 2, which the streamer follows.

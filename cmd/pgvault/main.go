@@ -142,6 +142,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			mountCommand(),
 			umountCommand(),
 			verifyCommand(),
+			dumpCommand(),
 			agentCommand(),
 			statusCommand(),
 			doctorCommand(),

@@ -22,6 +22,7 @@ import (
 	pgfs "github.com/pgvault/pgvault/fs"
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/overlay"
+	"github.com/pgvault/pgvault/internal/pg"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 )
@@ -93,13 +94,13 @@ func FindPGBin(given string, major int) (string, error) {
 	return "", fmt.Errorf("PostgreSQL %d programs not found (%s): install postgresql-%d or give --pg-bin DIR", major, strings.Join(tried, ", "), major)
 }
 
-// findClient finds a PostgreSQL client program: in bin (the server's
+// FindClient finds a PostgreSQL client program: in bin (the server's
 // programs) first, else the newest installed on this host (pg_config's
 // folder, /usr/lib/postgresql/*/bin). A client of an older major serves a
 // newer server for what verify asks of it (pg_amcheck calls the amcheck
 // extension's functions over SQL); some server-only installations carry
 // no clients at all.
-func findClient(bin, name string) (string, bool) {
+func FindClient(bin, name string) (string, bool) {
 	if p := filepath.Join(bin, name); isFile(p) {
 		return p, true
 	}
@@ -182,8 +183,9 @@ type BootOptions struct {
 	// Progress, if set, is told when each phase starts.
 	Progress func(phase string)
 	// AtTarget, if set, runs once recovery has ended (promoted, or paused
-	// at its target) with a libpq conninfo of the server; an error is a
-	// problem, and the checks after it do not run.
+	// at its target) with a libpq conninfo of the server (database
+	// postgres; a later dbname= overrides it); an error is a problem, and
+	// the checks after it do not run.
 	AtTarget func(ctx context.Context, conninfo string) error
 	// AfterStop, if set, runs once the server has stopped cleanly and no
 	// problem was found, with the overlay still open, so that what
@@ -362,7 +364,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	// Recovery.
 	progress("recovery")
 	t = time.Now()
-	conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable connect_timeout=10", sock, port, quoteConnValue(opts.DBUser))
+	conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable connect_timeout=10", sock, port, pg.QuoteConnValue(opts.DBUser))
 	reached, err := waitRecovery(runCtx, conninfo, rc, filepath.Join(mnt, "postmaster.pid"))
 	phase("recovery", t)
 	if err != nil {
@@ -371,7 +373,9 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	}
 	rep.Reached = reached
 	if opts.AtTarget != nil {
-		if err := opts.AtTarget(runCtx, conninfo); err != nil {
+		// Not bounded by Timeout: what runs at the target (a dump of a
+		// large database) may take longer than the recovery did.
+		if err := opts.AtTarget(ctx, conninfo); err != nil {
 			problem("recovery target", "%v", err)
 			return rep, nil
 		}
@@ -494,7 +498,7 @@ func runAmCheck(ctx context.Context, o OSUser, opts BootOptions, sock string, po
 	if opts.AmCheck == "off" {
 		return "skipped: --amcheck off"
 	}
-	prog, ok := findClient(opts.PGBin, "pg_amcheck")
+	prog, ok := FindClient(opts.PGBin, "pg_amcheck")
 	if !ok {
 		problem("pg_amcheck", "pg_amcheck not found in %s nor among this host's PostgreSQL programs: install the PostgreSQL client programs, or run with --amcheck off", opts.PGBin)
 		return "not run: pg_amcheck not found"
@@ -562,13 +566,6 @@ func freePort() (int, error) {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-func quoteConnValue(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\\\t\n") {
-		return s
-	}
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
 
 func lastLine(s string) string { return lastLines(s, 1) }
 

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgvault/pgvault/internal/pg"
 )
 
 // Timeouts for waiting on the server. Starting may replay a lot of WAL
@@ -388,7 +390,7 @@ func (c *Cluster) TablespaceDir(t testing.TB) string {
 // usable by pgx and by libpq programs (psql -d, pg_basebackup -d):
 // host=127.0.0.1 port=N user=postgres dbname=X sslmode=disable.
 func (c *Cluster) ConnString(dbname string) string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", c.port, quoteConnValue(dbname))
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", c.port, pg.QuoteConnValue(dbname))
 }
 
 // ReplicationConnString is a connection string for a physical replication
@@ -426,12 +428,3 @@ func quoteConf(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") 
 
 // shellQuote quotes s for /bin/sh.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-// quoteConnValue quotes a libpq keyword/value connection string value when
-// it needs it.
-func quoteConnValue(s string) string {
-	if s != "" && !strings.ContainsAny(s, " '\\\t\n") {
-		return s
-	}
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}

@@ -183,6 +183,15 @@ func Major(version string) int {
 	return n
 }
 
+// QuoteConnValue quotes a value of a libpq keyword/value connection
+// string when it needs it.
+func QuoteConnValue(s string) string {
+	if s != "" && !strings.ContainsAny(s, " '\\\t\n") {
+		return s
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
 // QuoteIdent quotes an SQL identifier (a role, a slot name).
 func QuoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
 

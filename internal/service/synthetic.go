@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgvault/pgvault/backup"
-	pgfs "github.com/pgvault/pgvault/fs"
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/fs/verify"
@@ -73,11 +72,8 @@ var ErrNothingToReplay = errors.New("no WAL to roll the backup forward with")
 // both succeeded: a failure leaves nothing listed.
 func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*SyntheticReport, error) {
 	started := time.Now()
-	owner, err := verify.LookupUser(o.Owner)
+	owner, err := bootHost(o.Owner)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnknownUser, err)
-	}
-	if err := pgfs.CheckFUSE(); err != nil {
 		return nil, err
 	}
 	r, err := s.openCached(ctx, o.CacheSize)

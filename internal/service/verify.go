@@ -64,10 +64,7 @@ func (s *Site) Verify(ctx context.Context, o VerifyOptions) (*VerifyReport, erro
 	var owner verify.OSUser
 	if o.Boot {
 		var err error
-		if owner, err = verify.LookupUser(o.Owner); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnknownUser, err)
-		}
-		if err := pgfs.CheckFUSE(); err != nil {
+		if owner, err = bootHost(o.Owner); err != nil {
 			return nil, err
 		}
 	}
@@ -117,6 +114,16 @@ func (s *Site) Verify(ctx context.Context, o VerifyOptions) (*VerifyReport, erro
 	rep.OK = len(rep.Problems) == 0
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// bootHost checks that this host can boot PostgreSQL on an instant mount
+// (FUSE) as the OS user named owner, and returns that user.
+func bootHost(owner string) (verify.OSUser, error) {
+	u, err := verify.LookupUser(owner)
+	if err != nil {
+		return u, fmt.Errorf("%w: %v", ErrUnknownUser, err)
+	}
+	return u, pgfs.CheckFUSE()
 }
 
 // walFiles lists the WAL files a plan's recovery reads: its history files

@@ -1,0 +1,254 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+)
+
+// dumpDoc is the part of dump's JSON report the tests read.
+type dumpDoc struct {
+	ID       string `json:"id"`
+	Reached  string `json:"reached"`
+	What     string `json:"what"`
+	Database string `json:"database"`
+	Tables   []struct {
+		Name  string `json:"name"`
+		Rows  *int64 `json:"rows"`
+		Bytes int64  `json:"bytes"`
+	} `json:"tables"`
+	Output string             `json:"output"`
+	Bytes  int64              `json:"bytes"`
+	Phases map[string]float64 `json:"phases"`
+}
+
+// TestDump takes tables, a database and the globals out of a backup at a
+// point in time (before someone deleted rows and dropped a table), loads
+// them into the live cluster with psql and pg_restore, and checks the
+// refusals and the clean-up after Ctrl-C.
+func TestDump(t *testing.T) {
+	v := newPITRVault(t)
+	c := pgtest.Start(t, pgtest.Options{Settings: v.archiveSettings()})
+	c.Exec(t, "CREATE DATABASE app")
+	app := c.Conn(t, "app")
+	ctx := context.Background()
+	mustExec := func(sql string) {
+		t.Helper()
+		if _, err := app.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	mustExec(`CREATE SCHEMA sales; CREATE TABLE sales.orders (id int PRIMARY KEY, note text);
+		CREATE TABLE public."Mixed Case" (k text); INSERT INTO public."Mixed Case" VALUES ('x'), ('y')`)
+	// The backup comes before the rows: the dump must replay WAL to see them.
+	b := v.backup(c)
+	mustExec("INSERT INTO sales.orders SELECT g, repeat(md5(g::text), 80) FROM generate_series(1, 3000) g")
+	const fingerprint = "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM sales.orders"
+	var want string
+	if err := app.QueryRow(ctx, fingerprint).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	good := c.QueryString(t, "SELECT pg_current_wal_lsn()")
+	// The accident.
+	mustExec(`DELETE FROM sales.orders WHERE id % 2 = 0; DROP TABLE public."Mixed Case"`)
+	pitrSwitchAndWait(t, c)
+	env := v.rootEnv(t)
+	out := pgtest.TempDir(t)
+
+	// loadInto makes a new database of the live cluster with schema sales
+	// and returns a connection to it.
+	loadInto := func(t *testing.T, db string) {
+		t.Helper()
+		c.Exec(t, "CREATE DATABASE "+db)
+		conn := c.Conn(t, db)
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA sales"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queryIn := func(t *testing.T, db, sql string) string {
+		t.Helper()
+		var s string
+		if err := c.Conn(t, db).QueryRow(ctx, sql).Scan(&s); err != nil {
+			t.Fatalf("%s in %s: %v", sql, db, err)
+		}
+		return s
+	}
+
+	t.Run("one table as it was, found by name, loaded with psql", func(t *testing.T) {
+		file := filepath.Join(out, "orders.sql")
+		res := runRoot(t, env, "--output", "json", "dump", "--table", "sales.orders", "--to-lsn", good, "-f", file)
+		var doc dumpDoc
+		if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil || res.code != 0 {
+			t.Fatalf("dump: exit %d, %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+		}
+		if doc.ID != b.ID || doc.What != "tables" || doc.Database != "app" || doc.Reached != "paused" || len(doc.Tables) != 1 ||
+			doc.Tables[0].Name != "sales.orders" || doc.Tables[0].Rows == nil || *doc.Tables[0].Rows != 3000 || doc.Output != file || doc.Bytes == 0 {
+			t.Fatalf("dump report: %s", res.stdout)
+		}
+		t.Logf("dump of one table: phases %v", doc.Phases)
+		loadInto(t, "back1")
+		psql := exec.Command(filepath.Join(pgtest.BinDir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", c.ConnString("back1"), "-f", file)
+		if o, err := psql.CombinedOutput(); err != nil {
+			t.Fatalf("psql -f %s: %v: %s", file, err, o)
+		}
+		if got := queryIn(t, "back1", fingerprint); got != want {
+			t.Fatalf("restored table: %s, want %s", got, want)
+		}
+	})
+
+	t.Run("custom format piped into pg_restore", func(t *testing.T) {
+		loadInto(t, "back2")
+		dump := exec.Command(pgvaultBin, "dump", "--db", "app", "--table", `"Mixed Case"`, "--table", "sales.orders", "--to-lsn", good, "--format", "custom")
+		dump.Env = append(filteredEnv(), env...)
+		var report bytes.Buffer
+		dump.Stderr = &report
+		pipe, err := dump.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		restore := exec.Command(filepath.Join(pgtest.BinDir, "pg_restore"), "--exit-on-error", "-d", c.ConnString("back2"))
+		restore.Stdin = pipe
+		var restoreOut bytes.Buffer
+		restore.Stdout, restore.Stderr = &restoreOut, &restoreOut
+		if err := dump.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := restore.Run(); err != nil {
+			t.Fatalf("pg_restore: %v: %s (pgvault: %s)", err, restoreOut.String(), report.String())
+		}
+		if err := dump.Wait(); err != nil {
+			t.Fatalf("pgvault dump: %v: %s", err, report.String())
+		}
+		for _, line := range []string{`public."Mixed Case": 2 rows`, "sales.orders: 3000 rows", "recovery paused"} {
+			if !strings.Contains(report.String(), line) {
+				t.Fatalf("the report on standard error lacks %q:\n%s", line, report.String())
+			}
+		}
+		if got := queryIn(t, "back2", fingerprint); got != want {
+			t.Fatalf("restored table: %s, want %s", got, want)
+		}
+		if got := queryIn(t, "back2", `SELECT string_agg(k, ',' ORDER BY k) FROM public."Mixed Case"`); got != "x,y" {
+			t.Fatalf(`restored "Mixed Case": %s`, got)
+		}
+	})
+
+	t.Run("the end of the WAL: after the accident", func(t *testing.T) {
+		file := filepath.Join(out, "now.sql")
+		res := runRoot(t, env, "--output", "json", "dump", "--table", "sales.orders", "-f", file)
+		var doc dumpDoc
+		if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil || res.code != 0 {
+			t.Fatalf("dump: exit %d, %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+		}
+		if doc.Reached != "promoted" || *doc.Tables[0].Rows != 1500 {
+			t.Fatalf("dump at the end of the WAL: %s", res.stdout)
+		}
+		// The dropped table is not there any more: one line, with what is.
+		gone := runRoot(t, env, "dump", "--db", "app", "--table", `"Mixed Case"`, "-f", filepath.Join(out, "gone.sql"))
+		if gone.code != 1 || strings.Count(strings.TrimSpace(gone.stderr), "\n") != 0 ||
+			!strings.Contains(gone.stderr, `no such table: public."Mixed Case" in database "app": schema public has no tables`) {
+			t.Fatalf("dump of a dropped table: exit %d: %s", gone.code, gone.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(out, "gone.sql")); err == nil {
+			t.Fatal("a failed dump left its file behind")
+		}
+	})
+
+	t.Run("a misspelt table names what is nearby", func(t *testing.T) {
+		res := runRoot(t, env, "dump", "--table", "sales.ordrs", "--to-lsn", good)
+		if res.code != 1 || res.stdout != "" || !strings.Contains(res.stderr, "nearest in schema sales: sales.orders") ||
+			!strings.Contains(res.stderr, "searched databases app, postgres") {
+			t.Fatalf("dump of a misspelt table: exit %d: %s", res.code, res.stderr)
+		}
+		res = runRoot(t, env, "dump", "--db", "app", "--table", "nosuch.orders", "--to-lsn", good)
+		if res.code != 1 || !strings.Contains(res.stderr, "there is no schema nosuch; its schemas are public, sales") {
+			t.Fatalf("dump from a missing schema: exit %d: %s", res.code, res.stderr)
+		}
+		res = runRoot(t, env, "dump", "--db", "shop", "--to-lsn", good)
+		if res.code != 1 || !strings.Contains(res.stderr, `no database "shop"`) || !strings.Contains(res.stderr, "its databases are app, postgres") {
+			t.Fatalf("dump of a missing database: exit %d: %s", res.code, res.stderr)
+		}
+	})
+
+	t.Run("a whole database and the globals", func(t *testing.T) {
+		file := filepath.Join(out, "app.dir")
+		res := runRoot(t, env, "dump", "--db", "app", "--to-lsn", good, "--format", "directory", "-f", file)
+		if res.code != 0 || !strings.Contains(res.stdout, "dumped database app from backup") {
+			t.Fatalf("dump --db: exit %d: %s%s", res.code, res.stdout, res.stderr)
+		}
+		list, err := exec.Command(filepath.Join(pgtest.BinDir, "pg_restore"), "--list", file).CombinedOutput()
+		if err != nil || !strings.Contains(string(list), "TABLE DATA sales orders") || !strings.Contains(string(list), "TABLE DATA public Mixed Case") {
+			t.Fatalf("pg_restore --list of the directory dump: %v\n%s", err, list)
+		}
+		res = runRoot(t, env, "dump", "--globals", "--to-lsn", good)
+		if res.code != 0 || !strings.Contains(res.stdout, "CREATE ROLE postgres;") || !strings.Contains(res.stderr, "dumped the globals") {
+			t.Fatalf("dump --globals: exit %d: %s\n%s", res.code, res.stdout, res.stderr)
+		}
+	})
+
+	t.Run("usage errors", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"dump"},
+			{"dump", "--globals", "--table", "t"},
+			{"dump", "--db", "app", "--format", "directory"},
+			{"dump", "--db", "app", "--format", "tar"},
+			{"dump", "--table", "db.s.t"},
+			{"dump", "--db", "app", "--schema-only", "--data-only"},
+		} {
+			if res := runRoot(t, env, args...); res.code != 2 {
+				t.Errorf("pgvault %v: exit %d, want 2: %s", args, res.code, res.stderr)
+			}
+		}
+	})
+
+	t.Run("Ctrl-C stops and removes everything", func(t *testing.T) {
+		file := filepath.Join(out, "interrupted.sql")
+		cmd := exec.Command(pgvaultBin, "dump", "--db", "app", "--to-lsn", good, "-f", file)
+		cmd.Env = append(filteredEnv(), env...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Interrupted once PostgreSQL runs on the mount.
+		var base string
+		waitFor(t, 2*time.Minute, "PostgreSQL to run on the dump's mount", func() (bool, error) {
+			entries, _ := os.ReadDir("/proc")
+			for _, e := range entries {
+				comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+				cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+				if _, after, ok := strings.Cut(string(cmdline), os.TempDir()+"/pgvault-verify-"); err == nil && ok && strings.TrimSpace(string(comm)) == "postgres" {
+					base = filepath.Join(os.TempDir(), "pgvault-verify-"+strings.SplitN(after, "/", 2)[0])
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		t.Logf("interrupting the dump running in %s", base)
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(stderr.String(), "interrupted") {
+			t.Fatalf("interrupted dump: %v: %s", err, stderr.String())
+		}
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(cmdline), base) {
+				t.Errorf("still running after the interrupted dump: %s", bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+			}
+		}
+		if _, err := os.Stat(base); err == nil {
+			t.Errorf("the interrupted dump left %s behind", base)
+		}
+		if _, err := os.Stat(file); err == nil {
+			t.Error("the interrupted dump left its file behind")
+		}
+	})
+}
