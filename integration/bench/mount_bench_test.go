@@ -168,6 +168,14 @@ func (b *bench) mountScale(ms *MountScale, cfg mountConfig) {
 				b.pgbackrestRestore()
 			}
 		}
+		for _, tool := range rotate([]string{ToolPgvault, ToolPgbackrest}, r) {
+			switch tool {
+			case ToolPgvault:
+				b.pgvaultDumpTable(pv, pv.lastID)
+			case ToolPgbackrest:
+				b.pgbackrestDumpTable()
+			}
+		}
 		for _, tool := range rotate([]string{ToolPgvault, ToolRestic}, r) {
 			switch tool {
 			case ToolPgvault:

@@ -27,6 +27,12 @@ const (
 	MountReadLimit    = 0.5 // browse-mount cold read over restore throughput
 	MountSelectLimit  = 0.7 // pgbench -S on the instant mount over the original cluster
 	mountDefaultScale = "100 300"
+	// StepDumpTable is one table out of a backup at a point in time:
+	// pgvault dump, against pgBackRest restore + start + pg_dump.
+	StepDumpTable  = "pg_dump of one table at a point in time"
+	DumpTable      = "pgbench_branches"
+	DumpTableLimit = 3.0 // seconds
+	DumpScaleLimit = 1.5 // largest scale's dump time over the smallest's
 )
 
 // MountScale is what TestMountScales measured at one pgbench scale.
@@ -132,6 +138,7 @@ func EvaluateMountGoals(scales []MountScale) []Goal {
 		}
 		goals = append(goals, g)
 	}
+	goals = append(goals, dumpGoals(scales)...)
 	for _, ms := range scales {
 		r := ms.Res
 		g := Goal{Name: fmt.Sprintf("pgbench -S on the instant mount >= %.0f%% of the original cluster's TPS (scale %d)", 100*MountSelectLimit, ms.Scale)}
@@ -279,6 +286,30 @@ func (rep *MountReport) Render() string {
 	ratioRow("instant mount / pgvault restore (medians)", ToolPgvault)
 	w("\n")
 
+	// One table.
+	w("### One table at a point in time\n\n")
+	w("Seconds from the command's start until `pg_dump` of `%s` has written its last byte, page cache dropped just before, at the backup's consistency point: "+
+		"`pgvault dump --table %s --to-immediate -f FILE` (an instant mount, PostgreSQL started on it, pg_dump, everything stopped and removed) against "+
+		"`pgbackrest restore --type=immediate`, `pg_ctl start` and `pg_dump --table %s` once the server answers.\n\n", DumpTable, DumpTable, DumpTable)
+	w("| path |")
+	for _, ms := range rep.Scales {
+		w(" scale %d |", ms.Scale)
+	}
+	if multi {
+		w(" scale %d / scale %d |", rep.Scales[len(rep.Scales)-1].Scale, rep.Scales[0].Scale)
+	}
+	w("\n|---|")
+	for range rep.Scales {
+		w("---|")
+	}
+	if multi {
+		w("---|")
+	}
+	w("\n")
+	row("**pgvault dump**", wall(StepDumpTable, ToolPgvault))
+	row("**pgBackRest** restore + start + pg_dump", wall(StepDumpTable, ToolPgbackrest))
+	w("\n")
+
 	// Cold reads.
 	w("### Cold sequential read of the whole backup\n\n")
 	w("The browse mount (`pgvault mount MNT`) and `restic mount`: every regular file under `snapshots/latest` read once, in directory order, with 1 MiB reads, after the page cache was dropped; " +
@@ -382,4 +413,40 @@ func runsCell(r *Row) string {
 		s += fmt.Sprintf(" (%d failed)", len(r.Failures))
 	}
 	return s
+}
+
+// dumpGoals checks the one-table goals: at most DumpTableLimit seconds at
+// every scale, and size-independent within DumpScaleLimit.
+func dumpGoals(scales []MountScale) []Goal {
+	var goals []Goal
+	for _, ms := range scales {
+		g := Goal{Name: fmt.Sprintf("pg_dump of one table at a point in time <= %s s (scale %d)", Num(DumpTableLimit), ms.Scale)}
+		m := ms.Res.Get(StepDumpTable, ToolPgvault).Stat(Wall)
+		if !m.OK() {
+			g.Status, g.Detail = "not measured", "no time for pgvault dump"
+		} else {
+			g.Status = verdict(m.Median <= DumpTableLimit)
+			g.Detail = fmt.Sprintf("pgvault dump %s s", cell(m))
+			if pb := ms.Res.Get(StepDumpTable, ToolPgbackrest).Stat(Wall); pb.OK() {
+				g.Detail += fmt.Sprintf("; pgBackRest restore + start + pg_dump %s s (pgvault %.2fx)", Num(pb.Median), m.Median/pb.Median)
+			}
+		}
+		goals = append(goals, g)
+	}
+	if len(scales) >= 2 {
+		lo, hi := scales[0], scales[len(scales)-1]
+		g := Goal{Name: fmt.Sprintf("pg_dump of one table size-independent: scale %d <= %.1fx scale %d", hi.Scale, DumpScaleLimit, lo.Scale)}
+		a, b := hi.Res.Get(StepDumpTable, ToolPgvault).Stat(Wall), lo.Res.Get(StepDumpTable, ToolPgvault).Stat(Wall)
+		if x := ratioOf(a, b); math.IsNaN(x) {
+			g.Status, g.Detail = "not measured", "pgvault dump's time is missing at one scale"
+		} else {
+			g.Status = verdict(x <= DumpScaleLimit)
+			g.Detail = fmt.Sprintf("%s s vs %s s: %.2fx, for %.1fx the data", Num(a.Median), Num(b.Median), x, hi.BackupMB()/lo.BackupMB())
+			if pb := ratioOf(hi.Res.Get(StepDumpTable, ToolPgbackrest).Stat(Wall), lo.Res.Get(StepDumpTable, ToolPgbackrest).Stat(Wall)); !math.IsNaN(pb) {
+				g.Detail += fmt.Sprintf("; pgBackRest restore + start + pg_dump: %.2fx", pb)
+			}
+		}
+		goals = append(goals, g)
+	}
+	return goals
 }

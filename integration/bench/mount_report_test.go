@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func mountScaleFor(scale int, mb, ttfq, restoreS, mountReadS, nativeTPS, mountTPS float64) MountScale {
+func mountScaleFor(scale int, mb, ttfq, restoreS, mountReadS, nativeTPS, mountTPS, dumpS float64) MountScale {
 	r := &Results{}
 	add := func(step, tool string, wall, mb, tps float64) {
 		s := NewSample()
@@ -28,20 +28,24 @@ func mountScaleFor(scale int, mb, ttfq, restoreS, mountReadS, nativeTPS, mountTP
 	add(StepSelectTPS, ToolNative, nan, nan, nativeTPS)
 	add(StepSelectTPS, ToolPgvaultMount, nan, nan, mountTPS)
 	add(StepFull, ToolPgvault, 10, mb/20, nan)
+	add(StepDumpTable, ToolPgvault, dumpS, nan, nan)
+	add(StepDumpTable, ToolPgbackrest, restoreS+3, nan, nan)
 	r.Fail(StepRestore, ToolRestic, "not run")
 	return MountScale{Scale: scale, DataDirMB: mb, Res: r}
 }
 
 func TestMountGoalsAndRender(t *testing.T) {
 	scales := []MountScale{
-		mountScaleFor(100, 1600, 1.2, 8, 6, 20000, 18000), // read 267 vs restore 200 MB/s; TPS 90%
-		mountScaleFor(300, 4800, 2.0, 24, 60, 20000, 10000),
+		mountScaleFor(100, 1600, 1.2, 8, 6, 20000, 18000, 2.0), // read 267 vs restore 200 MB/s; TPS 90%
+		mountScaleFor(300, 4800, 2.0, 24, 60, 20000, 10000, 3.2),
 	}
 	goals := EvaluateMountGoals(scales)
 	want := []string{
 		"met", "met", // <= 5 s at each scale
 		"not met",        // 2.0 / 1.2 = 1.67x > 1.5x
 		"met", "not met", // read: 267/200 met; 80/200 = 40% not met
+		"met", "not met", // dump <= 3 s: 2.0 met, 3.2 not met
+		"not met",        // dump 3.2 / 2.0 = 1.6x > 1.5x
 		"met", "not met", // TPS 90%, 50%
 	}
 	if len(goals) != len(want) {
@@ -61,6 +65,9 @@ func TestMountGoalsAndRender(t *testing.T) {
 		"| 300 | 20000 | 10000 | 50% |",
 		"scale 300 <= 1.5x scale 100",
 		"scale 300, restic, restore (copy out): not run",
+		"| **pgvault dump** | 2.00 | 3.20 | 1.60x |",
+		"| **pgBackRest** restore + start + pg_dump | 11.0 | 27.0 | 2.45x |",
+		"pgBackRest restore + start + pg_dump 27.0 s (pgvault 0.12x)",
 	} {
 		if !strings.Contains(md, w) {
 			t.Errorf("report lacks %q:\n%s", w, md)
@@ -71,7 +78,7 @@ func TestMountGoalsAndRender(t *testing.T) {
 	}
 	rep.Scales = []MountScale{scales[0]}
 	rep.Goals = EvaluateMountGoals(rep.Scales)
-	if md := rep.Render(); !strings.Contains(md, "quick run at scales 100") || len(rep.Goals) != 3 {
+	if md := rep.Render(); !strings.Contains(md, "quick run at scales 100") || len(rep.Goals) != 4 {
 		t.Errorf("one scale: %d goals\n%s", len(rep.Goals), md)
 	}
 }
