@@ -136,7 +136,7 @@ func (s *Site) Dump(ctx context.Context, o DumpOptions) (*DumpReport, error) {
 	br, err := verify.Boot(ctx, r, snap, verify.BootOptions{
 		Owner: owner, PGBin: bin, Recovery: rc, SegmentSize: plan.SegmentSize, DBUser: o.DBUser,
 		Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}, {Name: "hot_standby", Value: "on"}},
-		AmCheck:  "off", Timeout: o.Timeout, Prefetcher: chunkread.NewPrefetcher(bg, r, 8, 16), Logger: s.log(), Progress: o.Progress,
+		AmCheck:  "off", Timeout: o.Timeout, StopImmediate: true, Prefetcher: chunkread.NewPrefetcher(bg, r, 8, 16), Logger: s.log(), Progress: o.Progress,
 		AtTarget: func(ctx context.Context, conninfo string) error {
 			if o.Progress != nil {
 				o.Progress("dump")
