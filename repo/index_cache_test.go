@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/mem"
+	"github.com/pgvault/pgvault/repo/pack"
 )
 
 // TestIndexCacheMergesAndMaps writes many small index objects (as a WAL
@@ -236,5 +238,33 @@ func TestOpenIndexFetchFailure(t *testing.T) {
 	_, err := Open(ctx, be, []byte(testPassword), Options{CacheDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "index "+name[:8]) {
 		t.Fatalf("open with a damaged index object: %v", err)
+	}
+}
+
+// A reader opened before another process stored a blob finds it: the WAL a
+// streamer stores while a mount serves it is named by catalogue entries
+// newer than the mount's index.
+func TestLoadBlobStoredByAnotherProcess(t *testing.T) {
+	writer, be := newTestRepo(t)
+	reader, err := Open(ctx, be, []byte(testPassword), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	data := []byte("a WAL chunk stored after the reader opened")
+	id, _, err := writer.SaveBlob(ctx, pack.DataBlob, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := reader.LoadBlob(ctx, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("LoadBlob of a blob stored since Open: %q, %v", got, err)
+	}
+	// A blob no index names is still an error.
+	if _, err := reader.LoadBlob(ctx, chunk.ID{1}); !errors.Is(err, ErrBlobNotFound) {
+		t.Fatalf("LoadBlob of an unknown blob: %v", err)
 	}
 }

@@ -389,7 +389,16 @@ func (r *Repository) loadBlob(ctx context.Context, id chunk.ID, dst []byte) ([]b
 func (r *Repository) loadBlobOnce(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
 	e, ok := r.idx.Lookup(id)
 	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", id.Short(), ErrBlobNotFound)
+		// Another process (a WAL streamer, archive_command) may have
+		// stored it since this one read the index: a mount serving WAL
+		// reads catalogue entries written after it opened. Read the new
+		// index objects before calling it missing.
+		if rerr := r.idx.load(ctx); rerr == nil {
+			e, ok = r.idx.Lookup(id)
+		}
+		if !ok {
+			return nil, fmt.Errorf("blob %s: %w", id.Short(), ErrBlobNotFound)
+		}
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: e.Pack.String()}
 	sealed, err := r.be.Load(ctx, h, int64(e.Offset), int64(e.Length))
