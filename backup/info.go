@@ -46,6 +46,10 @@ type Info struct {
 	// from. The new backup references chunks, not the parent: pruning the
 	// parent never breaks it.
 	Parent string `json:"parent,omitempty"`
+	// Databases lists the cluster's databases when the backup ended, for
+	// partial restores (restore --db-include); empty when the backup
+	// could not open a plain session to ask, and in older backups.
+	Databases []Database `json:"databases,omitempty"`
 }
 
 // SegmentSize is the cluster's WAL segment size (16 MiB if unrecorded).

@@ -36,6 +36,12 @@ type RestoreOptions struct {
 	// (PostgreSQL stopped), rewriting only the chunks whose content differs
 	// and removing everything the backup does not hold.
 	Delta bool
+	// IncludeDatabases, if any, restores only these databases' relation
+	// files (and the system databases'); every other database's relation
+	// files become sparse files of their size, all zeros, which recovery
+	// accepts (full-page images rebuild what WAL touches) and DROP
+	// DATABASE removes. Not with Delta.
+	IncludeDatabases []string
 }
 
 // RestoreResult summarises a restore.
@@ -47,6 +53,8 @@ type RestoreResult struct {
 	// Delta reports what a delta restore compared and changed (nil for a
 	// restore into an empty directory).
 	Delta *DeltaResult
+	// Excluded are the databases a partial restore left as empty files.
+	Excluded []Database
 }
 
 // ErrTargetNotEmpty is returned when a restore would overwrite something.
@@ -73,6 +81,13 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 	if err != nil {
 		return nil, err
 	}
+	if opts.Delta && len(opts.IncludeDatabases) > 0 {
+		return nil, errors.New("restore: a delta restore rewrites the whole cluster: it takes no database list")
+	}
+	excluded, err := ExcludedDatabases(info, opts.IncludeDatabases)
+	if err != nil {
+		return nil, err
+	}
 	// The data directory, then the tablespaces in a fixed order.
 	roots := append([]string{target}, slices.Sorted(maps.Values(locations))...)
 	var (
@@ -92,11 +107,16 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts Res
 		}
 		place = plainRestore{r: r}
 	}
-	files, written, err := restoreTree(ctx, r, s, info, target, locations, roots, opts, place)
+	files, written, err := restoreTree(ctx, r, s, info, target, locations, roots, opts, excluded, place)
 	if err != nil {
 		return nil, err
 	}
 	res := &RestoreResult{Files: files, Bytes: written, Tablespaces: locations}
+	for _, d := range info.Databases {
+		if excluded[d.OID] {
+			res.Excluded = append(res.Excluded, d)
+		}
+	}
 	if delta != nil {
 		res.Delta = delta.result()
 		res.Bytes = res.Delta.BytesWritten
@@ -130,6 +150,9 @@ type fileJob struct {
 	path string // in the snapshot
 	dst  string
 	node repo.Node
+	// empty: a relation file of a database a partial restore leaves out,
+	// written as a sparse file of its size.
+	empty bool
 }
 
 // restoreTree puts snapshot s on disk through place: one walk that makes
@@ -141,7 +164,7 @@ type fileJob struct {
 // times), and a sync of each root's file system. It returns the number of
 // files and the progress bytes place.file reported.
 func restoreTree(ctx context.Context, r *repo.Repository, s *repo.Snapshot, info *Info, target string,
-	locations map[uint32]string, roots []string, opts RestoreOptions, place restorer) (files, progress int64, err error) {
+	locations map[uint32]string, roots []string, opts RestoreOptions, excluded map[uint32]bool, place restorer) (files, progress int64, err error) {
 	type dirJob struct {
 		dst  string
 		node repo.Node
@@ -170,8 +193,11 @@ func restoreTree(ctx context.Context, r *repo.Repository, s *repo.Snapshot, info
 			}
 			lchown(dst, n)
 		case repo.NodeFile:
-			jobs = append(jobs, fileJob{path: p, dst: dst, node: *n})
-			total += n.Size
+			j := fileJob{path: p, dst: dst, node: *n, empty: excludedRelationFile(p, excluded)}
+			jobs = append(jobs, j)
+			if !j.empty {
+				total += n.Size
+			}
 		}
 		return nil
 	})
@@ -245,7 +271,27 @@ func (p plainRestore) symlink(link, target string) error {
 }
 
 func (p plainRestore) file(ctx context.Context, j fileJob, override []byte) (int64, error) {
+	if j.empty {
+		return 0, emptyFile(j.dst, &j.node)
+	}
 	return restoreFile(ctx, p.r, j.dst, &j.node, override)
+}
+
+// emptyFile writes a sparse file of n's size: all zeros, no blocks.
+func emptyFile(dst string, n *repo.Node) error {
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	err = out.Truncate(n.Size)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", dst, err)
+	}
+	applyMeta(dst, n)
+	return nil
 }
 
 func (p plainRestore) finish([]string, []fileJob) error { return nil }

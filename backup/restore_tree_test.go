@@ -112,7 +112,7 @@ func TestRestoreTree(t *testing.T) {
 			locations := map[uint32]string{16500: tsLoc}
 			roots := []string{target, tsLoc}
 			place := &recordingRestorer{failAt: tt.failAt, allowed: tt.parallel - 1, release: make(chan struct{})}
-			files, progress, err := restoreTree(ctx, r, s, info, target, locations, roots, RestoreOptions{Parallel: tt.parallel}, place)
+			files, progress, err := restoreTree(ctx, r, s, info, target, locations, roots, RestoreOptions{Parallel: tt.parallel}, nil, place)
 			if tt.failAt != "" {
 				if err == nil || !strings.Contains(err.Error(), "injected failure") {
 					t.Fatalf("err = %v, want the injected failure", err)

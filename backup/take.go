@@ -133,6 +133,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
+	info.Databases = databasesOf(ctx, r, opts, local)
 	r.Logger().Debug("base backup stream ended", "stop_lsn", res.StopLSN.String(), "seconds", time.Since(in.t0).Seconds(), "bytes", in.w.Stats().Bytes)
 	if ownWait {
 		if err := waitForStreamedWAL(ctx, r, res.StopTimeline, res.StopLSN, segSize, opts.StreamWait); err != nil {
@@ -164,6 +165,34 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 		return nil, err
 	}
 	return &Result{Snapshot: snap, Info: info, Duration: time.Since(started)}, nil
+}
+
+// databasesOf lists the server's databases for partial restores, over the
+// local backup's session or a new plain one. A server that refuses the
+// plain session (a role allowed only replication) costs the list, not the
+// backup.
+func databasesOf(ctx context.Context, r *repo.Repository, opts Options, local *localSource) []Database {
+	var session *pgconn.PgConn
+	switch {
+	case local != nil:
+		session = local.session
+	case opts.Session != nil:
+		s, err := opts.Session(ctx)
+		if err != nil {
+			r.Logger().Debug("no database list for partial restores: no plain session", "error", err)
+			return nil
+		}
+		defer s.Close(context.WithoutCancel(ctx))
+		session = s
+	default:
+		return nil
+	}
+	dbs, err := ListDatabases(ctx, session)
+	if err != nil {
+		r.Logger().Debug("no database list for partial restores", "error", err)
+		return nil
+	}
+	return dbs
 }
 
 // chooseLocal opens the local source when the method asks for one or, for

@@ -30,13 +30,14 @@ type restoreOptions struct {
 	standby         bool
 	primaryConnInfo string
 	delta           bool
+	dbInclude       []string
 	preview         bool
 	noRecovery      bool
 }
 
 func restoreCommand() *cli.Command {
 	var o restoreOptions
-	var tsMap cli.StringSlice
+	var tsMap, dbInclude cli.StringSlice
 	return &cli.Command{
 		Name:  "restore",
 		Usage: "restore a base backup into a data directory, configured to recover to a point in time, as a standby, or over an existing copy (--delta)",
@@ -59,6 +60,7 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "standby", Destination: &o.standby, Usage: "configure a standby (standby.signal): replay the archive, then stream from --primary-conninfo"},
 			&cli.StringFlag{Name: "primary-conninfo", Destination: &o.primaryConnInfo, Usage: "libpq `CONNINFO` of the primary a --standby streams from"},
 			&cli.BoolFlag{Name: "delta", Destination: &o.delta, Usage: "restore over an existing data directory of this cluster (PostgreSQL stopped), rewriting only what differs"},
+			&cli.StringSliceFlag{Name: "db-include", Destination: &dbInclude, Usage: "restore only database `DB` (repeatable; template0, template1 and postgres always): the others' files are left empty, to drop after recovery"},
 			&cli.BoolFlag{Name: "preview", Destination: &o.preview, Usage: "show which backup and WAL the restore would use, and write nothing"},
 			&cli.BoolFlag{Name: "no-recovery-config", Destination: &o.noRecovery, Usage: "write no restore_command, signal file or target: a copy of the files only"},
 		},
@@ -70,7 +72,7 @@ func restoreCommand() *cli.Command {
 			if c.NArg() > 1 {
 				return usagef("restore takes one backup ID (got %d arguments)", c.NArg())
 			}
-			o.tablespaceMap = tsMap.Value()
+			o.tablespaceMap, o.dbInclude = tsMap.Value(), dbInclude.Value()
 			return runRestore(c.Context, e, c.Args().First(), o)
 		},
 	}
@@ -159,6 +161,9 @@ func recoveryFromFlags(o restoreOptions) (wal.RecoveryConfig, error) {
 }
 
 func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error {
+	if o.delta && len(o.dbInclude) > 0 {
+		return usagef("--db-include and --delta: a delta restore brings the whole cluster back; restore one database into a new directory")
+	}
 	rc, err := recoveryFromFlags(o)
 	if err != nil {
 		return err
@@ -177,7 +182,7 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 	}
 	bar := newProgress(e.out, e.stderr, "restore")
 	rep, err := site.Restore(ctx, service.RestoreOptions{
-		Ref: ref, Target: o.target, TablespaceMap: mapping, Parallel: o.parallel, Delta: o.delta,
+		Ref: ref, Target: o.target, TablespaceMap: mapping, Parallel: o.parallel, Delta: o.delta, IncludeDatabases: o.dbInclude,
 		Preview: o.preview, NoRecovery: o.noRecovery, Recovery: rc,
 		Progress: func(done, total int64) { bar.update(done, total, "bytes") },
 	})
@@ -215,6 +220,10 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 		}
 		for oid, loc := range rep.Tablespaces {
 			fmt.Fprintf(w, "tablespace %s restored at %s\n", oid, loc)
+		}
+		if len(rep.ExcludedDatabases) > 0 {
+			fmt.Fprintf(w, "databases %s were left out (empty files): once recovery has ended, drop them (DROP DATABASE); until then connecting to them fails\n",
+				strings.Join(rep.ExcludedDatabases, ", "))
 		}
 		if rep.Recovery == nil {
 			fmt.Fprintln(w, "no recovery configuration written (--no-recovery-config)")

@@ -29,6 +29,10 @@ type RestoreOptions struct {
 	// Delta restores over an existing copy of this cluster, rewriting only
 	// what differs.
 	Delta bool
+	// IncludeDatabases restores only these databases (and the system
+	// ones); the others' relation files become empty sparse files, to be
+	// dropped after recovery.
+	IncludeDatabases []string
 	// Preview plans and writes nothing.
 	Preview bool
 	// NoRecovery writes no recovery configuration: a copy of the files.
@@ -55,8 +59,11 @@ type RestoreReport struct {
 	Seconds     float64             `json:"seconds"`
 	MBPerSecond float64             `json:"mb_per_second"`
 	Delta       *DeltaReport        `json:"delta"`
-	Recovery    *RecoveryReport     `json:"recovery"`
-	Warnings    []string            `json:"warnings"`
+	// ExcludedDatabases are the databases restored as empty files
+	// (IncludeDatabases): drop them after recovery.
+	ExcludedDatabases []string        `json:"excluded_databases,omitempty"`
+	Recovery          *RecoveryReport `json:"recovery"`
+	Warnings          []string        `json:"warnings"`
 }
 
 // DeltaReport is what a delta restore compared and rewrote.
@@ -91,7 +98,7 @@ type RecoveryReport struct {
 // what it wrote, like pg_basebackup: no half-written data directory is
 // left for someone to start by mistake.
 func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, error) {
-	ropts := backup.RestoreOptions{Target: o.Target, TablespaceMap: o.TablespaceMap, Parallel: o.Parallel, Delta: o.Delta}
+	ropts := backup.RestoreOptions{Target: o.Target, TablespaceMap: o.TablespaceMap, Parallel: o.Parallel, Delta: o.Delta, IncludeDatabases: o.IncludeDatabases}
 	// Cheap refusals first: nothing is planned for a target we cannot use.
 	if err := backup.CheckTarget(ropts, nil); err != nil {
 		return nil, err
@@ -118,6 +125,9 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 	if err := backup.CheckTarget(ropts, plan.Backup.Info); err != nil {
 		return nil, err
 	}
+	if _, err := backup.ExcludedDatabases(plan.Backup.Info, o.IncludeDatabases); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", ShortID(plan.Backup.ID), err)
+	}
 	rep := &RestoreReport{ID: plan.Backup.ID, Target: o.Target, Plan: plan, Tablespaces: map[string]string{}, Warnings: []string{}}
 	if !o.NoRecovery {
 		rep.Recovery = &RecoveryReport{SignalFile: filepath.Join(o.Target, rc.SignalFile()), AutoConf: filepath.Join(o.Target, "postgresql.auto.conf"),
@@ -139,6 +149,9 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 		return nil, err
 	}
 	rep.Files, rep.Bytes, rep.Seconds, rep.MBPerSecond = res.Files, res.Bytes, res.Duration.Seconds(), MBPerSecond(res.Bytes, res.Duration)
+	for _, d := range res.Excluded {
+		rep.ExcludedDatabases = append(rep.ExcludedDatabases, d.Name)
+	}
 	for oid, loc := range res.Tablespaces {
 		rep.Tablespaces[fmt.Sprint(oid)] = loc
 	}

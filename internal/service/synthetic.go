@@ -226,6 +226,8 @@ type restartpoint struct {
 	// none was): a restore to a time at or after it may start from the
 	// new backup.
 	lastCommit time.Time
+	// databases are the replayed cluster's, for partial restores.
+	databases []backup.Database
 }
 
 // makeRestartpoint asks the server, paused at its recovery target, where
@@ -247,6 +249,9 @@ func makeRestartpoint(ctx context.Context, conninfo string) (restartpoint, error
 	}
 	if commit != nil {
 		at.lastCommit = commit.UTC()
+	}
+	if at.databases, err = backup.ListDatabases(ctx, conn.PgConn()); err != nil {
+		return at, fmt.Errorf("the replayed cluster: %w", err)
 	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return at, fmt.Errorf("restartpoint: %w", err)
@@ -292,6 +297,6 @@ func syntheticInfo(parent *backup.Info, parentID string, at restartpoint, stopTi
 		Timeline: at.timeline, StartLSN: at.redo, StopLSN: at.consistent, StopTimeline: stopTimeline,
 		StartTime: started.UTC(), StopTime: stop, Label: label,
 		Tablespaces: parent.Tablespaces, Method: backup.MethodSynthetic, WALSegmentSize: parent.WALSegmentSize,
-		Parent: parentID,
+		Parent: parentID, Databases: at.databases,
 	}
 }
