@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,19 +49,34 @@ func TestDump(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+	c.Exec(t, "CREATE TABLESPACE ts LOCATION '"+c.TablespaceDir(t)+"'")
 	mustExec(`CREATE SCHEMA sales; CREATE TABLE sales.orders (id int PRIMARY KEY, note text);
 		CREATE TABLE public."Mixed Case" (k text); INSERT INTO public."Mixed Case" VALUES ('x'), ('y')`)
-	// The backup comes before the rows: the dump must replay WAL to see them.
+	// The backup comes before the rows: the dump must replay WAL to see
+	// them, and the table in the tablespace is created by the replay.
 	b := v.backup(c)
 	mustExec("INSERT INTO sales.orders SELECT g, repeat(md5(g::text), 80) FROM generate_series(1, 3000) g")
+	// Rows of about 10 kB of random text: stored out of line, in TOAST;
+	// its id's sequence is owned by the table.
+	mustExec(`CREATE TABLE sales.archived (id serial PRIMARY KEY, payload text) TABLESPACE ts;
+		INSERT INTO sales.archived (payload)
+			SELECT (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 300) i) FROM generate_series(1, 40) g`)
 	const fingerprint = "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM sales.orders"
-	var want string
+	const archivedPrint = "SELECT count(*) || ':' || md5(string_agg(id || payload, ',' ORDER BY id)) FROM sales.archived"
+	var want, wantArchived string
+	var toasted bool
 	if err := app.QueryRow(ctx, fingerprint).Scan(&want); err != nil {
 		t.Fatal(err)
 	}
+	if err := app.QueryRow(ctx, archivedPrint).Scan(&wantArchived); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.QueryRow(ctx, "SELECT pg_relation_size(reltoastrelid) > 0 FROM pg_class WHERE oid = 'sales.archived'::regclass").Scan(&toasted); err != nil || !toasted {
+		t.Fatalf("sales.archived has nothing in TOAST (%v): the test would not cover it", err)
+	}
 	good := c.QueryString(t, "SELECT pg_current_wal_lsn()")
 	// The accident.
-	mustExec(`DELETE FROM sales.orders WHERE id % 2 = 0; DROP TABLE public."Mixed Case"`)
+	mustExec(`DELETE FROM sales.orders WHERE id % 2 = 0; DROP TABLE public."Mixed Case"; DROP TABLE sales.archived`)
 	pitrSwitchAndWait(t, c)
 	env := v.rootEnv(t)
 	out := pgtest.TempDir(t)
@@ -85,13 +102,14 @@ func TestDump(t *testing.T) {
 
 	t.Run("one table as it was, found by name, loaded with psql", func(t *testing.T) {
 		file := filepath.Join(out, "orders.sql")
-		res := runRoot(t, env, "--output", "json", "dump", "--table", "sales.orders", "--to-lsn", good, "-f", file)
+		res := runRoot(t, env, "--output", "json", "dump", "--table", "sales.orders", "--table", "sales.archived", "--to-lsn", good, "-f", file)
 		var doc dumpDoc
 		if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil || res.code != 0 {
 			t.Fatalf("dump: exit %d, %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
 		}
-		if doc.ID != b.ID || doc.What != "tables" || doc.Database != "app" || doc.Reached != "paused" || len(doc.Tables) != 1 ||
-			doc.Tables[0].Name != "sales.orders" || doc.Tables[0].Rows == nil || *doc.Tables[0].Rows != 3000 || doc.Output != file || doc.Bytes == 0 {
+		if doc.ID != b.ID || doc.What != "tables" || doc.Database != "app" || doc.Reached != "paused" || len(doc.Tables) != 2 ||
+			doc.Tables[0].Name != "sales.orders" || doc.Tables[0].Rows == nil || *doc.Tables[0].Rows != 3000 ||
+			doc.Tables[1].Rows == nil || *doc.Tables[1].Rows != 40 || doc.Tables[1].Bytes < 100000 || doc.Output != file || doc.Bytes == 0 {
 			t.Fatalf("dump report: %s", res.stdout)
 		}
 		t.Logf("dump of one table: phases %v", doc.Phases)
@@ -102,6 +120,14 @@ func TestDump(t *testing.T) {
 		}
 		if got := queryIn(t, "back1", fingerprint); got != want {
 			t.Fatalf("restored table: %s, want %s", got, want)
+		}
+		if got := queryIn(t, "back1", archivedPrint); got != wantArchived {
+			t.Fatalf("restored TOASTed table: %s, want %s", got, wantArchived)
+		}
+		// PostgreSQL logs a sequence 32 values ahead: recovered, it goes on
+		// from at most there, never from a value already used.
+		if got := queryIn(t, "back1", "SELECT (nextval('sales.archived_id_seq') BETWEEN 41 AND 73)::text || ' ' || (SELECT spcname FROM pg_tablespace t JOIN pg_class c ON c.reltablespace = t.oid WHERE c.oid = 'sales.archived'::regclass)"); got != "true ts" {
+			t.Fatalf("restored sequence (its next value in 41-73?) and tablespace: %q, want \"true ts\"", got)
 		}
 	})
 
@@ -251,4 +277,70 @@ func TestDump(t *testing.T) {
 			t.Error("the interrupted dump left its file behind")
 		}
 	})
+}
+
+// TestDumpWhileStreaming runs two dumps side by side, at two points in
+// time, while `wal stream` keeps writing into the repository and pgbench
+// runs, then dumps from a synthetic backup.
+func TestDumpWhileStreaming(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{})
+	c.PgbenchInit(t, 1)
+	c.CreateMarkers(t)
+	v := newPostgresVault(t)
+	s := v.startStreamer("--pg", c.ReplicationConnString())
+	waitSlotActive(t, c, "pgvault")
+	b := v.backup(c)
+	first := c.InsertMarker(t, "first")
+	var last pgtest.Marker
+	for i := range 10 {
+		last = c.InsertMarker(t, fmt.Sprintf("marker %d", i))
+	}
+	waitStored(t, c, "pgvault")
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	wait := c.PgbenchBackground(ctx, t, "-c", "2")
+	defer func() {
+		stopLoad()
+		wait()
+	}()
+	dir := pgtest.TempDir(t)
+	targets := []struct {
+		lsn  string
+		rows int64
+	}{{first.LSN, 1}, {last.LSN, 11}}
+	results := make([]result, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = v.run("--output", "json", "dump", "--table", pgtest.MarkerTable, "--to-lsn", tg.lsn, "-f", filepath.Join(dir, fmt.Sprintf("m%d.sql", i)))
+		}()
+	}
+	wg.Wait()
+	for i, res := range results {
+		var doc dumpDoc
+		if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil || res.code != 0 {
+			t.Fatalf("dump %d side by side: exit %d, %v\n%s", i, res.code, err, res.stderr)
+		}
+		if doc.ID != b.ID || len(doc.Tables) != 1 || *doc.Tables[0].Rows != targets[i].rows {
+			t.Fatalf("dump %d at %s: %s, want %d markers", i, targets[i].lsn, res.stdout, targets[i].rows)
+		}
+	}
+
+	// A synthetic backup made from the streamed WAL serves a dump, with no
+	// WAL replayed past its consistency point.
+	var syn struct {
+		ID string `json:"id"`
+	}
+	v.json(&syn, "backup", "--synthetic", "--from", b.ID, "--to-lsn", last.LSN)
+	res := v.run("--output", "json", "dump", "--backup", syn.ID, "--to-immediate", "--table", pgtest.MarkerTable, "-f", filepath.Join(dir, "syn.sql"))
+	var doc dumpDoc
+	if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil || res.code != 0 {
+		t.Fatalf("dump of a synthetic backup: exit %d, %v\n%s", res.code, err, res.stderr)
+	}
+	if doc.ID != syn.ID || *doc.Tables[0].Rows != 11 {
+		t.Fatalf("dump of synthetic backup %s: %s, want 11 markers", syn.ID, res.stdout)
+	}
+	s.stop()
 }
