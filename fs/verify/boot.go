@@ -440,6 +440,9 @@ func asUser(ctx context.Context, o OSUser, name string, args ...string) *exec.Cm
 
 func stopServer(o OSUser, bin, dataDir string, immediate bool, rep *BootReport) {
 	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err != nil {
+		// An interrupted start may have left a postmaster that has not
+		// written its pid file yet.
+		quitPostmasters(dataDir)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
