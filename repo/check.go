@@ -277,6 +277,11 @@ func (c *checker) checkSnapshots(ctx context.Context) error {
 			continue
 		}
 		c.checkTree(ctx, s, s.Root, "", seenTrees, seenContent)
+		for _, name := range slices.Sorted(maps.Keys(s.Attachments)) {
+			if _, err := c.r.LoadBlob(ctx, s.Attachments[name]); err != nil {
+				c.errorf("snapshot "+s.ShortID(), "attachment %s: %v", name, err)
+			}
+		}
 	}
 	return nil
 }

@@ -414,6 +414,9 @@ func (r *Repository) referenced(ctx context.Context, hint int, opts PruneOptions
 		if err := walkTree(s.Root); err != nil {
 			return nil, 0, fmt.Errorf("prune: snapshot %s cannot be read completely (%w); fix it (repo check) or delete it before pruning", s.ShortID(), err)
 		}
+		for _, id := range s.Attachments {
+			mark(id)
+		}
 	}
 	entries, err := r.ListWAL(ctx)
 	if err != nil {

@@ -216,3 +216,57 @@ func BlobIDFor(i int) (id [32]byte) {
 	copy(id[:], b)
 	return id
 }
+
+// A snapshot's attachments survive prune (which removes an attachment of
+// a deleted snapshot), read back after a fresh open, and check reads them.
+func TestSnapshotAttachments(t *testing.T) {
+	r, be := newTestRepo(t)
+	catalog := randBytes(7, 300<<10)
+	w := r.NewSnapshotWriter(ctx)
+	if _, err := w.AddFile("PG_VERSION", NodeMeta{Mode: 0o600}, bytes.NewReader([]byte("15\n")), SplitCDC); err != nil {
+		t.Fatal(err)
+	}
+	s, err := w.Commit(ctx, SnapshotInfo{Kind: "test", Attachments: map[string][]byte{"catalog": catalog}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := writeSnapshot(t, r, map[string][]byte{"PG_VERSION": []byte("16\n")})
+	w = r.NewSnapshotWriter(ctx)
+	w.AddFile("PG_VERSION", NodeMeta{Mode: 0o600}, bytes.NewReader([]byte("17\n")), SplitCDC)
+	dropped, err := w.Commit(ctx, SnapshotInfo{Kind: "test", Attachments: map[string][]byte{"catalog": randBytes(8, 300<<10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{gone.ID, dropped.ID} {
+		if err := r.DeleteSnapshot(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := storedBytes(t, be)
+	later(r)
+	if _, err := r.Prune(ctx, PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if freed := before - storedBytes(t, be); freed < 300<<10 {
+		t.Fatalf("prune freed %d bytes: the deleted snapshot's attachment is still stored", freed)
+	}
+	r2, err := Open(ctx, be, []byte(testPassword), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	s2, err := r2.LoadSnapshot(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := r2.LoadAttachment(ctx, s2, "catalog")
+	if err != nil || !ok || !bytes.Equal(got, catalog) {
+		t.Fatalf("attachment after prune and a fresh open: ok %v, %v, %d bytes", ok, err, len(got))
+	}
+	if _, ok, err := r2.LoadAttachment(ctx, s2, "other"); ok || err != nil {
+		t.Fatalf("an attachment the snapshot lacks: ok %v, %v", ok, err)
+	}
+	if chk := mustCheck(t, r2, true); len(chk.Errors) != 0 {
+		t.Fatalf("check: %v", chk.Errors)
+	}
+}

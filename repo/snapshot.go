@@ -35,6 +35,24 @@ type Snapshot struct {
 	RootNode  Node            `json:"root_node"` // the root directory's own metadata
 	Summary   Summary         `json:"summary"`
 	Meta      json.RawMessage `json:"meta,omitempty"`
+	// Attachments are meta blobs the owner keeps beside the tree, by name
+	// (a base backup's relation catalogue): too large for Meta, which
+	// every listing reads. Prune keeps them; check reads them.
+	Attachments map[string]chunk.ID `json:"attachments,omitempty"`
+}
+
+// LoadAttachment returns the attachment name of s; ok is false when s has
+// none by that name.
+func (r *Repository) LoadAttachment(ctx context.Context, s *Snapshot, name string) (data []byte, ok bool, err error) {
+	id, ok := s.Attachments[name]
+	if !ok {
+		return nil, false, nil
+	}
+	data, err = r.LoadBlob(ctx, id)
+	if err != nil {
+		return nil, true, fmt.Errorf("snapshot %s: attachment %s: %w", s.ShortID(), name, err)
+	}
+	return data, true, nil
 }
 
 // ShortID is the 8-digit prefix used in listings.

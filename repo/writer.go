@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -366,6 +368,9 @@ type SnapshotInfo struct {
 	StartTime time.Time // zero means when the writer was created
 	EndTime   time.Time // zero means now
 	Meta      []byte    // JSON, opaque to the repository
+	// Attachments are stored as meta blobs, durable before the manifest
+	// (see Snapshot.Attachments).
+	Attachments map[string][]byte
 }
 
 // Commit stores the trees, makes everything durable, and writes the
@@ -380,6 +385,17 @@ func (w *SnapshotWriter) Commit(ctx context.Context, info SnapshotInfo) (*Snapsh
 	if err != nil {
 		return nil, err
 	}
+	var attached map[string]chunk.ID
+	for _, name := range slices.Sorted(maps.Keys(info.Attachments)) {
+		id, _, err := w.r.SaveBlob(ctx, pack.MetaBlob, info.Attachments[name])
+		if err != nil {
+			return nil, fmt.Errorf("snapshot attachment %s: %w", name, err)
+		}
+		if attached == nil {
+			attached = map[string]chunk.ID{}
+		}
+		attached[name] = id
+	}
 	if err := w.r.Flush(ctx); err != nil {
 		return nil, fmt.Errorf("flush snapshot data: %w", err)
 	}
@@ -388,7 +404,7 @@ func (w *SnapshotWriter) Commit(ctx context.Context, info SnapshotInfo) (*Snapsh
 	rootNode.Subtree = &root
 	s := &Snapshot{
 		Kind: info.Kind, Label: info.Label, Hostname: host,
-		StartTime: info.StartTime, EndTime: info.EndTime, Root: root, RootNode: rootNode, Meta: info.Meta,
+		StartTime: info.StartTime, EndTime: info.EndTime, Root: root, RootNode: rootNode, Meta: info.Meta, Attachments: attached,
 	}
 	if s.StartTime.IsZero() {
 		s.StartTime = w.start
