@@ -55,14 +55,18 @@ func ParseMethod(s string) (Method, error) {
 }
 
 // SessionFor returns an Options.Session that opens a plain session with
-// the settings of a replication connection (without "replication"). A
+// the settings of a replication connection (without "replication"), to
+// database db ("": the connection's own). A
 // physical replication connection names no database, so without a
 // dbname the session goes to "postgres", as pgBackRest's does, rather
 // than to a database named like the role.
-func SessionFor(replication *pgconn.Config) func(context.Context) (*pgconn.PgConn, error) {
-	return func(ctx context.Context) (*pgconn.PgConn, error) {
+func SessionFor(replication *pgconn.Config) func(ctx context.Context, db string) (*pgconn.PgConn, error) {
+	return func(ctx context.Context, db string) (*pgconn.PgConn, error) {
 		cfg := replication.Copy()
 		delete(cfg.RuntimeParams, "replication")
+		if db != "" {
+			cfg.Database = db
+		}
 		if cfg.Database == "" {
 			cfg.Database = "postgres"
 		}
@@ -93,7 +97,7 @@ func openLocal(ctx context.Context, opts Options, systemID string, major int) (*
 	case opts.Session == nil:
 		return nil, fmt.Errorf("%w: no plain session to the server", ErrLocalUnavailable)
 	}
-	session, err := opts.Session(ctx)
+	session, err := opts.Session(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("%w: plain session: %w", ErrLocalUnavailable, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/pg/relmap"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 )
@@ -35,10 +36,12 @@ type Options struct {
 	Progress func(Progress)
 	// Method is how the files are read; "" is MethodAuto.
 	Method Method
-	// Session opens a plain (not replication) session to the same server,
-	// which a local backup holds open from pg_backup_start to
-	// pg_backup_stop. Without it the backup streams.
-	Session func(ctx context.Context) (*pgconn.PgConn, error)
+	// Session opens a plain (not replication) session to database db of
+	// the same server ("": the default one), which a local backup holds
+	// open from pg_backup_start to pg_backup_stop, and through which
+	// every backup lists the databases and their relations when it ends.
+	// Without it the backup streams and records neither.
+	Session func(ctx context.Context, db string) (*pgconn.PgConn, error)
 	// DataDir is where a local backup reads the data directory ("": where
 	// the server says it is).
 	DataDir string
@@ -134,6 +137,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	}
 	info.StopLSN, info.StopTimeline = res.StopLSN, res.StopTimeline
 	info.Databases = databasesOf(ctx, r, opts, local)
+	attachments := relationsOf(ctx, r, opts)
 	r.Logger().Debug("base backup stream ended", "stop_lsn", res.StopLSN.String(), "seconds", time.Since(in.t0).Seconds(), "bytes", in.w.Stats().Bytes)
 	if ownWait {
 		if err := waitForStreamedWAL(ctx, r, res.StopTimeline, res.StopLSN, segSize, opts.StreamWait); err != nil {
@@ -159,7 +163,7 @@ func Take(ctx context.Context, conn *pgconn.PgConn, r *repo.Repository, opts Opt
 	commitStart := time.Now()
 	defer func() { r.Logger().Debug("base backup committed", "commit_seconds", time.Since(commitStart).Seconds()) }()
 	snap, err := in.w.Commit(ctx, repo.SnapshotInfo{
-		Kind: SnapshotKind, Label: label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta,
+		Kind: SnapshotKind, Label: label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta, Attachments: attachments,
 	})
 	if err != nil {
 		return nil, err
@@ -177,7 +181,7 @@ func databasesOf(ctx context.Context, r *repo.Repository, opts Options, local *l
 	case local != nil:
 		session = local.session
 	case opts.Session != nil:
-		s, err := opts.Session(ctx)
+		s, err := opts.Session(ctx, "")
 		if err != nil {
 			r.Logger().Debug("no database list for partial restores: no plain session", "error", err)
 			return nil
@@ -193,6 +197,26 @@ func databasesOf(ctx context.Context, r *repo.Repository, opts Options, local *l
 		return nil
 	}
 	return dbs
+}
+
+// relationsOf reads the names and files of every database's relations
+// (relmap) as attachments of the backup, over plain sessions; a server
+// that refuses them costs the map (and the browse mount's tables/
+// folder), not the backup.
+func relationsOf(ctx context.Context, r *repo.Repository, opts Options) map[string][]byte {
+	if opts.Session == nil {
+		return nil
+	}
+	m, err := relmap.Capture(ctx, opts.Session)
+	var data []byte
+	if err == nil {
+		data, err = m.Encode()
+	}
+	if err != nil {
+		r.Logger().Debug("no relation map for the browse mount's tables/ folder", "error", err)
+		return nil
+	}
+	return map[string][]byte{relmap.Attachment: data}
 }
 
 // chooseLocal opens the local source when the method asks for one or, for

@@ -173,7 +173,7 @@ func dirAttr(out *fuse.Attr, mode uint32, o overlay.Owner, t time.Time) {
 	out.SetTimes(&t, &t, &t)
 }
 
-// browseRoot is the mount's root: snapshots/ and wal/.
+// browseRoot is the mount's root: snapshots/, tables/ and wal/.
 type browseRoot struct {
 	gofs.Inode
 	b *browser
@@ -198,6 +198,9 @@ func (n *browseRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	case "wal":
 		dirAttr(&out.Attr, 0o555, overlay.Owner{}, n.b.started)
 		return n.NewInode(ctx, &walDir{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "wal")}), 0
+	case tablesFolder:
+		dirAttr(&out.Attr, 0o555, overlay.Owner{}, n.b.started)
+		return n.NewInode(ctx, &tablesRoot{b: n.b}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", tablesFolder)}), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -205,6 +208,7 @@ func (n *browseRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 func (n *browseRoot) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(withDots(n.EmbeddedInode(), []fuse.DirEntry{
 		{Name: "snapshots", Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "snapshots")},
+		{Name: tablesFolder, Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", tablesFolder)},
 		{Name: "wal", Mode: syscall.S_IFDIR, Ino: inode.Hash("dir", "wal")},
 	})), 0
 }

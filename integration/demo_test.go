@@ -22,7 +22,7 @@ func TestDemo(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("demo JSON: %v\n%s", err, out)
 	}
-	want := []string{"postgres", "repo", "stream", "load", "backup", "markers", "instant", "dump", "restore", "verify", "check"}
+	want := []string{"postgres", "repo", "stream", "load", "backup", "markers", "instant", "dump", "restore", "browse", "verify", "check"}
 	if len(rep.Steps) != len(want) {
 		t.Fatalf("demo steps: %+v", rep.Steps)
 	}

@@ -18,6 +18,8 @@ type Tree struct {
 	Files map[string][]byte // path -> content
 	Dirs  []string          // folders, "" for the root
 	Links map[string]string // path -> target
+	// Attachments are stored with the snapshot (repo.SnapshotInfo).
+	Attachments map[string][]byte
 }
 
 // ModTime is the modification time of every node Store writes.
@@ -89,7 +91,7 @@ func Store(t testing.TB, tree *Tree) (*repo.Repository, *repo.Snapshot, *mem.Bac
 			t.Fatal(err)
 		}
 	}
-	s, err := w.Commit(ctx, repo.SnapshotInfo{Kind: "basebackup", Label: "test"})
+	s, err := w.Commit(ctx, repo.SnapshotInfo{Kind: "basebackup", Label: "test", Attachments: tree.Attachments})
 	if err != nil {
 		t.Fatal(err)
 	}

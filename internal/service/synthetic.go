@@ -10,12 +10,14 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgvault/pgvault/backup"
 	"github.com/pgvault/pgvault/fs/chunkread"
 	"github.com/pgvault/pgvault/fs/overlay"
 	"github.com/pgvault/pgvault/fs/verify"
 	"github.com/pgvault/pgvault/internal/pg"
+	"github.com/pgvault/pgvault/internal/pg/relmap"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 )
@@ -144,7 +146,7 @@ func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*Synthe
 			defer func() { rep.Phases["store"] = time.Since(t).Seconds() }()
 			newInfo := syntheticInfo(info, parent.ID, at, plan.Timeline, started, o.Label)
 			var err error
-			stored, err = storeSynthetic(ctx, r, parent, ov, newInfo, rep)
+			stored, err = storeSynthetic(ctx, r, parent, ov, newInfo, map[string][]byte{relmap.Attachment: at.relations}, rep)
 			return err
 		},
 	})
@@ -226,8 +228,10 @@ type restartpoint struct {
 	// none was): a restore to a time at or after it may start from the
 	// new backup.
 	lastCommit time.Time
-	// databases are the replayed cluster's, for partial restores.
+	// databases are the replayed cluster's, for partial restores, and
+	// relations its relation map (encoded), for the browse mount.
 	databases []backup.Database
+	relations []byte
 }
 
 // makeRestartpoint asks the server, paused at its recovery target, where
@@ -252,6 +256,18 @@ func makeRestartpoint(ctx context.Context, conninfo string) (restartpoint, error
 	}
 	if at.databases, err = backup.ListDatabases(ctx, conn.PgConn()); err != nil {
 		return at, fmt.Errorf("the replayed cluster: %w", err)
+	}
+	m, err := relmap.Capture(ctx, func(ctx context.Context, db string) (*pgconn.PgConn, error) {
+		if db == "" {
+			return pgconn.Connect(ctx, conninfo)
+		}
+		return pgconn.Connect(ctx, conninfo+" dbname="+pg.QuoteConnValue(db))
+	})
+	if err == nil {
+		at.relations, err = m.Encode()
+	}
+	if err != nil {
+		return at, fmt.Errorf("the replayed cluster's relations: %w", err)
 	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return at, fmt.Errorf("restartpoint: %w", err)

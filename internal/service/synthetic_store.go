@@ -31,8 +31,9 @@ var recoveryLeftovers = map[string]bool{
 // settings were written into the view. The rules of a base backup leave
 // out the same files as a real one (pg_wal's segments, postmaster.pid,
 // temporary files, ...). info.BytesRead becomes what was read from the
-// overlay.
-func storeSynthetic(ctx context.Context, r *repo.Repository, parent *repo.Snapshot, ov *overlay.Overlay, info *backup.Info, rep *SyntheticReport) (*repo.Snapshot, error) {
+// overlay; attachments (the replayed cluster's relation map) are stored
+// with the snapshot.
+func storeSynthetic(ctx context.Context, r *repo.Repository, parent *repo.Snapshot, ov *overlay.Overlay, info *backup.Info, attachments map[string][]byte, rep *SyntheticReport) (*repo.Snapshot, error) {
 	control, err := ov.ReadFile(ctx, wal.ControlFilePath)
 	if err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func storeSynthetic(ctx context.Context, r *repo.Repository, parent *repo.Snapsh
 		t.w.Abort()
 		return nil, err
 	}
-	return t.w.Commit(ctx, repo.SnapshotInfo{Kind: backup.SnapshotKind, Label: info.Label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta})
+	return t.w.Commit(ctx, repo.SnapshotInfo{Kind: backup.SnapshotKind, Label: info.Label, StartTime: info.StartTime, EndTime: info.StopTime, Meta: meta, Attachments: attachments})
 }
 
 // syntheticTree walks the overlay and adds each entry to the writer.
