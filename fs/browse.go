@@ -231,19 +231,29 @@ func (d *snapshotsDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse
 	return 0
 }
 
-func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	b := d.b
+// snapshot finds a snapshot by its folder name, reading the list again
+// when it is not there (a backup taken since the list was read).
+func (b *browser) snapshot(ctx context.Context, name string) (*repo.Snapshot, bool, error) {
 	b.mu.Lock()
 	s, ok := b.snaps[name]
 	b.mu.Unlock()
-	if !ok {
-		// Maybe a backup taken since the list was read.
-		if err := b.loadSnapshots(ctx, false); err != nil {
-			return nil, toErrno(err)
-		}
-		b.mu.Lock()
-		s, ok = b.snaps[name]
-		b.mu.Unlock()
+	if ok {
+		return s, true, nil
+	}
+	if err := b.loadSnapshots(ctx, false); err != nil {
+		return nil, false, err
+	}
+	b.mu.Lock()
+	s, ok = b.snaps[name]
+	b.mu.Unlock()
+	return s, ok, nil
+}
+
+func (d *snapshotsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	b := d.b
+	s, ok, err := b.snapshot(ctx, name)
+	if err != nil {
+		return nil, toErrno(err)
 	}
 	if name == "latest" {
 		if err := b.loadSnapshots(ctx, false); err != nil {

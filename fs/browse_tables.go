@@ -69,16 +69,9 @@ func (t *tablesRoot) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno
 
 func (t *tablesRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	b := t.b
-	b.mu.Lock()
-	s, ok := b.snaps[name]
-	b.mu.Unlock()
-	if !ok {
-		if err := b.loadSnapshots(ctx, false); err != nil {
-			return nil, toErrno(err)
-		}
-		b.mu.Lock()
-		s, ok = b.snaps[name]
-		b.mu.Unlock()
+	s, ok, err := b.snapshot(ctx, name)
+	if err != nil {
+		return nil, toErrno(err)
 	}
 	if !ok || !hasRelations(s) {
 		return nil, syscall.ENOENT

@@ -61,17 +61,14 @@ func (b *bench) pgbackrestDumpTable() {
 		b.res.Fail(StepDumpTable, ToolPgbackrest, pb.why)
 		return
 	}
-	target := filepath.Join(b.pgDir(), "data")
-	os.Mkdir(target, 0o700)
-	ownByPostgres(b.t, target)
+	target := b.emptyDataDir()
 	defer os.RemoveAll(target)
 	out := filepath.Join(b.pgDir(), "table.sql")
 	dropCaches()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	start := time.Now()
-	restore := pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "--pg1-path="+target,
-		"--type=immediate", "--target-action=promote", "restore")
+	restore := b.pgbackrestRestoreCmd(ctx, target)
 	b.record("pgBackRest: one table at a point in time: restore (as postgres), start, then pg_dump", restore)
 	if _, err := measure(restore); err != nil {
 		b.fail(StepDumpTable, ToolPgbackrest, err)

@@ -213,22 +213,25 @@ func (rep *MountReport) Render() string {
 	w("### Time to first query\n\n")
 	w("Seconds from the start of the first command (mount or restore, page cache dropped just before) until `%s` answers on the started server. "+
 		"Every path recovers to consistency and promotes (`--to-immediate`, pgBackRest `--type=immediate`); the first query is answered as soon as the server accepts connections (hot standby), which can be before promotion.\n\n", FirstQuery)
-	w("| path |")
-	for _, ms := range rep.Scales {
-		w(" scale %d |", ms.Scale)
-	}
 	multi := len(rep.Scales) >= 2
-	if multi {
-		w(" scale %d / scale %d |", rep.Scales[len(rep.Scales)-1].Scale, rep.Scales[0].Scale)
+	header := func() {
+		w("| path |")
+		for _, ms := range rep.Scales {
+			w(" scale %d |", ms.Scale)
+		}
+		if multi {
+			w(" scale %d / scale %d |", rep.Scales[len(rep.Scales)-1].Scale, rep.Scales[0].Scale)
+		}
+		w("\n|---|")
+		for range rep.Scales {
+			w("---|")
+		}
+		if multi {
+			w("---|")
+		}
+		w("\n")
 	}
-	w("\n|---|")
-	for range rep.Scales {
-		w("---|")
-	}
-	if multi {
-		w("---|")
-	}
-	w("\n")
+	header()
 	row := func(label string, stat func(r *Results) Stat) {
 		w("| %s |", label)
 		var first, last Stat
@@ -291,21 +294,7 @@ func (rep *MountReport) Render() string {
 	w("Seconds from the command's start until `pg_dump` of `%s` has written its last byte, page cache dropped just before, at the backup's consistency point: "+
 		"`pgvault dump --table %s --to-immediate -f FILE` (an instant mount, PostgreSQL started on it, pg_dump, everything stopped and removed) against "+
 		"`pgbackrest restore --type=immediate`, `pg_ctl start` and `pg_dump --table %s` once the server answers.\n\n", DumpTable, DumpTable, DumpTable)
-	w("| path |")
-	for _, ms := range rep.Scales {
-		w(" scale %d |", ms.Scale)
-	}
-	if multi {
-		w(" scale %d / scale %d |", rep.Scales[len(rep.Scales)-1].Scale, rep.Scales[0].Scale)
-	}
-	w("\n|---|")
-	for range rep.Scales {
-		w("---|")
-	}
-	if multi {
-		w("---|")
-	}
-	w("\n")
+	header()
 	row("**pgvault dump**", wall(StepDumpTable, ToolPgvault))
 	row("**pgBackRest** restore + start + pg_dump", wall(StepDumpTable, ToolPgbackrest))
 	w("\n")

@@ -619,15 +619,12 @@ func (b *bench) pgbackrestRestore() {
 		b.res.Fail(StepRestore, ToolPgbackrest, pb.why)
 		return
 	}
-	target := filepath.Join(b.pgDir(), "data")
-	os.Mkdir(target, 0o700)
-	ownByPostgres(b.t, target)
+	target := b.emptyDataDir()
 	defer os.RemoveAll(target)
 	dropCaches()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+pb.conf, "--stanza=bench", "--pg1-path="+target,
-		"--type=immediate", "--target-action=promote", "restore")
+	cmd := b.pgbackrestRestoreCmd(ctx, target)
 	b.record("pgBackRest: restore (as postgres)", cmd)
 	u, err := measure(cmd)
 	if err != nil {
@@ -638,6 +635,21 @@ func (b *bench) pgbackrestRestore() {
 	b.res.Add(StepRestore, ToolPgbackrest, sampleOf(u, NaN(), mb))
 	b.startRestored(ToolPgbackrest, target, u.Wall)
 	b.logf("pgbackrest restore: %.2fs, %.0f MB", u.Wall.Seconds(), mb)
+}
+
+// emptyDataDir makes a new, empty data directory owned by postgres.
+func (b *bench) emptyDataDir() string {
+	target := filepath.Join(b.pgDir(), "data")
+	os.Mkdir(target, 0o700)
+	ownByPostgres(b.t, target)
+	return target
+}
+
+// pgbackrestRestoreCmd restores the bench stanza's newest backup into
+// target, to recover to consistency and promote.
+func (b *bench) pgbackrestRestoreCmd(ctx context.Context, target string) *exec.Cmd {
+	return pgCmd(ctx, "/usr/bin/pgbackrest", "--config="+b.pgbr.conf, "--stanza=bench", "--pg1-path="+target,
+		"--type=immediate", "--target-action=promote", "restore")
 }
 
 // ================= restic =================
