@@ -64,6 +64,17 @@ func TestErrors(t *testing.T) {
 			t.Fatal("a refused restore touched the tablespace folder")
 		}
 	})
+	t.Run("repo init inside a data directory", func(t *testing.T) {
+		pw := filepath.Join(t.TempDir(), "password")
+		os.WriteFile(pw, []byte("secret\n"), 0o600)
+		in := &vault{t: t, repo: c.DataDir(), env: []string{"PGVAULT_REPO=" + c.DataDir(), "PGVAULT_PASSWORD_FILE=" + pw, "PGVAULT_CACHE_DIR=" + t.TempDir()}}
+		errCase(t, in, 1, []string{"not empty", "PG_VERSION", "empty folder"}, "repo", "init")
+		for _, p := range []string{"config", "keys"} {
+			if _, err := os.Stat(filepath.Join(c.DataDir(), p)); err == nil {
+				t.Fatalf("a refused init wrote %s into the data directory", p)
+			}
+		}
+	})
 	t.Run("restore without the WAL the backup needs", func(t *testing.T) {
 		target := filepath.Join(t.TempDir(), "data")
 		errCase(t, v, 1, []string{"is missing from the repository", "--no-recovery-config"}, "restore", rep.ID, "--target", target)

@@ -24,6 +24,8 @@ var (
 	ErrLocked = errors.New("repository is locked")
 	// ErrBlobNotFound: no index names the blob.
 	ErrBlobNotFound = errors.New("blob not in index")
+	// ErrNotEmpty: Init was pointed at a location that holds other files.
+	ErrNotEmpty = errors.New("the location is not empty")
 	// ErrWALNotFound: the WAL catalogue has no such segment.
 	ErrWALNotFound = errors.New("no such WAL file in repository")
 	// ErrWALConflict: a different WAL file is already stored under the name.

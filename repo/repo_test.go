@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +17,9 @@ import (
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/file"
 	"github.com/pgvault/pgvault/repo/backend/mem"
+	"github.com/pgvault/pgvault/repo/backend/retry"
 )
 
 var ctx = context.Background()
@@ -459,4 +463,35 @@ func (p *packArrays) Save(ctx context.Context, h backend.Handle, data []byte) er
 		p.mu.Unlock()
 	}
 	return p.Backend.Save(ctx, h, data)
+}
+
+// Init refuses a location that holds anything (a data directory, another
+// tool's files); layout folders alone are fine.
+func TestInitRefusesNonEmptyLocation(t *testing.T) {
+	be := mem.New()
+	be.Put("PG_VERSION", []byte("15\n"))
+	be.Put("base/1/1259", []byte("page"))
+	_, err := Init(ctx, be, InitOptions{Password: []byte("pw"), KDF: testKDF()})
+	if !errors.Is(err, ErrNotEmpty) || !strings.Contains(err.Error(), "PG_VERSION") {
+		t.Fatalf("init over a data directory: %v", err)
+	}
+	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatal("a refused init wrote a config")
+	}
+
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "lost+found"), 0o700)
+	fb, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(ctx, fb, InitOptions{Password: []byte("pw"), KDF: testKDF()}); err != nil {
+		t.Fatalf("init into a folder with an empty subfolder: %v", err)
+	}
+	dir2 := t.TempDir()
+	os.WriteFile(filepath.Join(dir2, "postgresql.conf"), []byte("port = 5432\n"), 0o600)
+	fb2, _ := file.New(dir2)
+	if _, err := Init(ctx, retry.New(fb2, retry.Options{}), InitOptions{Password: []byte("pw"), KDF: testKDF()}); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("init through the retry wrapper into a folder with a file: %v", err)
+	}
 }

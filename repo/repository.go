@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,12 +126,16 @@ type Repository struct {
 }
 
 // Init creates a repository on be. It refuses a location that already has
-// a repository config.
+// a repository config, or (where the store can list everything) holds
+// any object at all.
 func Init(ctx context.Context, be backend.Backend, opts InitOptions) (Config, error) {
 	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err == nil {
 		return Config{}, fmt.Errorf("%w at %s", ErrRepoExists, be.Location())
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return Config{}, fmt.Errorf("check for an existing repository: %w", err)
+	}
+	if err := checkEmpty(ctx, be); err != nil {
+		return Config{}, err
 	}
 	if !opts.NoEncryption && len(opts.Password) == 0 {
 		return Config{}, ErrNoPassword
@@ -442,4 +447,30 @@ func (r *Repository) Close() error {
 		r.closeErr = r.be.Close()
 	})
 	return r.closeErr
+}
+
+// checkEmpty refuses a location that holds anything: a repository created
+// inside a PostgreSQL data directory (or another tool's backups) would mix
+// with files it does not own, and be copied, deleted or pruned with them.
+func checkEmpty(ctx context.Context, be backend.Backend) error {
+	inv, ok := backend.InventoryOf(be)
+	if !ok {
+		return nil
+	}
+	var found []string
+	errEnough := errors.New("enough")
+	err := inv.ListAll(ctx, func(name string) error {
+		found = append(found, name)
+		if len(found) == 3 {
+			return errEnough
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return fmt.Errorf("check that %s is empty: %w", be.Location(), err)
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("%w: %s holds %s: create the repository in an empty folder or prefix", ErrNotEmpty, be.Location(), strings.Join(found, ", "))
+	}
+	return nil
 }

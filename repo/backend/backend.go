@@ -183,6 +183,30 @@ type Backend interface {
 	Close() error
 }
 
+// Inventory is implemented by stores that can list every object under
+// their location, repository layout or not: repo.Init refuses a location
+// that already holds something (a data directory, another tool's files).
+type Inventory interface {
+	// ListAll calls fn with the path of every object (file) under the
+	// location, relative to it; folders alone are not objects.
+	ListAll(ctx context.Context, fn func(name string) error) error
+}
+
+// InventoryOf finds the Inventory of be, or of the backend it wraps.
+func InventoryOf(be Backend) (Inventory, bool) {
+	for be != nil {
+		if inv, ok := be.(Inventory); ok {
+			return inv, true
+		}
+		u, ok := be.(interface{ Unwrap() Backend })
+		if !ok {
+			return nil, false
+		}
+		be = u.Unwrap()
+	}
+	return nil, false
+}
+
 // ErrNotFound is matched (errors.Is) by every error about a missing object.
 var ErrNotFound = errors.New("object not found")
 

@@ -71,6 +71,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend, opts ...Op
 		{"Concurrent", testConcurrent},
 		{"CancelledContext", testCancelled},
 		{"InvalidHandles", testInvalidHandles},
+		{"ListAll", testListAll},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -584,5 +585,37 @@ func testInvalidHandles(t *testing.T, open func(*testing.T) backend.Backend) {
 			check("Stat", err)
 			check("Remove", b.Remove(c, h))
 		})
+	}
+}
+
+// testListAll: a store that can list everything (backend.Inventory)
+// lists an empty location as empty and every saved object by its path.
+func testListAll(t *testing.T, open func(*testing.T) backend.Backend) {
+	b := open(t)
+	inv, ok := backend.InventoryOf(b)
+	if !ok {
+		t.Skip("this store cannot list everything under its location")
+	}
+	c := ctx(t)
+	all := func() []string {
+		var names []string
+		if err := inv.ListAll(c, func(n string) error { names = append(names, n); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got := all(); len(got) != 0 {
+		t.Fatalf("a new location lists %v", got)
+	}
+	hs := []backend.Handle{{Type: backend.ConfigFile}, {Type: backend.PackFile, Name: id("listall")}, {Type: backend.SnapshotFile, Name: id("snap")}}
+	var want []string
+	for _, h := range hs {
+		save(t, c, b, h, []byte("x"))
+		want = append(want, h.Path())
+	}
+	slices.Sort(want)
+	if got := all(); !slices.Equal(got, want) {
+		t.Fatalf("ListAll = %v, want %v", got, want)
 	}
 }

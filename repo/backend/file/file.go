@@ -214,4 +214,28 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	return nil
 }
 
+// ListAll lists every file under the folder (backend.Inventory).
+func (b *Backend) ListAll(ctx context.Context, fn func(name string) error) error {
+	err := filepath.WalkDir(b.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == b.root && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(b.root, p)
+		return fn(filepath.ToSlash(rel))
+	})
+	if err != nil {
+		return classify(fmt.Errorf("list %s: %w", b.root, err))
+	}
+	return nil
+}
+
 func (b *Backend) Close() error { return nil }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -144,6 +145,31 @@ func nameFromPath(t backend.FileType, p string) (string, bool) {
 		}
 	}
 	return rest, true
+}
+
+// ListAll lists every object (backend.Inventory).
+func (b *Backend) ListAll(ctx context.Context, fn func(name string) error) error {
+	b.mu.RLock()
+	names := make([]string, 0, len(b.objects))
+	for k := range b.objects {
+		names = append(names, k)
+	}
+	b.mu.RUnlock()
+	slices.Sort(names)
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Put stores data at path p as it is, outside the repository layout: for
+// tests of what a store holds besides a repository.
+func (b *Backend) Put(p string, data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.objects[p] = object{data: bytes.Clone(data), modTime: b.clock()}
 }
 
 func (b *Backend) Close() error { return nil }

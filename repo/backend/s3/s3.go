@@ -394,6 +394,26 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	return nil
 }
 
+// ListAll lists every object under the prefix (backend.Inventory).
+func (b *Backend) ListAll(ctx context.Context, fn func(name string) error) error {
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: aws.String(b.bucket), Prefix: aws.String(b.prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return b.translate(ctx, "list", backend.Handle{Type: backend.ConfigFile}, err)
+		}
+		for _, obj := range page.Contents {
+			if obj.Key == nil || strings.HasSuffix(*obj.Key, "/") {
+				continue // a folder marker some tools create
+			}
+			if err := fn(strings.TrimPrefix(*obj.Key, b.prefix)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // nameFromKey turns a key relative to the type's folder into a handle name;
 // keys that no handle of type t could produce are skipped.
 func nameFromKey(t backend.FileType, rel string) (string, bool) {
