@@ -164,6 +164,27 @@ func DataDirOwner(dataDir string) (uid, gid uint32, err error) {
 // searchable and the file readable by that user, judging by owners and
 // mode bits (ACLs are not consulted). root reads everything.
 func CheckReadableBy(path string, uid, gid uint32) error {
+	return checkAccessBy(path, uid, gid, 0o4)
+}
+
+// CheckWritableBy is CheckReadableBy for a folder the user must create
+// files in: the folder, or the nearest one above it that exists (where
+// it would be created), must be writable and searchable.
+func CheckWritableBy(dir string, uid, gid uint32) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := os.Stat(abs); err == nil || abs == filepath.Dir(abs) {
+			break
+		}
+		abs = filepath.Dir(abs)
+	}
+	return checkAccessBy(abs, uid, gid, 0o3)
+}
+
+func checkAccessBy(path string, uid, gid uint32, bits fs.FileMode) error {
 	if uid == 0 {
 		return nil
 	}
@@ -185,11 +206,11 @@ func CheckReadableBy(path string, uid, gid uint32) error {
 		perm := fi.Mode().Perm()
 		switch {
 		case st.Uid == uid:
-			return perm&(bit<<6) != 0
+			return perm&(bit<<6) == bit<<6
 		case groups[st.Gid]:
-			return perm&(bit<<3) != 0
+			return perm&(bit<<3) == bit<<3
 		default:
-			return perm&bit != 0
+			return perm&bit == bit
 		}
 	}
 	abs, err := filepath.Abs(path)
@@ -200,8 +221,12 @@ func CheckReadableBy(path string, uid, gid uint32) error {
 	if err != nil {
 		return err
 	}
-	if !allowed(fi, 0o4) {
-		return fmt.Errorf("%s (owner uid %d, mode %v) is not readable by uid %d", abs, ownerUID(fi), fi.Mode().Perm(), uid)
+	if !allowed(fi, bits) {
+		what := "readable"
+		if bits&0o2 != 0 {
+			what = "writable"
+		}
+		return fmt.Errorf("%s (owner uid %d, mode %v) is not %s by uid %d", abs, ownerUID(fi), fi.Mode().Perm(), what, uid)
 	}
 	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
 		di, err := os.Stat(dir)

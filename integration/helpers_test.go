@@ -165,9 +165,13 @@ func (v *vault) backup(c *pgtest.Cluster, extra ...string) backupReport {
 	return rep
 }
 
-// restore restores a backup into a new postgres-owned folder and returns it.
+// restore restores a backup into a new postgres-owned folder and returns
+// it. The repository and its cache are handed to postgres first: the
+// restored server's restore_command runs as postgres, and a root restore
+// refuses to write one that could not read them.
 func (v *vault) restore(id string, extra ...string) string {
 	v.t.Helper()
+	postgresOwns(v.t, v.base)
 	target := filepath.Join(pgtest.TempDir(v.t), "data")
 	v.must(append([]string{"restore", id, "--target", target}, extra...)...)
 	return target

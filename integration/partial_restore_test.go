@@ -60,6 +60,7 @@ func TestRestoreIncludeDatabase(t *testing.T) {
 			var rep struct {
 				Excluded []string `json:"excluded_databases"`
 			}
+			postgresOwns(t, v.base) // the restored server's restore_command reads the repository
 			v.json(&rep, "restore", b.ID, "--target", target, "--db-include", "keep", "--tablespace-map", ts+"="+newTS)
 			if !slices.Equal(rep.Excluded, []string{"skip"}) {
 				t.Fatalf("excluded databases: %v", rep.Excluded)
@@ -72,7 +73,7 @@ func TestRestoreIncludeDatabase(t *testing.T) {
 				t.Fatalf("PG_VERSION of the left-out database: %v, %d bytes", err, st.Size)
 			}
 
-			postgresOwns(t, v.base) // the restored server's restore_command reads the repository
+			postgresOwns(t, v.base) // and what the streamer (root) stored since
 			r := pgtest.StartOn(t, target, pgtest.Options{})
 			waitFor(t, 2*time.Minute, "the restored cluster to promote", func() (bool, error) {
 				return r.QueryString(t, "SELECT pg_is_in_recovery()::text") == "false", nil

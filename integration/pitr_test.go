@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -340,24 +341,34 @@ func TestPITR(t *testing.T) {
 		}
 	})
 
-	t.Run("password file the server cannot read", func(t *testing.T) {
-		// Restore as root with a password file only root can read: the
-		// restore works, and warns that restore_command will not.
+	t.Run("password file and cache the server cannot use", func(t *testing.T) {
+		// Restore as root with a password file and a cache folder only root
+		// can use: restore_command (run as postgres) would fail at the
+		// first WAL file, so nothing is written and the line says why.
 		rootPw := filepath.Join(t.TempDir(), "password")
 		os.WriteFile(rootPw, []byte("pitr secret\n"), 0o600)
+		rootCache := t.TempDir()
 		target := filepath.Join(pgtest.TempDir(t), "data")
 		cmd := exec.Command(pgvaultBin, "restore", "--target", target, "--to-immediate")
-		cmd.Env = append(filteredEnv(), "PGVAULT_REPO="+v.repo, "PGVAULT_PASSWORD_FILE="+rootPw, "PGVAULT_CACHE_DIR="+t.TempDir())
+		cmd.Env = append(filteredEnv(), "PGVAULT_REPO="+v.repo, "PGVAULT_PASSWORD_FILE="+rootPw, "PGVAULT_CACHE_DIR="+rootCache)
 		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("restore as root: %v\n%s", err, out)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("restore as root with a password file postgres cannot read: %v\n%s", err, out)
 		}
-		if !strings.Contains(string(out), "warning: the password file is not usable by uid") {
-			t.Fatalf("no warning about the password file:\n%s", out)
+		for _, want := range []string{"restore_command runs as uid", "the password file: " + rootPw, "the cache folder (--cache-dir): " + rootCache, "--no-recovery-config"} {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("the refusal does not say %q:\n%s", want, out)
+			}
 		}
-		conf, _ := os.ReadFile(filepath.Join(target, "postgresql.auto.conf"))
-		if !strings.Contains(string(conf), "--password-file "+rootPw) || strings.Contains(string(conf), "pitr secret") {
-			t.Fatalf("restore_command:\n%s", conf)
+		if _, err := os.Stat(target); err == nil {
+			t.Fatal("a refused restore created the target")
+		}
+		// A copy of the files only needs no restore_command.
+		cmd = exec.Command(pgvaultBin, "restore", "--target", target, "--no-recovery-config")
+		cmd.Env = append(filteredEnv(), "PGVAULT_REPO="+v.repo, "PGVAULT_PASSWORD_FILE="+rootPw, "PGVAULT_CACHE_DIR="+rootCache)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("restore --no-recovery-config as root: %v\n%s", err, out)
 		}
 	})
 

@@ -13,6 +13,7 @@ import (
 	"github.com/pgvault/pgvault/backup"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/backend/all"
 )
 
 // RestoreOptions configure Restore.
@@ -128,6 +129,11 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 	if _, err := backup.ExcludedDatabases(plan.Backup.Info, o.IncludeDatabases); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", ShortID(plan.Backup.ID), err)
 	}
+	if !o.NoRecovery {
+		if err := s.checkRestoreAccess(snap.RootNode.UID, snap.RootNode.GID); err != nil {
+			return nil, err
+		}
+	}
 	rep := &RestoreReport{ID: plan.Backup.ID, Target: o.Target, Plan: plan, Tablespaces: map[string]string{}, Warnings: []string{}}
 	if !o.NoRecovery {
 		rep.Recovery = &RecoveryReport{SignalFile: filepath.Join(o.Target, rc.SignalFile()), AutoConf: filepath.Join(o.Target, "postgresql.auto.conf"),
@@ -168,9 +174,6 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 		}
 		rep.Recovery.Disabled = wr.Disabled
 		rep.Warnings = append(rep.Warnings, wr.Warnings...)
-		if w := s.passwordFileWarning(o.Target); w != "" {
-			rep.Warnings = append(rep.Warnings, w)
-		}
 	}
 	return rep, nil
 }
@@ -245,21 +248,40 @@ func hasScheme(s string) bool {
 	return true
 }
 
-// passwordFileWarning says, in one line, when the data directory's owner
-// (who runs restore_command) cannot read the password file.
-func (s *Site) passwordFileWarning(dataDir string) string {
-	pf := s.Password.File
-	if pf == "" {
-		return ""
+// ErrRestoreAccess is matched when the restored server's restore_command
+// would run as a user that cannot use the repository.
+var ErrRestoreAccess = errors.New("the restored server could not fetch WAL")
+
+// checkRestoreAccess refuses a restore, before anything is written, whose
+// restore_command (run by PostgreSQL as the data directory's owner, uid:gid)
+// could not read the repository or the password file, or write the cache
+// folder: recovery would then stop at its first WAL file with "permission
+// denied". Only a root restore gives the data directory another owner.
+func (s *Site) checkRestoreAccess(uid, gid uint32) error {
+	if os.Geteuid() != 0 || uid == 0 {
+		return nil
 	}
-	uid, gid, err := backup.DataDirOwner(dataDir)
-	if err != nil {
-		return ""
+	var problems []string
+	if loc, err := all.ParseURL(s.Repo); err == nil && loc.Scheme == "file" {
+		if err := backup.CheckReadableBy(filepath.Join(loc.Path, "config"), uid, gid); err != nil {
+			problems = append(problems, "the repository: "+err.Error())
+		}
 	}
-	if err := backup.CheckReadableBy(pf, uid, gid); err != nil {
-		return fmt.Sprintf("the password file is not usable by uid %d, the data directory's owner, so restore_command will fail: %v (chown or chmod it, or copy it somewhere that user can read and restore with --password-file pointing there)", uid, err)
+	if pf := s.Password.File; pf != "" {
+		if err := backup.CheckReadableBy(pf, uid, gid); err != nil {
+			problems = append(problems, "the password file: "+err.Error())
+		}
 	}
-	return ""
+	if s.CacheDir != "" {
+		if err := backup.CheckWritableBy(s.CacheDir, uid, gid); err != nil {
+			problems = append(problems, "the cache folder (--cache-dir): "+err.Error())
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: restore_command runs as uid %d, the owner of the restored data directory, and %s: make them usable by that user (chown/chmod, or copies it owns: --password-file, --cache-dir), or restore with --no-recovery-config; nothing was written",
+		ErrRestoreAccess, uid, strings.Join(problems, "; "))
 }
 
 // Behaviour says what PostgreSQL will do with a recovery configuration.
