@@ -23,7 +23,7 @@ func configCommand(name, usage, description, needed string, run func(ctx context
 		Name: name, Usage: usage, Description: description,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PGVAULT_CONFIG"}, Destination: &config,
-				Usage: "the agent's YAML configuration `FILE`"},
+				Usage: "the agent's YAML configuration `FILE` (default: " + DefaultConfigPath + " when it exists)"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := newEnv(c)
@@ -33,12 +33,34 @@ func configCommand(name, usage, description, needed string, run func(ctx context
 			if c.NArg() > 0 {
 				return usagef("%s takes no arguments (got %q)", name, c.Args().First())
 			}
-			if config == "" && needed != "" {
-				return usagef("%s needs --config FILE (or PGVAULT_CONFIG), %s", name, needed)
+			config, err = chooseConfig(config, DefaultConfigPath, name, needed)
+			if err != nil {
+				return err
 			}
 			return run(c.Context, e, config)
 		},
 	}
+}
+
+// DefaultConfigPath is where the agent, status and doctor look for the
+// configuration when neither --config nor PGVAULT_CONFIG names one (as
+// pghoard and pg_hardstorage read theirs without a flag).
+const DefaultConfigPath = "/etc/pgvault/pgvault.yaml"
+
+// chooseConfig is the configuration file a command reads: the one given,
+// else def when it exists, else none ("" for a command that can run
+// without one, a usage error naming both for the others).
+func chooseConfig(given, def, name, needed string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	if _, err := os.Stat(def); err == nil {
+		return def, nil
+	}
+	if needed != "" {
+		return "", usagef("%s needs --config FILE (or PGVAULT_CONFIG; %s, the default, does not exist), %s", name, def, needed)
+	}
+	return "", nil
 }
 
 func agentCommand() *cli.Command {

@@ -78,3 +78,28 @@ func TestStatusAndAgentUsage(t *testing.T) {
 		t.Fatalf("agent with a bad configuration: exit %d, %q", code, stderr)
 	}
 }
+
+func TestChooseConfig(t *testing.T) {
+	dir := t.TempDir()
+	present := filepath.Join(dir, "pgvault.yaml")
+	os.WriteFile(present, []byte("sites: {}\n"), 0o600)
+	missing := filepath.Join(dir, "none.yaml")
+	for _, tt := range []struct {
+		given, def, needed string
+		want               string
+		usage              bool
+	}{
+		{"/given.yaml", present, "x", "/given.yaml", false},
+		{"", present, "x", present, false},
+		{"", missing, "its configuration", "", true},
+		{"", missing, "", "", false}, // doctor runs without one
+	} {
+		got, err := chooseConfig(tt.given, tt.def, "status", tt.needed)
+		if got != tt.want || (err != nil) != tt.usage {
+			t.Errorf("chooseConfig(%q, %q, %q) = %q, %v", tt.given, tt.def, tt.needed, got, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), tt.def) {
+			t.Errorf("the usage error does not name the default %s: %v", tt.def, err)
+		}
+	}
+}
