@@ -174,6 +174,14 @@ func TestErrorsStorage(t *testing.T) {
 		errCase(t, v, 1, []string{"127.0.0.1:1", "connection refused"}, "repo", "check")
 		t.Logf("unreachable S3 reported after %v", time.Since(start).Round(time.Millisecond))
 	})
+	t.Run("no S3 credentials", func(t *testing.T) {
+		// No AWS_* variables and no ~/.aws: the SDK's credential chain ends
+		// at the instance metadata service, which is not there; the one
+		// line says what to set, with no SDK log line before it.
+		q := url.Values{"endpoint": {"http://127.0.0.1:1"}, "region": {"us-east-1"}, "path_style": {"true"}}
+		v := vaultAt("s3://bucket/repo?"+q.Encode(), "HOME="+t.TempDir(), "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "PGVAULT_TEST_FAULTS=attempts=1,delay=10ms")
+		errCase(t, v, 1, []string{"no S3 credentials", "AWS_ACCESS_KEY_ID"}, "repo", "check")
+	})
 	t.Run("wrong S3 credentials", func(t *testing.T) {
 		srv := minio.Start(t)
 		env := srv.Env()

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/pgvault/pgvault/repo/backend"
 )
@@ -92,6 +93,10 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		}).
 		WithReadTimeout(2 * time.Minute)
 	loadOpts := []func(*config.LoadOptions) error{
+		// The SDK's own log lines ("WARN falling back to IMDSv1" when no
+		// credentials are found) would come before pgvault's one-line
+		// error that says what to set; every failure reaches that error.
+		config.WithLogger(logging.Nop{}),
 		config.WithHTTPClient(httpClient),
 		config.WithRetryMaxAttempts(1),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
