@@ -90,8 +90,6 @@ type localSource struct {
 // Every reason it cannot wraps ErrLocalUnavailable.
 func openLocal(ctx context.Context, opts Options, systemID string, major int) (*localSource, error) {
 	switch {
-	case opts.Standalone:
-		return nil, fmt.Errorf("%w: a standalone backup takes its WAL from BASE_BACKUP", ErrLocalUnavailable)
 	case opts.MaxRateKB > 0:
 		return nil, fmt.Errorf("%w: --max-rate throttles BASE_BACKUP", ErrLocalUnavailable)
 	case opts.Session == nil:
@@ -267,6 +265,11 @@ func (in *ingest) takeLocal(ctx context.Context, src *localSource, tli uint32, w
 	}
 	res.StopTimeline = tli
 	in.info.BackupLabel, in.info.TablespaceMap = row[1], row[2]
+	if in.opts.Standalone {
+		if err := in.addLocalWAL(ctx, src, tli, start, res.StopLSN); err != nil {
+			return res, err
+		}
+	}
 	now := time.Now()
 	files := []struct{ name, content string }{{"backup_label", row[1]}, {"tablespace_map", row[2]}}
 	for _, f := range files {

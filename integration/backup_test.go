@@ -130,12 +130,23 @@ func firstEntry(t *testing.T, dir string) string {
 func TestStandaloneBackupStartsWithoutArchive(t *testing.T) {
 	c, tsDir := richCluster(t)
 	c.Exec(t, "CREATE TABLE before_backup AS SELECT g AS id FROM generate_series(1, 1234) g")
+	// Streamed, BASE_BACKUP sends the WAL; read locally, it is copied from
+	// the server's pg_wal after pg_backup_stop.
+	for _, method := range []string{"local", "stream"} {
+		t.Run(method, func(t *testing.T) { testStandalone(t, c, tsDir, method) })
+	}
+}
+
+func testStandalone(t *testing.T, c *pgtest.Cluster, tsDir, method string) {
 	v := newVault(t, "")
 	ctx, stop := context.WithCancel(context.Background())
 	wait := c.PgbenchBackground(ctx, t, "-c", "2", "-T", "600")
-	rep := v.backup(c, "--standalone")
+	rep := v.backup(c, "--standalone", "--method", method)
 	stop()
 	wait()
+	if rep.Method != method {
+		t.Fatalf("the backup ran with method %q, want %s", rep.Method, method)
+	}
 	target := v.restore("latest", "--tablespace-map", tsDir+"="+filepath.Join(pgtest.TempDir(t), "ts"))
 	verifyBackup(t, target)
 	r := pgtest.StartOn(t, target, pgtest.Options{})
@@ -158,7 +169,8 @@ func TestStandaloneBackupStartsWithoutArchive(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM notes").Scan(&notes); err != nil || notes != 5000 {
 		t.Fatalf("second database: %d notes, %v", notes, err)
 	}
-	t.Logf("standalone backup %s: %d bytes read, %d stored", rep.ID[:8], rep.BytesRead, rep.StoredBytes)
+	t.Logf("standalone %s backup %s: %d bytes read, %d stored", method, rep.ID[:8], rep.BytesRead, rep.StoredBytes)
+	r.Stop(t, "fast")
 }
 
 func TestSecondBackupAfterFivePercentChange(t *testing.T) {
@@ -399,10 +411,11 @@ func TestBackupMethodChoice(t *testing.T) {
 		{"auto, another cluster at --pgdata", c.ReplicationConnString(), []string{"--pgdata", other}, "stream", 0, ""},
 		{"auto, no such folder", c.ReplicationConnString(), []string{"--pgdata", filepath.Join(other, "nope")}, "stream", 0, ""},
 		{"auto, a role without the backup functions", streamer, nil, "stream", 0, ""},
-		{"auto, standalone", c.ReplicationConnString(), []string{"--standalone"}, "stream", 0, ""},
+		{"auto, standalone", c.ReplicationConnString(), []string{"--standalone"}, "local", 0, ""},
+		{"local and standalone", c.ReplicationConnString(), []string{"--method", "local", "--standalone"}, "local", 0, ""},
+		{"local and max rate", c.ReplicationConnString(), []string{"--method", "local", "--max-rate", "1024"}, "", 2, "--method stream"},
 		{"local, another cluster", c.ReplicationConnString(), []string{"--method", "local", "--pgdata", other}, "", 1, "holds cluster"},
 		{"local, a role without the backup functions", streamer, []string{"--method", "local"}, "", 1, "pg_backup_start"},
-		{"local and standalone", c.ReplicationConnString(), []string{"--method", "local", "--standalone"}, "", 2, "--method stream"},
 		{"unknown method", c.ReplicationConnString(), []string{"--method", "rsync"}, "", 2, "auto, stream or local"},
 	}
 	for _, tt := range tests {

@@ -171,10 +171,26 @@ func (v *vault) backup(c *pgtest.Cluster, extra ...string) backupReport {
 // refuses to write one that could not read them.
 func (v *vault) restore(id string, extra ...string) string {
 	v.t.Helper()
-	postgresOwns(v.t, v.base)
+	v.handToPostgres()
 	target := filepath.Join(pgtest.TempDir(v.t), "data")
 	v.must(append([]string{"restore", id, "--target", target}, extra...)...)
 	return target
+}
+
+// handToPostgres gives the postgres OS user the vault's repository (when
+// it is a folder), password file and cache folder.
+func (v *vault) handToPostgres() {
+	v.t.Helper()
+	paths := []string{v.base}
+	if !strings.Contains(v.repo, "://") {
+		paths = append(paths, v.repo)
+	}
+	for _, kv := range v.env {
+		if k, val, _ := strings.Cut(kv, "="); k == "PGVAULT_PASSWORD_FILE" || k == "PGVAULT_CACHE_DIR" {
+			paths = append(paths, val)
+		}
+	}
+	postgresOwns(v.t, paths...)
 }
 
 // verifyBackup runs pg_verifybackup -n on a restored data directory.

@@ -87,8 +87,8 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return usagef("--method: %v", err)
 			}
-			if method == backup.MethodLocal && (o.standalone || o.maxRateKB != 0) {
-				return usagef("--method local reads the files itself: --standalone and --max-rate need --method stream")
+			if method == backup.MethodLocal && o.maxRateKB != 0 {
+				return usagef("--method local reads the files itself: --max-rate throttles BASE_BACKUP and needs --method stream")
 			}
 			return runBackup(c.Context, e, o)
 		},

@@ -129,12 +129,21 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 	if _, err := backup.ExcludedDatabases(plan.Backup.Info, o.IncludeDatabases); err != nil {
 		return nil, fmt.Errorf("backup %s: %w", ShortID(plan.Backup.ID), err)
 	}
+	var accessWarning string
 	if !o.NoRecovery {
 		if err := s.checkRestoreAccess(snap.RootNode.UID, snap.RootNode.GID); err != nil {
-			return nil, err
+			// A standalone backup reaches consistency from its own pg_wal:
+			// only WAL after it (a later target) needs restore_command.
+			if !plan.Backup.Info.Standalone {
+				return nil, fmt.Errorf("%w; nothing was written", err)
+			}
+			accessWarning = err.Error() + " (the backup is standalone: it starts without the repository's WAL, but cannot recover past its end)"
 		}
 	}
 	rep := &RestoreReport{ID: plan.Backup.ID, Target: o.Target, Plan: plan, Tablespaces: map[string]string{}, Warnings: []string{}}
+	if accessWarning != "" {
+		rep.Warnings = append(rep.Warnings, accessWarning)
+	}
 	if !o.NoRecovery {
 		rep.Recovery = &RecoveryReport{SignalFile: filepath.Join(o.Target, rc.SignalFile()), AutoConf: filepath.Join(o.Target, "postgresql.auto.conf"),
 			Settings: rc.Settings(), Behaviour: Behaviour(rc, plan)}
@@ -280,7 +289,7 @@ func (s *Site) checkRestoreAccess(uid, gid uint32) error {
 	if len(problems) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: restore_command runs as uid %d, the owner of the restored data directory, and %s: make them usable by that user (chown/chmod, or copies it owns: --password-file, --cache-dir), or restore with --no-recovery-config; nothing was written",
+	return fmt.Errorf("%w: restore_command runs as uid %d, the owner of the restored data directory, and %s: make them usable by that user (chown/chmod, or copies it owns: --password-file, --cache-dir), or restore with --no-recovery-config",
 		ErrRestoreAccess, uid, strings.Join(problems, "; "))
 }
 
