@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/pgvault/pgvault/repo/backend"
 )
 
 func hostname(t *testing.T) string {
@@ -98,5 +101,35 @@ func TestWALHistoryAndEmptyFiles(t *testing.T) {
 	}
 	if _, err := r.SaveWAL(ctx, 2, "../escape", hist, false); err == nil {
 		t.Fatal("a name with a slash was accepted")
+	}
+}
+
+// A damaged chunk in a run of chunks read with one request is found: the
+// chunks are read one at a time again, and the damaged one is an error
+// naming it, never wrong bytes.
+func TestLoadWALDamagedChunkInARun(t *testing.T) {
+	r, be := newTestRepo(t)
+	const name = "000000010000000000000005"
+	if _, err := r.SaveWAL(ctx, 1, name, randBytes(5, 4<<20), false); err != nil {
+		t.Fatal(err)
+	}
+	var biggest backend.FileInfo
+	be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		if fi.Size > biggest.Size {
+			biggest = fi
+		}
+		return nil
+	})
+	h := backend.Handle{Type: backend.PackFile, Name: biggest.Name}
+	data, err := be.Load(ctx, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/3] ^= 0x40
+	be.Put(h.Path(), data)
+	if got, _, err := r.LoadWAL(ctx, 1, name); err == nil {
+		t.Fatalf("a damaged chunk read back without an error (%d bytes)", len(got))
+	} else if !strings.Contains(err.Error(), name) {
+		t.Fatalf("the error does not name the WAL file: %v", err)
 	}
 }
