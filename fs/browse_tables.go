@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +107,12 @@ type tablesView struct {
 	mu      sync.Mutex
 	m       *relmap.Map
 	version map[uint32]string // tablespace -> its version folder
+	// By folder name, so that a lookup in a database of 100k tables (ls
+	// looks each one up) is not a scan of them all.
+	dbs  map[string]*relmap.Database
+	rels map[*relmap.Database]map[string]*relmap.Relation
+	// folders are the snapshot's relation folders, decoded once.
+	folders map[string]*repo.Tree
 }
 
 func (v *tablesView) load(ctx context.Context) (*relmap.Map, syscall.Errno) {
@@ -122,7 +129,41 @@ func (v *tablesView) load(ctx context.Context) (*relmap.Map, syscall.Errno) {
 		return nil, v.b.readFailed(v.snap.ShortID()+"/"+tablesFolder, 0, err)
 	}
 	v.version = map[uint32]string{}
+	v.dbs = map[string]*relmap.Database{}
+	v.rels = map[*relmap.Database]map[string]*relmap.Relation{}
+	for i := range v.m.Databases {
+		db := &v.m.Databases[i]
+		v.dbs[db.FolderName()] = db
+		rels := make(map[string]*relmap.Relation, len(db.Relations))
+		for j := range db.Relations {
+			rels[db.Relations[j].FolderName()] = &db.Relations[j]
+		}
+		v.rels[db] = rels
+	}
 	return v.m, 0
+}
+
+// folder is the snapshot's folder at dir, decoded once for every table
+// in it (nil when the snapshot has none there).
+func (v *tablesView) folder(ctx context.Context, dir string) (*repo.Tree, syscall.Errno) {
+	v.mu.Lock()
+	t, ok := v.folders[dir]
+	v.mu.Unlock()
+	if ok {
+		return t, 0
+	}
+	if n, err := v.b.r.Lookup(ctx, v.snap, dir); err == nil && n.Type == repo.NodeDir {
+		if t, err = v.b.r.LoadTree(ctx, *n.Subtree); err != nil {
+			return nil, v.b.readFailed(v.snap.ShortID()+"/"+dir, 0, err)
+		}
+	}
+	v.mu.Lock()
+	if v.folders == nil {
+		v.folders = map[string]*repo.Tree{}
+	}
+	v.folders[dir] = t
+	v.mu.Unlock()
+	return t, 0
 }
 
 // versionDir names a tablespace's version folder in the snapshot
@@ -201,23 +242,20 @@ func (d *tablesDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno)
 }
 
 func (d *tablesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	m, errno := d.v.load(ctx)
-	if errno != 0 {
+	if _, errno := d.v.load(ctx); errno != 0 {
 		return nil, errno
 	}
 	dirAttr(&out.Attr, 0o555, overlay.Owner{}, d.v.snap.EndTime)
+	d.v.mu.Lock()
+	defer d.v.mu.Unlock()
 	if d.db == nil {
-		for i := range m.Databases {
-			if db := &m.Databases[i]; db.FolderName() == name {
-				return d.NewInode(ctx, &tablesDir{v: d.v, db: db}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name)}), 0
-			}
+		if db, ok := d.v.dbs[name]; ok {
+			return d.NewInode(ctx, &tablesDir{v: d.v, db: db}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name)}), 0
 		}
 		return nil, syscall.ENOENT
 	}
-	for i := range d.db.Relations {
-		if rel := &d.db.Relations[i]; rel.FolderName() == name {
-			return d.NewInode(ctx, &tableDir{v: d.v, db: d.db, rel: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name)}), 0
-		}
+	if rel, ok := d.v.rels[d.db][name]; ok {
+		return d.NewInode(ctx, &tableDir{v: d.v, db: d.db, rel: rel}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: d.ino(name)}), 0
 	}
 	return nil, syscall.ENOENT
 }
@@ -259,25 +297,23 @@ func (t *tableDir) files(ctx context.Context) (map[string]tableEntry, syscall.Er
 		return t.entries, 0
 	}
 	entries := map[string]tableEntry{}
-	folders := map[string]*repo.Tree{}
 	for _, f := range t.rel.Files {
 		dir, ok := t.db.Dir(f, func(ts uint32) (string, bool) { return t.v.versionDir(ctx, ts) })
 		if !ok {
 			continue
 		}
-		tree, seen := folders[dir]
-		if !seen {
-			if n, err := t.v.b.r.Lookup(ctx, t.v.snap, dir); err == nil && n.Type == repo.NodeDir {
-				if tree, err = t.v.b.r.LoadTree(ctx, *n.Subtree); err != nil {
-					return nil, t.v.b.readFailed(t.v.snap.ShortID()+"/"+dir, 0, err)
-				}
-			}
-			folders[dir] = tree
+		tree, errno := t.v.folder(ctx, dir)
+		if errno != 0 {
+			return nil, errno
 		}
 		if tree == nil {
 			continue // the relation's folder is not in this backup
 		}
-		for i := range tree.Nodes {
+		// A relfilenode's files sort together (16384, 16384.1, 16384_fsm):
+		// find the first, then read on while the prefix holds.
+		prefix := strconv.FormatUint(uint64(f.Filenode), 10)
+		first := sort.Search(len(tree.Nodes), func(i int) bool { return tree.Nodes[i].Name >= prefix })
+		for i := first; i < len(tree.Nodes) && strings.HasPrefix(tree.Nodes[i].Name, prefix); i++ {
 			n := &tree.Nodes[i]
 			if name, ok := relmap.EntryName(f, n.Name); ok && n.Type == repo.NodeFile {
 				entries[name] = tableEntry{path: path.Join(dir, n.Name), node: *n}
