@@ -50,8 +50,10 @@ func TestDump(t *testing.T) {
 		}
 	}
 	c.Exec(t, "CREATE TABLESPACE ts LOCATION '"+c.TablespaceDir(t)+"'")
+	c.Exec(t, "CREATE TABLE shared (k int)") // in postgres, and in app below
 	mustExec(`CREATE SCHEMA sales; CREATE TABLE sales.orders (id int PRIMARY KEY, note text);
-		CREATE TABLE public."Mixed Case" (k text); INSERT INTO public."Mixed Case" VALUES ('x'), ('y')`)
+		CREATE TABLE public."Mixed Case" (k text); INSERT INTO public."Mixed Case" VALUES ('x'), ('y');
+		CREATE TABLE shared (k int)`)
 	// The backup comes before the rows: the dump must replay WAL to see
 	// them, and the table in the tablespace is created by the replay.
 	b := v.backup(c)
@@ -180,7 +182,7 @@ func TestDump(t *testing.T) {
 		// The dropped table is not there any more: one line, with what is.
 		gone := runRoot(t, env, "dump", "--db", "app", "--table", `"Mixed Case"`, "-f", filepath.Join(out, "gone.sql"))
 		if gone.code != 1 || strings.Count(strings.TrimSpace(gone.stderr), "\n") != 0 ||
-			!strings.Contains(gone.stderr, `no such table: public."Mixed Case" in database "app": schema public has no tables`) {
+			!strings.Contains(gone.stderr, `no such table: public."Mixed Case" in database "app"; nearest in schema public: public.shared`) {
 			t.Fatalf("dump of a dropped table: exit %d: %s", gone.code, gone.stderr)
 		}
 		if _, err := os.Stat(filepath.Join(out, "gone.sql")); err == nil {
@@ -197,6 +199,10 @@ func TestDump(t *testing.T) {
 		res = runRoot(t, env, "dump", "--db", "app", "--table", "nosuch.orders", "--to-lsn", good)
 		if res.code != 1 || !strings.Contains(res.stderr, "there is no schema nosuch; its schemas are public, sales") {
 			t.Fatalf("dump from a missing schema: exit %d: %s", res.code, res.stderr)
+		}
+		res = runRoot(t, env, "dump", "--table", "shared", "--to-lsn", good)
+		if res.code != 1 || !strings.Contains(res.stderr, "public.shared are in databases app, postgres: say which with --db") {
+			t.Fatalf("dump of a table in two databases without --db: exit %d: %s", res.code, res.stderr)
 		}
 		res = runRoot(t, env, "dump", "--db", "shop", "--to-lsn", good)
 		if res.code != 1 || !strings.Contains(res.stderr, `no database "shop"`) || !strings.Contains(res.stderr, "its databases are app, postgres") {
