@@ -182,10 +182,11 @@ type agentState struct {
 			Next *time.Time `json:"next"`
 		} `json:"backup"`
 		Prune struct {
-			Runs           int   `json:"runs"`
-			BackupsRemoved int   `json:"backups_removed"`
-			WALRemoved     int   `json:"wal_removed"`
-			BytesFreed     int64 `json:"bytes_freed"`
+			Last           *time.Time `json:"last"`
+			Runs           int        `json:"runs"`
+			BackupsRemoved int        `json:"backups_removed"`
+			WALRemoved     int        `json:"wal_removed"`
+			BytesFreed     int64      `json:"bytes_freed"`
 		} `json:"prune"`
 		WALCheck struct {
 			Last *time.Time `json:"last"`
@@ -197,11 +198,12 @@ type agentState struct {
 			Message string     `json:"message"`
 		} `json:"drill"`
 		Synthetic struct {
-			Enabled   bool   `json:"enabled"`
-			Taken     int    `json:"taken"`
-			Backup    string `json:"backup"`
-			Parent    string `json:"parent"`
-			LastError string `json:"last_error"`
+			Last      *time.Time `json:"last"`
+			Enabled   bool       `json:"enabled"`
+			Taken     int        `json:"taken"`
+			Backup    string     `json:"backup"`
+			Parent    string     `json:"parent"`
+			LastError string     `json:"last_error"`
 		} `json:"synthetic"`
 		PITR *struct {
 			Earliest time.Time `json:"earliest"`

@@ -218,8 +218,10 @@ func TestAgentSyntheticBackups(t *testing.T) {
 		c.InsertMarker(t, fmt.Sprintf("round %d, next segment", round))
 		c.SwitchWAL(t)
 		want := round + 1
-		a.waitState(fmt.Sprintf("synthetic backup %d", want), 3*time.Minute, func(st agentState) bool {
-			return st.Sites["main"].Synthetic.Taken >= want
+		// Retention runs after each synthetic backup, once Taken counts it.
+		a.waitState(fmt.Sprintf("synthetic backup %d and retention after it", want), 3*time.Minute, func(st agentState) bool {
+			syn, prune := st.Sites["main"].Synthetic, st.Sites["main"].Prune
+			return syn.Taken >= want && prune.Last != nil && !prune.Last.Before(*syn.Last)
 		})
 	}
 	st = a.readState()

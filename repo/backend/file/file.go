@@ -65,13 +65,14 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	}
 	final := b.filename(h)
 	dir := filepath.Dir(final)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	owner := b.owner()
+	if err := mkdirAll(dir, owner); err != nil {
 		return classify(fmt.Errorf("save %v: %w", h, err))
 	}
 	// The file is synced by hand and Commit syncs no folder: syncDir
 	// accepts file systems that cannot sync a folder (EINVAL), which
 	// atomicfile.SyncDir does not.
-	f, err := atomicfile.Create(final, atomicfile.Options{Perm: 0o600, NoSync: true})
+	f, err := atomicfile.Create(final, atomicfile.Options{Perm: 0o600, Owner: owner, NoSync: true})
 	if err != nil {
 		return classify(fmt.Errorf("save %v: %w", h, err))
 	}
@@ -89,6 +90,49 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 		return classify(fmt.Errorf("save %v: sync folder: %w", h, err))
 	}
 	return nil
+}
+
+// owner is who must own what root creates in the repository: the owner
+// of its root folder when that is another user. Otherwise a `pgvault
+// backup` run once with sudo in a repository of the postgres user (or an
+// agent run as root next to PostgreSQL's restore_command) would leave
+// files only root can read, and the next archive-get as postgres would
+// fail on them. nil when the files may stay the caller's.
+func (b *Backend) owner() *atomicfile.Owner {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(b.root)
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return &atomicfile.Owner{UID: int(st.Uid), GID: int(st.Gid)}
+}
+
+// mkdirAll is os.MkdirAll that gives each folder it creates to owner.
+func mkdirAll(dir string, owner *atomicfile.Owner) error {
+	if owner == nil {
+		return os.MkdirAll(dir, 0o700)
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAll(parent, owner); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // made meanwhile by another saver
+		}
+		return err
+	}
+	return os.Lchown(dir, owner.UID, owner.GID)
 }
 
 func syncDir(dir string) error {

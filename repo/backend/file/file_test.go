@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
@@ -93,5 +94,60 @@ func TestLeftoverTempFilesAreNotListed(t *testing.T) {
 		if len(names) != want {
 			t.Errorf("List(%v) = %q, want %d object(s) and no temporary files", ft, names, want)
 		}
+	}
+}
+
+// TestRootSavesAsTheRepositoryOwner: root writing into a repository whose
+// folder belongs to another user gives that user what it creates (files
+// and folders), so the owner's restore_command can still read them; in a
+// repository of root's own, files stay root's.
+func TestRootSavesAsTheRepositoryOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to write as root into another user's folder")
+	}
+	const uid, gid = 65534, 65534 // nobody
+	for _, tc := range []struct {
+		name     string
+		chown    bool
+		wantUser uint32
+	}{
+		{"another user's repository", true, uid},
+		{"root's repository", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "repo")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tc.chown {
+				if err := os.Chown(dir, uid, gid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := file.New(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := backend.Handle{Type: backend.PackFile, Name: "ab01cd"}
+			if err := b.Save(context.Background(), h, []byte("pack")); err != nil {
+				t.Fatal(err)
+			}
+			err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || path == dir {
+					return err
+				}
+				fi, err := os.Lstat(path)
+				if err != nil {
+					return err
+				}
+				if got := fi.Sys().(*syscall.Stat_t).Uid; got != tc.wantUser {
+					t.Errorf("%s is owned by %d, want %d", path, got, tc.wantUser)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
