@@ -36,6 +36,9 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 		out = append(out, a)
 		i++
+		if cmd.SkipFlagParsing {
+			return append(out, args[i:]...) // a drop-in reads its own arguments
+		}
 		flags, cmds = cmd.Flags, cmd.Subcommands
 		if len(cmds) == 0 {
 			break

@@ -104,6 +104,11 @@ func runBackup(ctx context.Context, e *env, o backupOptions) error {
 	if err != nil {
 		return fmt.Errorf("--pg: %w", err)
 	}
+	return backupTo(ctx, e, site, connect, o)
+}
+
+// backupTo takes a base backup of the cluster connect reaches into site.
+func backupTo(ctx context.Context, e *env, site *service.Site, connect service.Connector, o backupOptions) error {
 	bar := newProgress(e.out, e.stderr, "backup")
 	rep, err := site.Backup(ctx, connect, service.BackupOptions{
 		Label: o.label, FastCheckpoint: o.fastCheckpoint, Standalone: o.standalone, MaxRateKB: o.maxRateKB,

@@ -161,6 +161,15 @@ func recoveryFromFlags(o restoreOptions) (wal.RecoveryConfig, error) {
 }
 
 func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error {
+	site, err := e.site(askPassword)
+	if err != nil {
+		return err
+	}
+	return restoreFrom(ctx, e, site, ref, o)
+}
+
+// restoreFrom restores backup ref of site as o says.
+func restoreFrom(ctx context.Context, e *env, site *service.Site, ref string, o restoreOptions) error {
 	if o.delta && len(o.dbInclude) > 0 {
 		return usagef("--db-include and --delta: a delta restore brings the whole cluster back; restore one database into a new directory")
 	}
@@ -175,10 +184,6 @@ func runRestore(ctx context.Context, e *env, ref string, o restoreOptions) error
 			return usagef("--tablespace-map %q: use OLD=NEW with absolute paths", m)
 		}
 		mapping[filepath.Clean(old)] = filepath.Clean(new)
-	}
-	site, err := e.site(askPassword)
-	if err != nil {
-		return err
 	}
 	bar := newProgress(e.out, e.stderr, "restore")
 	rep, err := site.Restore(ctx, service.RestoreOptions{

@@ -42,13 +42,25 @@ func walFetchCommand() *cli.Command {
 }
 
 func runWALFetch(ctx context.Context, e *env, name, dest string, o walFetchOptions) error {
-	if wal.Classify(name) == wal.KindInvalid {
-		return usagef("wal fetch: %q is not a WAL file name (a 24-hex segment, a .partial segment, TTTTTTTT.history or a .backup file)", name)
+	if err := checkWALName(name); err != nil {
+		return err
 	}
 	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
+	return fetchWAL(ctx, e, site, name, dest, o)
+}
+
+func checkWALName(name string) error {
+	if wal.Classify(name) == wal.KindInvalid {
+		return usagef("wal fetch: %q is not a WAL file name (a 24-hex segment, a .partial segment, TTTTTTTT.history or a .backup file)", name)
+	}
+	return nil
+}
+
+// fetchWAL writes the archived WAL file name of site to dest.
+func fetchWAL(ctx context.Context, e *env, site *service.Site, name, dest string, o walFetchOptions) error {
 	rep, err := site.FetchWAL(ctx, name, dest, service.FetchOptions{Prefetch: o.prefetch, LogLevel: e.c.String("log-level")})
 	if err != nil {
 		return err

@@ -31,14 +31,26 @@ func walPushCommand() *cli.Command {
 }
 
 func runWALPush(ctx context.Context, e *env, path string) error {
-	name := filepath.Base(path)
-	if wal.Classify(name) == wal.KindInvalid {
-		return usagef("wal push %s: %q is not a WAL file name (a 24-hex segment, a .partial segment, TTTTTTTT.history or a .backup file)", path, name)
+	if err := checkWALPath(path); err != nil {
+		return err
 	}
 	site, err := e.site(askPassword)
 	if err != nil {
 		return err
 	}
+	return pushWAL(ctx, e, site, path)
+}
+
+func checkWALPath(path string) error {
+	if name := filepath.Base(path); wal.Classify(name) == wal.KindInvalid {
+		return usagef("wal push %s: %q is not a WAL file name (a 24-hex segment, a .partial segment, TTTTTTTT.history or a .backup file)", path, name)
+	}
+	return nil
+}
+
+// pushWAL archives the file at path into site and reports it.
+func pushWAL(ctx context.Context, e *env, site *service.Site, path string) error {
+	name := filepath.Base(path)
 	rep, err := site.PushWAL(ctx, path)
 	if err != nil {
 		return err

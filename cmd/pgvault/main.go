@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	notFound := false
 	printNotFound := app.CommandNotFound
 	app.CommandNotFound = func(c *cli.Context, name string) { notFound = true; printNotFound(c, name) }
-	err := app.RunContext(ctx, interspersed(app, args))
+	err := app.RunContext(ctx, interspersed(app, multicall(args)))
 	if notFound && err == nil {
 		return exitUsage
 	}
@@ -147,6 +147,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			doctorCommand(),
 			demoCommand(),
+			compatCommand(),
 		},
 	}
 	setUsageErrors(app.Commands)

@@ -129,13 +129,14 @@ func RunAsPostgres(ctx context.Context, name string, args ...string) *exec.Cmd {
 
 // clientEnv is this process's environment without libpq's PG* variables
 // (which would override the harness's connection settings) and with C
-// messages.
+// messages. PGVAULT_* variables are pgvault's, not libpq's: they stay (a
+// test sets them for the server's archive_command).
 func clientEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case strings.HasPrefix(k, "PG"), k == "HOME", k == "USER", k == "LOGNAME",
+		case strings.HasPrefix(k, "PG") && !strings.HasPrefix(k, "PGVAULT_"), k == "HOME", k == "USER", k == "LOGNAME",
 			k == "LC_ALL", k == "LANG", k == "LANGUAGE", strings.HasPrefix(k, "LC_"):
 			continue
 		}

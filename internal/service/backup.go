@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,6 +31,36 @@ func ConnectTo(conninfo, applicationName string) (Connector, error) {
 	return func(ctx context.Context) (*pgconn.PgConn, *pgconn.Config, error) {
 		conn, err := pg.Connect(ctx, cfg)
 		return conn, cfg, err
+	}, nil
+}
+
+// ConnectToNodes is the Connector of a list of connection strings tried
+// in order (a site's nodes): the first that answers. password, when set,
+// is used where a string gives none.
+func ConnectToNodes(conninfos []string, password, applicationName string) (Connector, error) {
+	if len(conninfos) == 0 {
+		return nil, fmt.Errorf("%w: no PostgreSQL connection string", pg.ErrBadConninfo)
+	}
+	cfgs := make([]*pgconn.Config, len(conninfos))
+	for i, ci := range conninfos {
+		cfg, err := pg.ParseConfig(ci)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Password == "" {
+			cfg.Password = password
+		}
+		cfgs[i] = pg.Replication(cfg, applicationName)
+	}
+	return func(ctx context.Context) (*pgconn.PgConn, *pgconn.Config, error) {
+		var err error
+		for _, cfg := range cfgs {
+			var conn *pgconn.PgConn
+			if conn, err = pg.Connect(ctx, cfg); err == nil {
+				return conn, cfg, nil
+			}
+		}
+		return nil, cfgs[len(cfgs)-1], err
 	}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/backup"
+	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 	"github.com/pgvault/pgvault/stream"
 )
@@ -167,6 +168,12 @@ type ListEntry struct {
 	Bytes       int64     `json:"bytes"`
 	StoredBytes int64     `json:"stored_bytes"`
 	SystemID    string    `json:"system_identifier"`
+	// ServerVersion is the server's version as the backup recorded it.
+	ServerVersion string `json:"server_version"`
+	// StartWAL and StopWAL name the segments holding StartLSN and StopLSN:
+	// the WAL a restore of the backup needs at least.
+	StartWAL string `json:"start_wal"`
+	StopWAL  string `json:"stop_wal"`
 	// Method is how the backup was taken: local, stream, or synthetic
 	// (rolled forward from Parent by replaying the repository's WAL; it is
 	// consistent at StopLSN).
@@ -192,7 +199,9 @@ func (s *Site) List(ctx context.Context) ([]ListEntry, error) {
 			ID: sn.ID, Label: sn.Label, StartTime: sn.StartTime, StopTime: sn.EndTime,
 			Seconds: sn.EndTime.Sub(sn.StartTime).Seconds(), StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(),
 			Timeline: info.Timeline, Standalone: info.Standalone, Bytes: sn.Summary.Bytes, StoredBytes: sn.Summary.StoredBytes,
-			SystemID: info.SystemIdentifier, Method: string(info.Method), Parent: info.Parent,
+			SystemID: info.SystemIdentifier, Method: string(info.Method), Parent: info.Parent, ServerVersion: info.ServerVersion,
+			StartWAL: wal.SegmentOf(info.Timeline, info.StartLSN, info.SegmentSize()).Name(info.SegmentSize()),
+			StopWAL:  wal.SegmentOf(info.Timeline, info.StopLSN, info.SegmentSize()).Name(info.SegmentSize()),
 		})
 	}
 	return entries, nil
