@@ -258,6 +258,9 @@ func TestPITR(t *testing.T) {
 	m4, _ := pitrMarker(t, c, "m4")
 	_, xid5 := pitrMarker(t, c, "m5")
 	m6, _ := pitrMarker(t, c, "m6")
+	// Two seconds between m6 and m7: room for a target said in whole
+	// seconds relative to now ("relative time" below).
+	waitFor(t, time.Minute, "two seconds after m6", func() (bool, error) { return time.Since(m6.CommittedAt) > 2*time.Second, nil })
 	c.Exec(t, "SELECT pg_create_restore_point('before-m7')")
 	pitrMarker(t, c, "m7")
 	pitrSwitchAndWait(t, c)
@@ -273,6 +276,19 @@ func TestPITR(t *testing.T) {
 		r := startRestored(t, dir, nil)
 		waitPromoted(t, r)
 		wantNotes(t, r, "m1", "m2")
+	})
+
+	t.Run("relative time", func(t *testing.T) {
+		// One second after m6, said as "N seconds ago": within half a
+		// second of it, so after m6 and before m7.
+		ago := time.Since(m6.CommittedAt.Add(time.Second)).Round(time.Second)
+		dir, rep := v.restore(t, "", "--to", fmt.Sprintf("%d seconds ago", int(ago.Seconds())), "--target-action", "promote")
+		if rep.ID != b2.ID {
+			t.Fatalf("the plan chose backup %s, want the second one (%s)", rep.ID[:8], b2.ID[:8])
+		}
+		r := startRestored(t, dir, nil)
+		waitPromoted(t, r)
+		wantNotes(t, r, "m1", "m2", "m3", "m4", "m5", "m6")
 	})
 
 	t.Run("lsn", func(t *testing.T) {

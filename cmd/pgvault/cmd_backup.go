@@ -148,7 +148,7 @@ func runSyntheticBackup(ctx context.Context, e *env, o backupOptions) error {
 		}
 		target = wal.LSNTarget(lsn)
 	case o.toTime != "":
-		t, err := wal.ParseTargetTime(o.toTime, time.Local)
+		t, err := wal.ParseTargetTimeAt(o.toTime, time.Local, time.Now())
 		if err != nil {
 			return usageError{fmt.Errorf("--to: %w", err)}
 		}

@@ -50,7 +50,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "backup", Destination: &o.backup, Usage: "instant mode: mount backup `ID` (or latest; with --to, the newest backup before the target)"},
 			&cli.StringFlag{Name: "scratch", Destination: &o.scratch, Usage: "instant mode: `DIR` for the copy-on-write overlay (reuse it to get the same data directory back)"},
 			&cli.StringFlag{Name: "owner", Destination: &o.owner, Value: "postgres", Usage: "instant mode: OS `USER` that runs PostgreSQL and owns the files"},
-			&cli.StringFlag{Name: "to", Destination: &o.target.toTime, Usage: "recover to `TIME` (RFC 3339 or \"2026-01-02 15:04:05.123456+00\")"},
+			&cli.StringFlag{Name: "to", Destination: &o.target.toTime, Usage: "recover to `TIME` (RFC 3339, \"2026-01-02 15:04:05.123456+00\", \"5 minutes ago\", \"yesterday 14:00\")"},
 			&cli.StringFlag{Name: "to-lsn", Destination: &o.target.toLSN, Usage: "recover to WAL location `LSN`"},
 			&cli.StringFlag{Name: "to-xid", Destination: &o.target.toXID, Usage: "recover to the commit of transaction `XID`"},
 			&cli.StringFlag{Name: "to-name", Destination: &o.target.toName, Usage: "recover to restore point `NAME`"},

@@ -48,7 +48,7 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "target", Destination: &o.target, Required: true, Usage: "data `DIR` to create (must be new or empty, unless --delta)"},
 			&cli.StringSliceFlag{Name: "tablespace-map", Destination: &tsMap, Usage: "restore the tablespace at `OLD=NEW` elsewhere (repeatable)"},
 			&cli.IntFlag{Name: "parallel", Destination: &o.parallel, Value: 8, Usage: "`N` files fetched at once"},
-			&cli.StringFlag{Name: "to", Destination: &o.toTime, Usage: "recover to `TIME` (RFC 3339 or \"2026-01-02 15:04:05.123456+00\"; without a zone: local time)"},
+			&cli.StringFlag{Name: "to", Destination: &o.toTime, Usage: "recover to `TIME` (RFC 3339, \"2026-01-02 15:04:05.123456+00\" (without a zone: local time), \"5 minutes ago\", \"yesterday 14:00\")"},
 			&cli.StringFlag{Name: "to-lsn", Destination: &o.toLSN, Usage: "recover to WAL location `LSN` (e.g. 0/3000060)"},
 			&cli.StringFlag{Name: "to-xid", Destination: &o.toXID, Usage: "recover to the commit of transaction `XID` (txid_current())"},
 			&cli.StringFlag{Name: "to-name", Destination: &o.toName, Usage: "recover to the restore point `NAME` (pg_create_restore_point)"},
@@ -85,7 +85,7 @@ func recoveryFromFlags(o restoreOptions) (wal.RecoveryConfig, error) {
 	var given []string
 	if o.toTime != "" {
 		given = append(given, "--to")
-		t, err := wal.ParseTargetTime(o.toTime, time.Local)
+		t, err := wal.ParseTargetTimeAt(o.toTime, time.Local, time.Now())
 		if err != nil {
 			return rc, usageError{fmt.Errorf("--to: %w", err)}
 		}

@@ -163,3 +163,47 @@ func TestTargetActionAndTimelineGoal(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTargetTimeAt(t *testing.T) {
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Skip("no time zone data:", err)
+	}
+	now := time.Date(2026, 12, 7, 0, 30, 0, 123456789, time.UTC) // 01:30 in Paris
+	for _, tc := range []struct {
+		in   string
+		loc  *time.Location
+		want time.Time
+		err  bool
+	}{
+		{in: "now", want: now.Truncate(time.Microsecond)},
+		{in: "5 minutes ago", want: now.Add(-5 * time.Minute).Truncate(time.Microsecond)},
+		{in: "1 hour 30 minutes ago", want: now.Add(-90 * time.Minute).Truncate(time.Microsecond)},
+		{in: "90m ago", want: now.Add(-90 * time.Minute).Truncate(time.Microsecond)},
+		{in: "2 Days Ago", want: now.Add(-48 * time.Hour).Truncate(time.Microsecond)},
+		{in: "today 14:00", loc: time.UTC, want: time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)},
+		{in: "yesterday 23:15:30", loc: time.UTC, want: time.Date(2026, 12, 6, 23, 15, 30, 0, time.UTC)},
+		{in: "yesterday", loc: time.UTC, want: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)},
+		// Days are the operator's: 00:30 UTC is already the 7th in Paris,
+		// so "yesterday 14:00" there is the 6th at 14:00 Paris time.
+		{in: "yesterday 14:00", loc: paris, want: time.Date(2026, 12, 6, 14, 0, 0, 0, paris)},
+		{in: "2026-12-01 10:00:00+00", want: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)},
+		{in: "5 fortnights ago", err: true},
+		{in: "minutes ago", err: true},
+		{in: "0 minutes ago", err: true},
+		{in: "-5m ago", err: true},
+		{in: "today 25:00", err: true},
+		{in: "tomorrow", err: true},
+	} {
+		got, err := wal.ParseTargetTimeAt(tc.in, tc.loc, now)
+		if tc.err {
+			if err == nil || !errors.Is(err, wal.ErrInvalidTarget) {
+				t.Errorf("%q: got %v, %v; want ErrInvalidTarget", tc.in, got, err)
+			}
+			continue
+		}
+		if err != nil || !got.Equal(tc.want) {
+			t.Errorf("%q: got %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
