@@ -90,7 +90,9 @@ func (l levelled) Enabled(_ context.Context, lv slog.Level) bool { return lv >= 
 func (l levelled) WithAttrs(as []slog.Attr) slog.Handler {
 	return levelled{l.Handler.WithAttrs(as), l.level}
 }
-func (l levelled) WithGroup(name string) slog.Handler { return levelled{l.Handler.WithGroup(name), l.level} }
+func (l levelled) WithGroup(name string) slog.Handler {
+	return levelled{l.Handler.WithGroup(name), l.level}
+}
 
 // testMetrics is a registry with the figures of one site set.
 func testMetrics() *Metrics {
