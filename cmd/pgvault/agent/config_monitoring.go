@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"net"
 	"net/url"
 	"regexp"
@@ -132,12 +131,9 @@ func (c *Config) resolveWebhookSecret(strict bool) error {
 	if w == nil || w.SecretFile == "" {
 		return nil
 	}
-	secret, err := readSecret("webhook.secret_file", w.SecretFile, strict)
+	secret, err := readSecret("webhook.secret_file", w.SecretFile, strict) // an empty file is an error
 	if err != nil {
 		return err
-	}
-	if secret == "" {
-		return fmt.Errorf("webhook.secret_file %s: empty: write the shared secret on its first line", w.SecretFile)
 	}
 	w.Secret = secret
 	return nil

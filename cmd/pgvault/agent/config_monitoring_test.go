@@ -143,3 +143,32 @@ func TestLoadWebhookSecret(t *testing.T) {
 		t.Fatalf("missing secret file: %v", err)
 	}
 }
+
+// TestExampleMonitoringParses keeps the commented monitoring block of the
+// example file valid: uncommented, it parses.
+func TestExampleMonitoringParses(t *testing.T) {
+	name := "../../../docs/reference/pgvault.example.yaml"
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, block, ok := strings.Cut(string(data), "\n#statsd:")
+	if !ok {
+		t.Fatalf("%s has no commented statsd block", name)
+	}
+	var out []string
+	for _, l := range strings.Split("#statsd:"+block, "\n") {
+		// "#key:" and "#  nested:" are settings; "# text" is prose.
+		if strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "# ") || strings.HasPrefix(l, "#  ") {
+			l = l[1:]
+		}
+		out = append(out, l)
+	}
+	cfg, err := Parse([]byte(head+"\n"+strings.Join(out, "\n")), name)
+	if err != nil {
+		t.Fatalf("uncommented monitoring block: %v", err)
+	}
+	if cfg.Statsd == nil || cfg.Pushgateway == nil || cfg.Webhook == nil || cfg.Webhook.SecretFile == "" {
+		t.Fatalf("monitoring block not read: statsd %v pushgateway %v webhook %v", cfg.Statsd, cfg.Pushgateway, cfg.Webhook)
+	}
+}
