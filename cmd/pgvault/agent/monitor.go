@@ -18,17 +18,21 @@ const webhookCloseWait = 30 * time.Second
 
 // outputs are the monitoring outputs that live across stats rounds: the
 // syslog connection and the webhook notifier. apply (at start and on
-// every reload) opens, moves or closes them.
+// every reload) opens, moves or closes them; apply and close are called
+// by Run's goroutine only, notify by any.
 type outputs struct {
 	tee *teeHandler
 	log *slog.Logger
 
-	mu        sync.Mutex
 	syslogAt  string // "address facility" of the open connection, "" when off
 	syslogW   *syslog.Writer
 	hookAt    webhookSettings
-	hook      *webhook.Notifier
 	closeWait sync.WaitGroup // replaced notifiers draining
+
+	// mu guards hook only, so that notify (called when an alert changes,
+	// from any site's goroutine) never waits on a syslog dial.
+	mu   sync.Mutex
+	hook *webhook.Notifier
 }
 
 type webhookSettings struct {
@@ -40,8 +44,6 @@ type webhookSettings struct {
 // an error at start (strict: the operator asked for it); on a reload the
 // error is logged and the running output kept.
 func (o *outputs) apply(cfg *Config, strict bool) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	if err := o.applySyslog(cfg); err != nil {
 		if strict {
 			return err
@@ -115,7 +117,12 @@ func (o *outputs) applyWebhook(cfg *Config) error {
 			return err
 		}
 	}
-	if old := o.hook; old != nil {
+	o.mu.Lock()
+	old := o.hook
+	o.hook = n
+	o.mu.Unlock()
+	o.hookAt = want
+	if old != nil {
 		// Events already queued still go out, in the background.
 		o.closeWait.Add(1)
 		go func() {
@@ -125,7 +132,6 @@ func (o *outputs) applyWebhook(cfg *Config) error {
 			old.Close(ctx)
 		}()
 	}
-	o.hook, o.hookAt = n, want
 	return nil
 }
 
@@ -144,16 +150,15 @@ func (o *outputs) notify(ev webhook.Event) {
 func (o *outputs) close() {
 	o.mu.Lock()
 	n := o.hook
-	o.hook, o.hookAt = nil, webhookSettings{}
+	o.hook = nil
 	o.mu.Unlock()
+	o.hookAt = webhookSettings{}
 	if n != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), webhookCloseWait)
 		n.Close(ctx)
 		cancel()
 	}
 	o.closeWait.Wait()
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.tee.setSink(nil)
 	if o.syslogW != nil {
 		o.syslogW.Close()
