@@ -49,6 +49,8 @@ type Agent struct {
 	metrics *Metrics
 	writer  *stateWriter
 	started time.Time
+	host    string   // this machine's name, in webhook events and the Pushgateway's instance label
+	outputs *outputs // syslog and the webhook
 
 	mu          sync.Mutex
 	cfg         *Config
@@ -78,14 +80,26 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.SetLogLevel != nil {
 		opts.SetLogLevel(cfg.LogLevel)
 	}
-	a := &Agent{opts: opts, log: opts.Logger, clock: opts.Clock, cfg: cfg, loaded: time.Now().UTC(),
+	// Every logger of the agent goes through the tee, so that syslog can
+	// be switched on or moved by a reload.
+	tee := newTee(opts.Logger.Handler())
+	a := &Agent{opts: opts, log: slog.New(tee), clock: opts.Clock, cfg: cfg, loaded: time.Now().UTC(),
 		sites: map[string]*site{}, started: time.Now().UTC()}
+	if a.host, err = os.Hostname(); err != nil {
+		a.host = "unknown"
+	}
+	a.outputs = &outputs{tee: tee, log: a.log}
+	if err := a.outputs.apply(cfg, true); err != nil {
+		return err
+	}
+	defer a.outputs.close()
 	if a.alerts, err = NewAlerts(cfg.AlertDir, a.clock, a.log); err != nil {
 		return fmt.Errorf("alert_dir %s: %w", cfg.AlertDir, err)
 	}
 	a.metrics = NewMetrics(opts.Version)
-	a.alerts.OnChange(func(site, name string, active bool) {
-		a.metrics.SetAlert(site, name, active)
+	a.alerts.OnChange(func(al Alert, active bool) {
+		a.metrics.SetAlert(al.Site, al.Name, active)
+		a.outputs.notify(alertEvent(al, active, a.host, a.clock.Now()))
 		a.changed()
 	})
 	prev, err := ReadState(cfg.StateFile)
@@ -130,6 +144,9 @@ func Run(ctx context.Context, opts Options) error {
 	for _, s := range a.siteList() {
 		s.start(ctx)
 	}
+	exportCtx, stopExport := context.WithCancel(context.WithoutCancel(ctx))
+	exportDone := make(chan struct{})
+	go func() { defer close(exportDone); a.runExporters(exportCtx) }()
 	listening := "off"
 	if a.http != nil {
 		listening = a.http.Addr()
@@ -141,6 +158,8 @@ func Run(ctx context.Context, opts Options) error {
 		case <-ctx.Done():
 			a.log.Info("stopping: storing the WAL received so far")
 			a.stopSites()
+			stopExport() // after the sites: the last export has their final figures
+			<-exportDone
 			stopWriter()
 			<-writerDone
 			a.stopHTTP()
@@ -247,6 +266,7 @@ func (a *Agent) reload(ctx context.Context) {
 	if a.opts.SetLogLevel != nil {
 		a.opts.SetLogLevel(cfg.LogLevel)
 	}
+	a.outputs.apply(cfg, false) // statsd and the Pushgateway follow a.cfg at their next round
 	old := a.config()
 	if cfg.AlertDir != old.AlertDir {
 		a.log.Warn("alert_dir changes take effect when the agent restarts", "running", old.AlertDir, "configured", cfg.AlertDir)

@@ -59,7 +59,7 @@ type Alerts struct {
 	dir      string
 	clock    Clock
 	log      *slog.Logger
-	onChange func(site, name string, active bool)
+	onChange func(al Alert, active bool)
 
 	mu     sync.Mutex
 	active map[alertKey]*alertState
@@ -95,8 +95,9 @@ func NewAlerts(dir string, clock Clock, log *slog.Logger) (*Alerts, error) {
 }
 
 // OnChange sets a function called (without locks held) whenever an alert
-// starts or ends.
-func (a *Alerts) OnChange(f func(site, name string, active bool)) {
+// starts or ends, with the alert (when it ends: its start time and last
+// message).
+func (a *Alerts) OnChange(f func(al Alert, active bool)) {
 	a.mu.Lock()
 	a.onChange = f
 	a.mu.Unlock()
@@ -130,7 +131,7 @@ func (a *Alerts) Raise(site, name, source, message string) {
 			a.log.Warn("alert started", "site", site, "alert", name, "message", message)
 		}
 		if f != nil {
-			f(site, name, true)
+			f(al, true)
 		}
 	}
 }
@@ -174,7 +175,7 @@ func (a *Alerts) clear(site, name string, match func(string) bool) {
 		return
 	}
 	ended := len(st.sources) == 0
-	var al Alert
+	al := a.snapshot(k, st)
 	if ended {
 		delete(a.active, k)
 	} else {
@@ -199,7 +200,7 @@ func (a *Alerts) clear(site, name string, match func(string) bool) {
 		a.log.Info("alert ended", "site", site, "alert", name)
 	}
 	if f != nil {
-		f(site, name, false)
+		f(al, false)
 	}
 }
 

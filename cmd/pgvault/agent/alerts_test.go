@@ -97,7 +97,7 @@ func TestAlertStartAndEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 			var changes []bool
-			a.OnChange(func(site, name string, active bool) { changes = append(changes, active) })
+			a.OnChange(func(_ Alert, active bool) { changes = append(changes, active) })
 			for i, s := range tc.steps {
 				clock.t = t0.Add(s.at)
 				switch s.op {

@@ -83,6 +83,16 @@ type Config struct {
 	LogLevel                  string `yaml:"log_level"`
 	UploadRetriesWarningLimit int    `yaml:"upload_retries_warning_limit"`
 
+	// The monitoring pghoard users already run, besides /metrics, under
+	// pghoard's names (config_monitoring.go), and a webhook for alert
+	// events. Statsd and Pushgateway are sent every StatsInterval.
+	Statsd         *Statsd      `yaml:"statsd"`
+	Pushgateway    *Pushgateway `yaml:"pushgateway"`
+	Syslog         bool         `yaml:"syslog"`
+	SyslogAddress  string       `yaml:"syslog_address"`
+	SyslogFacility string       `yaml:"syslog_facility"`
+	Webhook        *Webhook     `yaml:"webhook"`
+
 	// File is where the configuration was read from ("" for Parse of bytes).
 	File string `yaml:"-"`
 }

@@ -84,6 +84,9 @@ func (c *Config) fill(stateDir string) error {
 	case c.UploadRetriesWarningLimit < 1:
 		return fieldErr("upload_retries_warning_limit", "must be 1 or more (failed attempts of one upload before the upload_retries_warning alert)")
 	}
+	if err := c.fillMonitoring(); err != nil {
+		return err
+	}
 	envNames := map[string]string{}
 	for _, name := range c.SiteNames() {
 		s := c.Sites[name]

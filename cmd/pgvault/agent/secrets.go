@@ -55,6 +55,9 @@ func Load(path string, opts LoadOptions) (*Config, error) {
 			return nil, err
 		}
 	}
+	if err := cfg.resolveWebhookSecret(opts.Strict); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
