@@ -352,7 +352,7 @@ func (l s3Loc) url(name string) string {
 	var q []string
 	add := func(k, v string) {
 		// Keep ':' and '/' readable (endpoint=https://host:9000), as the docs write it.
-		q = append(q, k+"="+strings.NewReplacer("%3A", ":", "%2F", "/").Replace(url.QueryEscape(v)))
+		q = append(q, k+"="+readableQuery(v))
 	}
 	if l.endpoint != "" {
 		add("endpoint", l.endpoint)
@@ -384,7 +384,7 @@ func (l sftpLoc) url(name string) string {
 		u.User = url.User(l.user)
 	}
 	if l.identity != "" {
-		u.RawQuery = url.Values{"identity": {l.identity}}.Encode()
+		u.RawQuery = "identity=" + readableQuery(l.identity)
 	}
 	return u.String()
 }
@@ -419,4 +419,10 @@ func scheduleNote(b *block, tool, cronCmd string) {
 // archiveNote says what becomes of the tool's archive_command.
 func archiveNote(b *block, was string) {
 	b.note("archive mode: PostgreSQL's archive_command (%s) must become 'pgvault wal push %%p' with this site's repo and password (docs/reference/cli.md, wal push)", was)
+}
+
+// readableQuery escapes a query value but keeps ':' and '/' readable
+// (endpoint=https://host:9000), as the docs write URLs.
+func readableQuery(v string) string {
+	return strings.NewReplacer("%3A", ":", "%2F", "/").Replace(url.QueryEscape(v))
 }

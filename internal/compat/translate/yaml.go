@@ -153,7 +153,7 @@ func plainSafe(s string) bool {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
 		case strings.ContainsRune("/_.@-", r):
-		case i > 0 && strings.ContainsRune(":=?&%+", r):
+		case i > 0 && strings.ContainsRune(":=?&%+~", r):
 		default:
 			return false
 		}
