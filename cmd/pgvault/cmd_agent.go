@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -64,14 +67,43 @@ func chooseConfig(given, def, name, needed string) (string, error) {
 }
 
 func agentCommand() *cli.Command {
-	return configCommand("agent",
+	cmd := configCommand("agent",
 		"run the daemon: WAL streaming, scheduled base backups, retention, WAL checks, recovery drills, metrics and alerts",
 		"Reads a YAML configuration (docs/reference/config.md) naming one or more sites. SIGHUP reloads it;\n"+
 			"SIGTERM stops after the streamers have stored the WAL they received. See docs/how-to/run-the-agent.md.",
 		"its configuration: see docs/reference/config.md", runAgent)
+	// Only the agent checks its configuration this way: status and doctor
+	// share configCommand but not this flag.
+	cmd.Flags = append(cmd.Flags, &cli.BoolFlag{Name: "check-config",
+		Usage: "load and validate the configuration (and its secret files) as the agent does at start, then exit: 0 if it loads, 2 with the error"})
+	return cmd
+}
+
+// checkReport is the JSON document of agent --check-config.
+type checkReport struct {
+	OK     bool     `json:"ok"`
+	Config string   `json:"config"`
+	Sites  []string `json:"sites"`
+}
+
+// checkAgentConfig loads the configuration exactly as the agent does at
+// start (strict: secret files readable by every user are refused),
+// without starting, binding or connecting to anything.
+func checkAgentConfig(e *env, config string) error {
+	cfg, err := agent.Load(config, agent.LoadOptions{Strict: true})
+	if err != nil {
+		return usageError{err}
+	}
+	names := cfg.SiteNames()
+	return e.out.emit(checkReport{OK: true, Config: config, Sites: names}, func(w io.Writer) {
+		fmt.Fprintf(w, "configuration OK: %d sites (%s)\n", len(names), strings.Join(names, ", "))
+	})
 }
 
 func runAgent(ctx context.Context, e *env, config string) error {
+	if e.c.Bool("check-config") {
+		return checkAgentConfig(e, config)
+	}
 	// Catch SIGHUP before anything else: its default action ends the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -43,13 +43,14 @@ func multicall(args []string) []string {
 func compatCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "compat",
-		Usage: "drop-ins for pghoard, pgBackRest, WAL-G and Barman command lines (also run as pgvault under their names)",
+		Usage: "move from pghoard, pgBackRest, WAL-G or Barman: their command lines (pgvault run under their names) and configuration translated",
 		Description: "Install links named after the tool pgvault replaces (pghoard_postgres_command, pgbackrest, wal-g,\n" +
 			"barman-wal-archive, barman-wal-restore) pointing at the pgvault binary: the archive_command,\n" +
 			"restore_command and scheduled lines written for that tool then run pgvault. The repository is the\n" +
 			"site of the agent's configuration (PGVAULT_CONFIG, default " + DefaultConfigPath + ") that the\n" +
 			"tool's own site option names, or --repo/PGVAULT_REPO. See docs/how-to/migrate-from-other-tools.md.",
 		Subcommands: []*cli.Command{
+			compatTranslateCommand(),
 			pghoardCommand(),
 			pgbackrestCommand(),
 			walgCommand(),

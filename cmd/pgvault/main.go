@@ -146,8 +146,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			agentCommand(),
 			statusCommand(),
 			doctorCommand(),
-			demoCommand(),
 			compatCommand(),
+			demoCommand(),
 		},
 	}
 	setUsageErrors(app.Commands)

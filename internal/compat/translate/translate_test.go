@@ -1,0 +1,202 @@
+package translate_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pgvault/pgvault/cmd/pgvault/agent"
+	"github.com/pgvault/pgvault/internal/compat/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// secretsInTestdata are the secret values of the sample files: none may
+// appear in any output.
+var secretsInTestdata = []string{
+	"hunter2", "wJalrXUtnFEMI", "AKIAEXAMPLEKEYID", "BEGIN PRIVATE KEY", "MIIEvQIBADANBgkq", "MIIBIjANBgkq",
+	"zWaf6XtpjIVZC5444yXB", "barman-secret", "3a5f8e1c9b7d2f4e", "walg-pg-secret",
+}
+
+func TestTranslateGolden(t *testing.T) {
+	tests := []struct {
+		tool      translate.Tool
+		file      string
+		wantSites []string
+		wantMode  map[string]string
+		wantRepo  map[string]string
+	}{
+		{translate.Pghoard, "pghoard.json", []string{"default", "reports"},
+			map[string]string{"default": "stream", "reports": "archive"},
+			map[string]string{"default": "s3://acme-pg-backups/pgvault/default?region=eu-west-1", "reports": "file:///srv/pghoard/backups/pgvault/reports-db"}},
+		{translate.PgBackRest, "pgbackrest.conf", []string{"main", "reporting"},
+			map[string]string{"main": "archive", "reporting": "archive"},
+			map[string]string{"main": "s3://pg-backups/pgbackrest/pgvault/main?endpoint=https://minio.internal:9000&region=us-east-1&path_style=true"}},
+		{translate.Barman, "barman.conf", []string{"pg-legacy", "pg-main"},
+			map[string]string{"pg-main": "stream", "pg-legacy": "archive"},
+			map[string]string{"pg-main": "file:///var/lib/barman/pgvault/pg-main"}},
+		{translate.WALG, "walg.json", []string{"main"},
+			map[string]string{"main": "archive"},
+			map[string]string{"main": "s3://acme-walg/prod/pg15/pgvault/main?endpoint=https://minio.internal:9000&region=us-east-1&path_style=true"}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.tool), func(t *testing.T) {
+			res, err := translate.TranslateFile(tt.tool, filepath.Join("testdata", tt.file), translate.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := string(res.YAML)
+			golden := filepath.Join("testdata", tt.file+".golden.yaml")
+			if *update {
+				os.WriteFile(golden, res.YAML, 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if out != string(want) {
+				t.Errorf("output differs from %s (go test -update rewrites it):\n%s", golden, out)
+			}
+			for _, s := range secretsInTestdata {
+				if strings.Contains(out, s) {
+					t.Errorf("output holds the secret %q", s)
+				}
+			}
+			if !strings.Contains(out, "<secret not copied>") && tt.tool != translate.Barman {
+				t.Errorf("no secret was reported as not copied")
+			}
+			if res.NotCarried == 0 || !strings.Contains(out, "# not carried over: ") {
+				t.Errorf("NotCarried = %d", res.NotCarried)
+			}
+			cfg, err := agent.Parse(res.YAML, "/etc/pgvault/pgvault.yaml")
+			if err != nil {
+				t.Fatalf("agent.Parse: %v", err)
+			}
+			names := cfg.SiteNames()
+			if !slices.Equal(names, tt.wantSites) {
+				t.Errorf("sites = %v, want %v", names, tt.wantSites)
+			}
+			for site, mode := range tt.wantMode {
+				if got := cfg.Sites[site].Mode; got != mode {
+					t.Errorf("%s mode = %s, want %s", site, got, mode)
+				}
+			}
+			for site, repo := range tt.wantRepo {
+				if got := cfg.Sites[site].Repo; got != repo {
+					t.Errorf("%s repo = %s, want %s", site, got, repo)
+				}
+			}
+		})
+	}
+}
+
+// The values pghoard's keys carry over one to one.
+func TestPghoardOneToOne(t *testing.T) {
+	res, err := translate.TranslateFile(translate.Pghoard, "testdata/pghoard.json", translate.Options{SecretsDir: "/run/secrets"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.Parse(res.YAML, "/etc/pgvault/pgvault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Sites["default"]
+	sc := s.Schedule()
+	p := s.Retention.Policy()
+	if sc.Hour != 1 || sc.Minute != 15 || sc.Interval.Hours() != 6 || p.Count != 4 || p.CountMin != 2 || p.AgeDaysMax != 7 ||
+		s.CompressionLevel != 3 || s.Slot != "pghoard_slot" || len(s.PG) != 2 || s.Basebackup.Method != "local" ||
+		s.PGPasswordFile != "/run/secrets/default.pgpass" || s.PasswordFile != "/run/secrets/default.pass" {
+		t.Errorf("site default = %+v", s)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:16000" || cfg.StateFile != "/var/lib/pghoard/pghoard_state.json" ||
+		cfg.AlertDir != "/var/lib/pghoard/alerts" || cfg.UploadRetriesWarningLimit != 5 {
+		t.Errorf("top level = %+v", cfg)
+	}
+	if got := cfg.Sites["reports"].Schedule().Interval.Hours(); got != 24 {
+		t.Errorf("reports interval = %v", got)
+	}
+}
+
+func TestTranslateCases(t *testing.T) {
+	tests := []struct {
+		name    string
+		tool    translate.Tool
+		in      string
+		wantErr error
+		want    []string // substrings of the output
+		parses  bool
+	}{
+		{"pghoard null interval", translate.Pghoard,
+			`{"backup_sites": {"a": {"nodes": ["postgres://u:pw@h/db"], "basebackup_interval_hours": null, "basebackup_hour": 3}}}`,
+			nil, []string{"interval_hours: 0", "pg: postgres://u@h/db", "not carried over: basebackup_hour = 3"}, true},
+		{"pghoard google", translate.Pghoard,
+			`{"backup_sites": {"g c": {"nodes": [{"host": "h"}], "object_storage": {"storage_type": "google", "bucket_name": "b", "credential_file": "/x.json"}}}}`,
+			nil, []string{"Google Cloud Storage, which pgvault does not support yet", "repo: file:///var/lib/pgvault/pgvault/g_c", `site "g c" renamed g_c`, "object_storage.credential_file = <secret not copied>"}, true},
+		{"pghoard sftp", translate.Pghoard,
+			`{"backup_sites": {"a": {"nodes": [{"host": "h"}], "object_storage": {"storage_type": "sftp", "server": "bk", "port": 2222, "username": "u", "password": "x"}}}}`,
+			nil, []string{"repo: sftp://u@bk:2222/~/pgvault/a", "object_storage.password = <secret not copied>"}, true},
+		{"pghoard no sites", translate.Pghoard, `{"http_port": 1}`, translate.ErrNoSites, nil, false},
+		{"pghoard not json", translate.Pghoard, "{\n\"backup_sites\": [}", translate.ErrSyntax, nil, false},
+		{"pgbackrest option before section", translate.PgBackRest, "repo1-path=/x\n[main]\n", translate.ErrSyntax, nil, false},
+		{"pgbackrest repeated option", translate.PgBackRest, "[main]\npg1-path=/a\npg1-path=/b\n", translate.ErrSyntax, nil, false},
+		{"pgbackrest gcs", translate.PgBackRest, "[global]\nrepo1-type=gcs\nrepo1-gcs-key=/k.json\n[db]\npg1-path=/d\n",
+			nil, []string{"Google Cloud Storage", "repo1-gcs-key = <secret not copied>"}, true},
+		{"pgbackrest sftp", translate.PgBackRest, "[global]\nrepo1-type=sftp\nrepo1-path=/backup\nrepo1-sftp-host=bk\nrepo1-sftp-host-user=pgbackrest\nrepo1-sftp-private-key-file=/home/postgres/.ssh/id_ed25519\n[db]\npg1-path=/d\n",
+			nil, []string{"repo: sftp://pgbackrest@bk/backup/pgvault/db?identity=/home/postgres/.ssh/id_ed25519"}, true},
+		{"barman repeated section", translate.Barman, "[a]\nconninfo = host=x\n[a]\n", translate.ErrSyntax, nil, false},
+		{"barman continuation", translate.Barman, "[a]\nconninfo = host=x\n  user=y\n", nil, []string{`pg: "host=x\nuser=y"`}, true},
+		{"walg file prefix", translate.WALG, "WALG_FILE_PREFIX: /backups\nPGHOST: db1\nWALG_GS_PREFIX: gs://x\n",
+			nil, []string{"repo: file:///backups/pgvault/main", "not carried over: WALG_GS_PREFIX = gs://x"}, true},
+		{"walg nested", translate.WALG, `{"WALG_S3_PREFIX": {"a": 1}}`, translate.ErrSyntax, nil, false},
+		{"walg nothing", translate.WALG, `{"WALG_UPLOAD_CONCURRENCY": "4"}`, translate.ErrNoSites, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := translate.Translate(tt.tool, translate.Source{Path: "in", Data: []byte(tt.in)}, nil, translate.Options{})
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(res.YAML), w) {
+					t.Errorf("output lacks %q:\n%s", w, res.YAML)
+				}
+			}
+			if strings.Contains(string(res.YAML), "pw@") {
+				t.Errorf("password in output")
+			}
+			if tt.parses {
+				if _, err := agent.Parse(res.YAML, "/etc/pgvault/pgvault.yaml"); err != nil {
+					t.Errorf("agent.Parse: %v\n%s", err, res.YAML)
+				}
+			}
+		})
+	}
+}
+
+func TestSyntaxErrorLine(t *testing.T) {
+	_, err := translate.Translate(translate.PgBackRest, translate.Source{Path: "pgbackrest.conf", Data: []byte("[global]\n# c\nnot an option\n")}, nil, translate.Options{})
+	if err == nil || err.Error() != `pgbackrest.conf:3: "not an option" is neither an option (key=value) nor a [section]` {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseTool(t *testing.T) {
+	for in, want := range map[string]translate.Tool{"pghoard": translate.Pghoard, "pgBackRest": translate.PgBackRest, "wal-g": translate.WALG, "Barman": translate.Barman} {
+		if got, err := translate.ParseTool(in); err != nil || got != want {
+			t.Errorf("ParseTool(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := translate.ParseTool("bacula"); !errors.Is(err, translate.ErrUnknownTool) {
+		t.Errorf("err = %v", err)
+	}
+}
