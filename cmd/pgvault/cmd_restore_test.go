@@ -71,7 +71,8 @@ func TestRestoreUsageErrors(t *testing.T) {
 	}{
 		{"two targets", []string{"--to-lsn", "0/3000000", "--to-name", "x"}, "give one recovery target"},
 		{"bad lsn", []string{"--to-lsn", "3000000"}, "--to-lsn"},
-		{"bad time", []string{"--to", "yesterday"}, "--to"},
+		{"bad time", []string{"--to", "the day before"}, "--to"},
+		{"bad relative time", []string{"--to", "5 fortnights ago"}, "\"5 minutes ago\""},
 		{"bad xid", []string{"--to-xid", "x"}, "--to-xid"},
 		{"long name", []string{"--to-name", strings.Repeat("n", 64)}, "at most 63"},
 		{"action without target", []string{"--target-action", "promote"}, "--target-action needs a recovery target"},
