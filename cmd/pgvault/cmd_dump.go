@@ -125,13 +125,16 @@ func runDump(ctx context.Context, e *env, stdout io.Writer, o dumpOptions) error
 	// With the dump on standard output, the report goes to standard error.
 	report := e.out
 	if o.file == "" {
-		report = &printer{json: e.out.json, w: e.stderr}
+		report = &printer{json: e.out.json, ndjson: e.out.ndjson, w: e.stderr}
 	}
 	rep, err := site.Dump(ctx, service.DumpOptions{
 		Ref: o.backup, Recovery: rc, Globals: o.globals, DB: o.db, Tables: tables,
 		Format: format, SchemaOnly: o.schemaOnly, DataOnly: o.dataOnly, File: o.file, Out: stdout,
 		PGBin: o.pgBin, PGDump: o.pgDump, Owner: o.owner, DBUser: o.dbUser, Timeout: o.timeout, CacheSize: cacheSize,
-		Progress: func(p string) { e.log.Info("dump", "phase", p) },
+		Progress: func(p string) {
+			e.log.Info("dump", "phase", p)
+			report.event("phase", map[string]any{"task": "dump", "phase": p})
+		},
 	})
 	if err != nil {
 		return err

@@ -110,6 +110,7 @@ func runVerify(ctx context.Context, e *env, ref string, o verifyOptions) error {
 		Ref: ref, Recovery: rc, Boot: o.boot, PGBin: o.pgBin, Owner: o.owner, DBUser: o.dbUser, AmCheck: o.amcheck,
 		SQL: o.sql, ServerSettings: o.pgSettings, Timeout: o.timeout, Keep: o.keep, CacheSize: cacheSize,
 		Progress: func(done, total int64) { bar.update(done, total, "bytes") },
+		Phase:    func(p string) { e.out.event("phase", map[string]any{"task": "verify", "phase": p}) },
 	})
 	bar.done()
 	if err != nil {

@@ -17,7 +17,7 @@ func globalFlags() []cli.Flag {
 			Usage: "repository `URL`: file:///path, a path, s3://bucket/prefix?endpoint=..., sftp://user@host:port/path"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"PGVAULT_PASSWORD_FILE"},
 			Usage: "read the repository password from `FILE` (or set PGVAULT_PASSWORD)"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text or json"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text, json, or ndjson (one JSON event per line: progress, then the result)"},
 		&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"PGVAULT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"PGVAULT_CACHE_DIR"},
 			Usage: "local cache `DIR` (index tables); default $XDG_CACHE_HOME/pgvault"},

@@ -15,10 +15,13 @@ import (
 	"golang.org/x/term"
 )
 
-// printer renders a command's result as text or as one JSON document.
+// printer renders a command's result as text, as one JSON document, or
+// as newline-delimited JSON events (ndjson: progress, phases, then the
+// result, each a line a pipeline can act on while the command runs).
 type printer struct {
-	json bool
-	w    io.Writer
+	json   bool
+	ndjson bool
+	w      io.Writer
 }
 
 func newPrinter(format string, w io.Writer) (*printer, error) {
@@ -27,12 +30,30 @@ func newPrinter(format string, w io.Writer) (*printer, error) {
 		return &printer{w: w}, nil
 	case "json":
 		return &printer{json: true, w: w}, nil
+	case "ndjson":
+		return &printer{json: true, ndjson: true, w: w}, nil
 	}
-	return nil, usagef("--output %q: use text or json", format)
+	return nil, usagef("--output %q: use text, json or ndjson", format)
+}
+
+// event writes one ndjson line {"event": kind, "time": ..., fields...};
+// nothing in the other formats.
+func (p *printer) event(kind string, fields map[string]any) {
+	if !p.ndjson {
+		return
+	}
+	line := map[string]any{"event": kind, "time": time.Now().UTC().Format(time.RFC3339Nano)}
+	for k, v := range fields {
+		line[k] = v
+	}
+	json.NewEncoder(p.w).Encode(line) // a lost progress line is not worth failing the command
 }
 
 // emit writes v as JSON, or calls text to write the human form.
 func (p *printer) emit(v any, text func(w io.Writer)) error {
+	if p.ndjson {
+		return json.NewEncoder(p.w).Encode(map[string]any{"event": "result", "time": time.Now().UTC().Format(time.RFC3339Nano), "result": v})
+	}
 	if p.json {
 		enc := json.NewEncoder(p.w)
 		enc.SetIndent("", "  ")
@@ -65,21 +86,39 @@ func explain(err error) string {
 }
 
 // progress draws a one-line progress report on a terminal, at most a few
-// times a second. It is a no-op when out is not a terminal.
+// times a second, or writes it as ndjson "progress" events once a
+// second. It is a no-op otherwise.
 type progress struct {
-	w     io.Writer
-	on    bool
-	label string
-	start time.Time
-	last  time.Time
+	w      io.Writer
+	on     bool
+	events *printer // ndjson
+	label  string
+	start  time.Time
+	last   time.Time
+	// The last values, for the final event.
+	done1, total1 int64
+	unit          string
+	pending       bool
 }
 
 func newProgress(p *printer, w io.Writer, label string) *progress {
-	return &progress{w: w, on: p.terminal(), label: label, start: time.Now()}
+	pr := &progress{w: w, on: p.terminal(), label: label, start: time.Now()}
+	if p.ndjson {
+		pr.events = p
+	}
+	return pr
 }
 
 // update shows done of total (total 0: unknown) bytes or items.
 func (pr *progress) update(done, total int64, unit string) {
+	if pr.events != nil {
+		pr.done1, pr.total1, pr.unit, pr.pending = done, total, unit, true
+		if time.Since(pr.last) >= time.Second {
+			pr.last = time.Now()
+			pr.emitEvent()
+		}
+		return
+	}
 	if !pr.on || time.Since(pr.last) < 200*time.Millisecond {
 		return
 	}
@@ -115,8 +154,17 @@ func (pr *progress) update(done, total int64, unit string) {
 	fmt.Fprintf(pr.w, "\r\033[K%s", line)
 }
 
-// done clears the progress line.
+func (pr *progress) emitEvent() {
+	pr.pending = false
+	pr.events.event("progress", map[string]any{"task": pr.label, "done": pr.done1, "total": pr.total1, "unit": pr.unit,
+		"elapsed_seconds": time.Since(pr.start).Seconds()})
+}
+
+// done clears the progress line (ndjson: writes the last values).
 func (pr *progress) done() {
+	if pr.events != nil && pr.pending {
+		pr.emitEvent()
+	}
 	if pr.on {
 		fmt.Fprint(pr.w, "\r\033[K")
 	}

@@ -32,6 +32,9 @@ type VerifyOptions struct {
 	CacheSize                          int64
 	// Progress reports bytes read (chunks mode).
 	Progress func(done, total int64)
+	// Phase, if set, is told when each phase of a boot starts (mount,
+	// start, recovery, amcheck, sql, stop).
+	Phase func(phase string)
 }
 
 // VerifyReport is what Verify found.
@@ -104,7 +107,12 @@ func (s *Site) Verify(ctx context.Context, o VerifyOptions) (*VerifyReport, erro
 			Owner: owner, PGBin: bin, Recovery: rc, SegmentSize: plan.SegmentSize, Settings: []wal.Setting{{Name: "archive_mode", Value: "off"}},
 			ServerSettings: o.ServerSettings, SQL: o.SQL, AmCheck: o.AmCheck, DBUser: o.DBUser, Timeout: o.Timeout,
 			Keep: o.Keep, Prefetcher: chunkread.NewPrefetcher(bg, r, 8, 16), Logger: s.log(),
-			Progress: func(p string) { s.log().Info("verify", "phase", p) },
+			Progress: func(p string) {
+				s.log().Info("verify", "phase", p)
+				if o.Phase != nil {
+					o.Phase(p)
+				}
+			},
 		})
 		if err != nil {
 			return nil, err
