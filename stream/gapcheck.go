@@ -22,6 +22,10 @@ type CheckOptions struct {
 	// SegmentSize is used only when the catalogue holds no segment to read
 	// it from; 0 means wal.DefaultSegmentSize.
 	SegmentSize uint64
+	// SelfContained says the start is a standalone backup's stop: the WAL
+	// before it is in the backup, so until WAL after it is stored (a
+	// streamer still filling its first segment) nothing is missing.
+	SelfContained bool
 }
 
 // GapReport is CheckGaps' answer. Segment names in it are 24-hex names.
@@ -96,6 +100,13 @@ func CheckGaps(ctx context.Context, r *repo.Repository, opts CheckOptions) (*Gap
 	case opts.StartTimeline > newest.Timeline:
 		// The start (a backup) is on a newer timeline than any WAL.
 		newest = wal.SegmentOf(opts.StartTimeline, opts.StartLSN, segSize)
+	}
+	if opts.SelfContained && opts.StartTimeline != 0 {
+		first := wal.SegmentOf(opts.StartTimeline, opts.StartLSN, segSize)
+		if !haveWAL || (newest.Timeline == first.Timeline && newest.No < first.No) {
+			rep.OK = true
+			return rep, nil
+		}
 	}
 	target := newest.Timeline
 	rep.Timeline = target

@@ -93,6 +93,10 @@ func report(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec) // a pgvault process run on our behalf has said why
+	}
 	var pe *service.Problems
 	if errors.As(err, &pe) {
 		fmt.Fprintln(stderr, "pgvault: "+oneLine(pe.Msg))
@@ -148,6 +152,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			doctorCommand(),
 			compatCommand(),
 			demoCommand(),
+			initCommand(),
 		},
 	}
 	setUsageErrors(app.Commands)

@@ -113,6 +113,12 @@ func CheckWAL(ctx context.Context, r *repo.Repository) (*WALCheckReport, error) 
 	if oldest, ok := (&Catalog{Backups: backups}).Oldest(); ok {
 		opts.StartTimeline, opts.StartLSN = oldest.Info.Timeline, oldest.Info.StartLSN
 		rep.Start = "backup " + oldest.Snapshot.ShortID()
+		if oldest.Info.Standalone {
+			// Its WAL up to its stop is in the backup: the archive must
+			// continue from there.
+			opts.StartLSN, opts.SelfContained = oldest.Info.StopLSN, true
+			rep.Start += " (standalone: from its stop)"
+		}
 	}
 	if rep.GapReport, err = stream.CheckGaps(ctx, r, opts); err != nil {
 		return nil, err
