@@ -25,15 +25,6 @@ var pghoardIgnored = map[string]string{
 	"pg_bin_directory":               "pgvault needs no pg_basebackup or pg_receivewal; drills and synthetic backups take pg_ctl and postgres from drill.pg_bin / synthetic.pg_bin",
 }
 
-// pghoardLater are monitoring keys of the agent that another change adds.
-var pghoardLater = map[string]string{
-	"statsd":          "statsd",
-	"pushgateway":     "pushgateway",
-	"syslog":          "syslog",
-	"syslog_address":  "syslog_address",
-	"syslog_facility": "syslog_facility",
-}
-
 func fromPghoard(src Source, opts Options) (*output, error) {
 	cfg, err := parseJSONObject(src.Path, src.Data)
 	if err != nil {
@@ -462,13 +453,12 @@ func (o *output) pghoardTop(cfg map[string]any) {
 			t.notCarried("upload_retries_warning_limit", describe("", v), typeNote("a number of 1 or more"))
 		}
 	}
+	pghoardMonitoring(t, use)
 	for _, k := range sortedKeys(cfg) {
 		if done[k] {
 			continue
 		}
 		switch {
-		case pghoardLater[k] != "":
-			t.notCarried(k, describe(k, cfg[k]), "maps to the agent's "+pghoardLater[k]+" key, which a coming change adds (not in this version)")
 		case k == "prometheus":
 			t.notCarried(k, describe(k, cfg[k]), "the agent always serves Prometheus metrics at http.listen /metrics; tags are not supported")
 		case pghoardIgnored[k] != "":

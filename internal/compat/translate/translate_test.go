@@ -116,6 +116,11 @@ func TestPghoardOneToOne(t *testing.T) {
 		cfg.AlertDir != "/var/lib/pghoard/alerts" || cfg.UploadRetriesWarningLimit != 5 {
 		t.Errorf("top level = %+v", cfg)
 	}
+	if st, pg := cfg.Statsd, cfg.Pushgateway; st == nil || st.Addr() != "127.0.0.1:8125" || st.Format != "telegraf" || st.Tags["app"] != "pghoard" ||
+		pg == nil || pg.Endpoint != "http://pushgateway.internal:9091" || pg.Tags["env"] != "prod" ||
+		!cfg.Syslog || cfg.SyslogAddress != "/dev/log" || cfg.SyslogFacility != "local2" {
+		t.Errorf("monitoring = statsd %+v pushgateway %+v syslog %v %q %q", st, pg, cfg.Syslog, cfg.SyslogAddress, cfg.SyslogFacility)
+	}
 	if got := cfg.Sites["reports"].Schedule().Interval.Hours(); got != 24 {
 		t.Errorf("reports interval = %v", got)
 	}
@@ -198,5 +203,105 @@ func TestParseTool(t *testing.T) {
 	}
 	if _, err := translate.ParseTool("bacula"); !errors.Is(err, translate.ErrUnknownTool) {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// pghoard's monitoring keys carry over as the agent's keys of the same
+// names; what the agent would refuse stays a comment, and the output
+// always loads.
+func TestPghoardMonitoring(t *testing.T) {
+	tests := []struct {
+		name  string
+		top   string // top-level keys besides backup_sites
+		want  []string
+		check func(*agent.Config) bool
+	}{
+		{"statsd as pghoard documents it",
+			`"statsd": {"host": "10.0.0.9", "port": 9125, "format": "datadog", "tags": {"env": "prod", "n": 3, "b": true}}`,
+			[]string{"host: 10.0.0.9", "format: datadog", `n: "3"`, "b: \"True\"", "pgvault.* / pgvault_*"},
+			func(c *agent.Config) bool {
+				s := c.Statsd
+				return s != nil && s.Addr() == "10.0.0.9:9125" && s.Format == "datadog" && s.Tags["env"] == "prod" && s.Tags["n"] == "3"
+			}},
+		{"statsd empty object takes pghoard's defaults", `"statsd": {}`,
+			[]string{"host: 127.0.0.1   # pghoard's default", "port: 8125   # pghoard's default"},
+			func(c *agent.Config) bool {
+				return c.Statsd != nil && c.Statsd.Addr() == "127.0.0.1:8125" && c.Statsd.Format == "telegraf"
+			}},
+		{"statsd unknown format and site tag", `"statsd": {"format": "DataDog", "tags": {"site": "x", "dc": "eu1"}, "prefix": "p"}`,
+			[]string{"not carried over: statsd.format = DataDog — the agent takes telegraf or datadog",
+				"not carried over: statsd.tags.site = x", "dc: eu1", "not carried over: statsd.prefix = p"},
+			func(c *agent.Config) bool {
+				return c.Statsd != nil && c.Statsd.Format == "telegraf" && len(c.Statsd.Tags) == 1
+			}},
+		{"statsd turned off by a null host", `"statsd": {"host": null}`,
+			[]string{"not carried over: statsd = {host: null} — a null host turned pghoard's statsd off"},
+			func(c *agent.Config) bool { return c.Statsd == nil }},
+		{"statsd bad port", `"statsd": {"port": 70000}`,
+			[]string{"not carried over: statsd = {port: 70000}"},
+			func(c *agent.Config) bool { return c.Statsd == nil }},
+		{"statsd not an object", `"statsd": "127.0.0.1:8125"`,
+			[]string{"not carried over: statsd = 127.0.0.1:8125"},
+			func(c *agent.Config) bool { return c.Statsd == nil }},
+		{"pushgateway reserved and bad tags", `"pushgateway": {"endpoint": "https://pg.example:9091", "tags": {"job": "x", "site": "y", "2dc": "z", "dc": "eu1"}, "instance": "i"}`,
+			[]string{"endpoint: https://pg.example:9091", "not carried over: pushgateway.tags.job = x", "not carried over: pushgateway.tags.site = y",
+				"not carried over: pushgateway.tags.2dc = z — not a Prometheus label name", "dc: eu1", "not carried over: pushgateway.instance = i"},
+			func(c *agent.Config) bool {
+				p := c.Pushgateway
+				return p != nil && p.Endpoint == "https://pg.example:9091" && len(p.Tags) == 1 && p.Tags["dc"] == "eu1"
+			}},
+		{"pushgateway without endpoint", `"pushgateway": {"tags": {"dc": "eu1"}}`,
+			[]string{"no endpoint: pghoard pushed nothing without one"},
+			func(c *agent.Config) bool { return c.Pushgateway == nil }},
+		{"pushgateway without scheme", `"pushgateway": {"endpoint": "pg.example:9091"}`,
+			[]string{"not carried over: pushgateway = {endpoint: pg.example:9091} — the agent needs the Pushgateway's http:// or https:// URL"},
+			func(c *agent.Config) bool { return c.Pushgateway == nil }},
+		{"pushgateway password not copied", `"pushgateway": {"endpoint": "http://u:hunter2@pg.example:9091"}`,
+			[]string{"endpoint: http://u@pg.example:9091", "REVIEW: the password in pghoard's pushgateway.endpoint was not copied"},
+			func(c *agent.Config) bool {
+				return c.Pushgateway != nil && c.Pushgateway.Endpoint == "http://u@pg.example:9091"
+			}},
+		{"syslog on a udp pair with a facility number", `"syslog": true, "syslog_address": ["logs.example", 514], "syslog_facility": 16`,
+			[]string{"syslog: true", "syslog_address: udp://logs.example:514", "syslog_facility: local0   # pghoard's facility number 16"},
+			func(c *agent.Config) bool {
+				return c.Syslog && c.SyslogAddress == "udp://logs.example:514" && c.SyslogFacility == "local0"
+			}},
+		{"syslog values the agent refuses", `"syslog": "yes", "syslog_address": "log.sock", "syslog_facility": "security"`,
+			[]string{"not carried over: syslog = yes", "not carried over: syslog_address = log.sock — not an absolute socket path",
+				"not carried over: syslog_facility = security"},
+			func(c *agent.Config) bool {
+				return !c.Syslog && c.SyslogAddress == "/dev/log" && c.SyslogFacility == "local2"
+			}},
+		{"syslog null is off", `"syslog": null, "syslog_address": "/run/systemd/journal/syslog", "syslog_facility": "daemon"`,
+			[]string{"syslog: false", "syslog_address: /run/systemd/journal/syslog", "syslog_facility: daemon"},
+			func(c *agent.Config) bool {
+				return !c.Syslog && c.SyslogAddress == "/run/systemd/journal/syslog" && c.SyslogFacility == "daemon"
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := `{"backup_sites": {"a": {"nodes": ["host=h"]}}, ` + tt.top + `}`
+			res, err := translate.Translate(translate.Pghoard, translate.Source{Path: "in", Data: []byte(in)}, nil, translate.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := string(res.YAML)
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "hunter2") || strings.Contains(out, "coming change") {
+				t.Errorf("output holds a password or an outdated note:\n%s", out)
+			}
+			cfg, err := agent.Parse(res.YAML, "/etc/pgvault/pgvault.yaml")
+			if err != nil {
+				t.Fatalf("agent.Parse: %v\n%s", err, out)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("config = statsd %+v pushgateway %+v syslog %v %q %q\n%s",
+					cfg.Statsd, cfg.Pushgateway, cfg.Syslog, cfg.SyslogAddress, cfg.SyslogFacility, out)
+			}
+		})
 	}
 }
