@@ -1,0 +1,523 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pgvault/pgvault/integration/pgtest"
+	"github.com/pgvault/pgvault/integration/promtool"
+)
+
+// The monitoring documents of docs/monitoring, checked with promtool and
+// evaluated against a real agent's /metrics.
+const (
+	monitoringRules     = "../docs/monitoring/alerts.yml"
+	monitoringDashboard = "../docs/monitoring/grafana-dashboard.json"
+)
+
+// TestMonitoringRulesPassPromtool: `promtool check rules` accepts the
+// alerting rules, and the Grafana dashboard's queries, with its variables
+// replaced, are valid PromQL (promtool checks them as recording rules).
+func TestMonitoringRulesPassPromtool(t *testing.T) {
+	out, err := promtool.Run("check", "rules", monitoringRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+
+	data, err := os.ReadFile(monitoringDashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			Targets []struct {
+				RefID string `json:"refId"`
+				Expr  string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("%s: %v", monitoringDashboard, err)
+	}
+	// What Grafana puts in place of its variables.
+	vars := strings.NewReplacer(`$site`, `.*`, `$__rate_interval`, `5m`, `$__range`, `1d`, `$__interval`, `1m`)
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, q := range p.Targets {
+			n++
+			fmt.Fprintf(&rules, "      # panel %d %q\n      - record: dashboard_panel_%d_%s\n        expr: %q\n", p.ID, p.Title, p.ID, q.RefID, vars.Replace(q.Expr))
+		}
+	}
+	if n == 0 {
+		t.Fatal("the dashboard has no query")
+	}
+	file := filepath.Join(t.TempDir(), "dashboard-queries.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := promtool.Run("check", "rules", file); err != nil {
+		t.Fatalf("the dashboard's queries: %v", err)
+	}
+	t.Logf("%d dashboard queries parse", n)
+}
+
+// scrape is one scrape of the agent, as Prometheus would record it.
+type scrape struct {
+	at      time.Time
+	up      bool              // the scrape succeeded
+	samples map[string]string // series (name{labels}) -> value, pgvault_* only
+}
+
+// scrapeAgent reads /metrics at addr. An agent that does not answer is a
+// failed scrape (up 0), not an error: that is what Prometheus records.
+func scrapeAgent(t *testing.T, addr string) scrape {
+	t.Helper()
+	s := scrape{at: time.Now(), samples: map[string]string{}}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Logf("scrape of %s failed (up 0): %v", addr, err)
+		return s
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape of %s: %s", addr, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "pgvault_") {
+			continue // comments, and the Go and process collectors
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("scrape of %s: line %q", addr, line)
+		}
+		s.samples[line[:i]] = line[i+1:]
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scrape of %s: %v", addr, err)
+	}
+	s.up = true
+	return s
+}
+
+// segment is a scrape held for a number of samples.
+type segment struct {
+	s       scrape
+	samples int
+}
+
+// inputSeries turns scrapes into promtool input_series: each series with
+// the target labels Prometheus adds (job, instance), each scrape's value
+// held for its segment's samples, "_" (no sample) where a scrape lacks
+// the series, and up from whether each scrape succeeded. Test time 0 is
+// the real time base: timestamps (*_timestamp_seconds) are shifted by it,
+// so time() - timestamp in the test is the age the real scrape showed,
+// growing as the test's clock advances over values held constant.
+func inputSeries(t *testing.T, job, instance string, base time.Time, segs []segment) []map[string]string {
+	t.Helper()
+	target := fmt.Sprintf("job=%q,instance=%q", job, instance)
+	keys := map[string]bool{}
+	for _, sg := range segs {
+		for k := range sg.s.samples {
+			keys[k] = true
+		}
+	}
+	var out []map[string]string
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		name, labels, _ := strings.Cut(strings.TrimSuffix(k, "}"), "{")
+		series := name + "{" + target + "}"
+		if labels != "" {
+			series = name + "{" + labels + "," + target + "}"
+		}
+		var values []string
+		for _, sg := range segs {
+			v, ok := sg.s.samples[k]
+			if !ok {
+				values = append(values, fmt.Sprintf("_x%d", sg.samples))
+				continue
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				t.Fatalf("series %s: value %q", k, v)
+			}
+			if strings.HasSuffix(name, "_timestamp_seconds") {
+				f -= float64(base.UnixNano()) / 1e9
+			}
+			values = append(values, held(strconv.FormatFloat(f, 'f', -1, 64), sg.samples))
+		}
+		out = append(out, map[string]string{"series": series, "values": strings.Join(values, " ")})
+	}
+	var up []string
+	for _, sg := range segs {
+		up = append(up, held(map[bool]string{true: "1", false: "0"}[sg.s.up], sg.samples))
+	}
+	return append(out, map[string]string{"series": "up{" + target + "}", "values": strings.Join(up, " ")})
+}
+
+// held is promtool's notation for v repeated n times ("axn" is n+1 values).
+func held(v string, n int) string {
+	if n == 1 {
+		return v
+	}
+	return fmt.Sprintf("%sx%d", v, n-1)
+}
+
+// monitoringRule is what the test reads of a rule in alerts.yml.
+type monitoringRule struct {
+	Alert       string            `yaml:"alert"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func readMonitoringRules(t *testing.T, path string) ([]monitoringRule, []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Groups []struct {
+			Rules []monitoringRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var rules []monitoringRule
+	for _, g := range doc.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	if len(rules) == 0 {
+		t.Fatalf("%s: no rules", path)
+	}
+	return rules, data
+}
+
+// labelRef is the only template form the annotations use, so that the
+// test can render them as Prometheus does.
+var labelRef = regexp.MustCompile(`\{\{ *\$labels\.(\w+) *\}\}`)
+
+func renderAnnotation(t *testing.T, rule, text string, labels map[string]string) string {
+	t.Helper()
+	out := labelRef.ReplaceAllStringFunc(text, func(m string) string {
+		name := labelRef.FindStringSubmatch(m)[1]
+		v, ok := labels[name]
+		if !ok {
+			t.Fatalf("rule %s: annotation names $labels.%s, which its alert does not have", rule, name)
+		}
+		return v
+	})
+	if strings.Contains(out, "{{") {
+		t.Fatalf("rule %s: annotation %q uses a template this test cannot render: keep to {{ $labels.NAME }}", rule, text)
+	}
+	return out
+}
+
+// firing is an alert expected to fire: its name and the labels of the
+// series it fires for (besides job and instance, which the test adds,
+// and the rule's own labels).
+type firing struct {
+	alert  string
+	labels map[string]string
+}
+
+func siteAlert(alert string) firing { return firing{alert, map[string]string{"site": "main"}} }
+
+// evalCase is a point in a scenario and the alerts firing there: every
+// other rule of the file is asserted not to fire.
+type evalCase struct {
+	at     time.Duration
+	firing []firing
+}
+
+// scenario is one promtool test: scrapes held over time, one sample per
+// step, and evaluations.
+type scenario struct {
+	name  string
+	step  time.Duration
+	segs  []segment
+	evals []evalCase
+}
+
+// promtoolTest writes a `promtool test rules` file for rules and the
+// scenarios, which must share their step: it is the file's evaluation
+// interval too.
+func promtoolTest(t *testing.T, rulesPath string, rules []monitoringRule, instance string, base time.Time, scenarios []scenario) []byte {
+	t.Helper()
+	const job = "pgvault"
+	byName := map[string]monitoringRule{}
+	for _, r := range rules {
+		byName[r.Alert] = r
+	}
+	type expAlert struct {
+		ExpLabels      map[string]string `yaml:"exp_labels"`
+		ExpAnnotations map[string]string `yaml:"exp_annotations"`
+	}
+	type alertTest struct {
+		EvalTime  string     `yaml:"eval_time"`
+		Alertname string     `yaml:"alertname"`
+		ExpAlerts []expAlert `yaml:"exp_alerts"`
+	}
+	type test struct {
+		Name        string              `yaml:"name"`
+		Interval    string              `yaml:"interval"`
+		InputSeries []map[string]string `yaml:"input_series"`
+		AlertTests  []alertTest         `yaml:"alert_rule_test"`
+	}
+	doc := struct {
+		RuleFiles          []string `yaml:"rule_files"`
+		EvaluationInterval string   `yaml:"evaluation_interval"`
+		Tests              []test   `yaml:"tests"`
+	}{RuleFiles: []string{rulesPath}, EvaluationInterval: scenarios[0].step.String()}
+	for _, sc := range scenarios {
+		if sc.step != scenarios[0].step {
+			t.Fatalf("scenario %s: step %v in a file of step %v", sc.name, sc.step, scenarios[0].step)
+		}
+		tt := test{Name: sc.name, Interval: sc.step.String(), InputSeries: inputSeries(t, job, instance, base, sc.segs)}
+		for _, ev := range sc.evals {
+			exp := map[string][]expAlert{}
+			for _, f := range ev.firing {
+				r, ok := byName[f.alert]
+				if !ok {
+					t.Fatalf("scenario %s expects %s, which %s does not have", sc.name, f.alert, rulesPath)
+				}
+				labels := map[string]string{"job": job, "instance": instance}
+				for k, v := range f.labels {
+					labels[k] = v
+				}
+				for k, v := range r.Labels {
+					labels[k] = v
+				}
+				ann := map[string]string{}
+				for k, v := range r.Annotations {
+					ann[k] = renderAnnotation(t, r.Alert, v, labels)
+				}
+				exp[f.alert] = append(exp[f.alert], expAlert{ExpLabels: labels, ExpAnnotations: ann})
+			}
+			for _, r := range rules {
+				tt.AlertTests = append(tt.AlertTests, alertTest{EvalTime: ev.at.String(), Alertname: r.Alert, ExpAlerts: exp[r.Alert]})
+			}
+		}
+		doc.Tests = append(doc.Tests, tt)
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMonitoringAlertsOnRealAgent runs a real agent on a real cluster,
+// scrapes its /metrics when healthy and in real unhealthy states
+// (maintenance mode, PostgreSQL stopped, the agent stopped), and has
+// `promtool test rules` evaluate docs/monitoring/alerts.yml on those
+// scrapes held over time: on the healthy agent no alert fires, each
+// unhealthy state fires exactly the alerts it should, with the site.
+// Then each rule is broken on purpose (never firing, always firing) to
+// prove the expectations would catch a wrong expression.
+func TestMonitoringAlertsOnRealAgent(t *testing.T) {
+	if _, err := promtool.Binary(); err != nil {
+		t.Fatal(err)
+	}
+	rules, rulesData := readMonitoringRules(t, monitoringRules)
+	start := time.Now()
+	c := pgtest.Start(t, pgtest.Options{})
+	v := newPostgresVault(t)
+	s := newAgentSetup(t, c, v)
+	s.write(t, c.ConnString("postgres"), `    basebackup:
+      interval: 1h
+      fast_checkpoint: true
+    wal_check:
+      interval: 2s`)
+	a := s.start(t)
+
+	// Healthy: a backup, the streamer connected, a WAL check and the PITR
+	// window computed, so that every rule has its metric to look at.
+	st := a.waitState("the first backup, the streamer, a WAL check and the PITR window", 90*time.Second, func(st agentState) bool {
+		ss := st.Sites["main"]
+		return ss.Backup.Count >= 1 && !ss.Backup.Running && ss.Streamer != nil && ss.Streamer.Connected && ss.WALCheck.Last != nil && ss.WALCheck.OK && ss.PITR != nil
+	})
+	addr := st.HTTPListen
+	healthy := scrapeAgent(t, addr)
+	for _, name := range []string{
+		`pgvault_backups{site="main"}`, `pgvault_last_backup_timestamp_seconds{site="main"}`, `pgvault_streamer_connected{site="main"}`,
+		`pgvault_wal_lag_bytes{site="main"}`, `pgvault_wal_missing_segments{site="main"}`, `pgvault_wal_check_last_timestamp_seconds{site="main"}`,
+		`pgvault_upload_errors_total{site="main"}`, `pgvault_backup_failures_total{site="main"}`, `pgvault_maintenance_mode{site="main"}`,
+		`pgvault_alert{alert="wal_gap",site="main"}`,
+	} {
+		if _, ok := healthy.samples[name]; !ok {
+			t.Fatalf("the healthy agent's /metrics lacks %s: its rules would test nothing", name)
+		}
+	}
+
+	// Maintenance mode: the file, seen by the agent.
+	if err := os.WriteFile(s.maint, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState("maintenance mode", 10*time.Second, func(st agentState) bool { return st.Sites["main"].Maintenance })
+	maintenance := scrapeAgent(t, addr)
+	os.Remove(s.maint)
+	a.waitState("maintenance mode over", 10*time.Second, func(st agentState) bool { return !st.Sites["main"].Maintenance })
+
+	// PostgreSQL stopped: the streamer loses its connection.
+	c.Stop(t, "fast")
+	a.waitState("the streamer disconnected", 30*time.Second, func(st agentState) bool {
+		ss := st.Sites["main"]
+		return ss.Streamer != nil && !ss.Streamer.Connected
+	})
+	pgDown := scrapeAgent(t, addr)
+	if pgDown.samples[`pgvault_streamer_connected{site="main"}`] != "0" {
+		t.Fatalf("pgvault_streamer_connected with PostgreSQL stopped: %q", pgDown.samples[`pgvault_streamer_connected{site="main"}`])
+	}
+
+	// The agent stopped: the scrape fails.
+	if code, _ := a.stop(); code != 0 {
+		t.Fatalf("agent exited %d", code)
+	}
+	agentDown := scrapeAgent(t, addr)
+	if agentDown.up {
+		t.Fatal("a scrape of the stopped agent succeeded")
+	}
+
+	t.Logf("scraped the healthy agent, maintenance mode, PostgreSQL stopped and the agent stopped in %.1fs", time.Since(start).Seconds())
+	base := healthy.at
+	// Scenarios over minutes sample every minute, so that the edges of
+	// for: are exact; those over days every 15 minutes (promtool
+	// evaluates every rule at every step: 37 hours at 1m took 6 s a run),
+	// evaluated only at sample times (a sample is seen for 5 minutes) and
+	// with samples beyond the last evaluation.
+	scenarios := []scenario{{
+		name:  "healthy agent",
+		step:  time.Minute,
+		segs:  []segment{{healthy, 120}},
+		evals: []evalCase{{at: 10 * time.Minute}, {at: 30 * time.Minute}, {at: 2 * time.Hour}},
+	}, {
+		// for: 5m from the first scrape that shows the streamer down (10m).
+		name: "PostgreSQL stopped",
+		step: time.Minute,
+		segs: []segment{{healthy, 10}, {pgDown, 30}},
+		evals: []evalCase{
+			{at: 14 * time.Minute},
+			{at: 16 * time.Minute, firing: []firing{siteAlert("PgvaultWALStreamingDown")}},
+			{at: 39 * time.Minute, firing: []firing{siteAlert("PgvaultWALStreamingDown")}},
+		},
+	}, {
+		name: "agent stopped",
+		step: time.Minute,
+		segs: []segment{{healthy, 10}, {agentDown, 20}},
+		evals: []evalCase{
+			{at: 14 * time.Minute},
+			{at: 16 * time.Minute, firing: []firing{{alert: "PgvaultAgentDown"}}},
+		},
+	}, {
+		// The healthy scrape held for 37 hours, as if the agent's jobs had
+		// stopped while it kept answering: the WAL check passes its 3 h
+		// and the backup its 36 h (each then for: 15m).
+		name: "healthy scrape frozen for 37h",
+		step: 15 * time.Minute,
+		segs: []segment{{healthy, 38 * 4}},
+		evals: []evalCase{
+			{at: 3 * time.Hour},
+			{at: 3*time.Hour + 30*time.Minute, firing: []firing{siteAlert("PgvaultWALCheckStale")}},
+			{at: 36 * time.Hour, firing: []firing{siteAlert("PgvaultWALCheckStale")}},
+			{at: 37 * time.Hour, firing: []firing{siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld")}},
+		},
+	}, {
+		// Maintenance mode from 15m, for: 24h.
+		name: "maintenance mode for a day",
+		step: 15 * time.Minute,
+		segs: []segment{{healthy, 1}, {maintenance, 26 * 4}},
+		evals: []evalCase{
+			{at: 1 * time.Hour},
+			{at: 24 * time.Hour, firing: []firing{siteAlert("PgvaultWALCheckStale")}},
+			{at: 24*time.Hour + 30*time.Minute, firing: []firing{siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultMaintenanceModeLong")}},
+		},
+	}}
+
+	dir := t.TempDir()
+	run := func(rulesPath string) (string, error) {
+		args := []string{"test", "rules"}
+		for _, step := range []time.Duration{time.Minute, 15 * time.Minute} {
+			var group []scenario
+			for _, sc := range scenarios {
+				if sc.step == step {
+					group = append(group, sc)
+				}
+			}
+			file := filepath.Join(dir, fmt.Sprintf("alerts_test_%v.yml", step))
+			if err := os.WriteFile(file, promtoolTest(t, rulesPath, rules, addr, base, group), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, file)
+		}
+		return promtool.Run(args...)
+	}
+	rulesAbs, err := filepath.Abs(monitoringRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if out, err := run(rulesAbs); err != nil {
+		t.Fatalf("the rules on the real agent's metrics: %v", err)
+	} else {
+		t.Logf("promtool test rules (%.1fs): %s", time.Since(t0).Seconds(), strings.TrimSpace(out))
+	}
+
+	// Mutants: each rule made to never fire, and to always fire (an
+	// alert without labels). The scenarios must reject every mutant
+	// whose behaviour they observe: each rule is asserted not to fire
+	// somewhere, and those the scenarios expect to fire must.
+	expected := map[string]bool{}
+	for _, sc := range scenarios {
+		for _, ev := range sc.evals {
+			for _, f := range ev.firing {
+				expected[f.alert] = true
+			}
+		}
+	}
+	t0 = time.Now()
+	for _, r := range rules {
+		for _, m := range []struct {
+			kind string
+			expr string
+			must bool
+		}{
+			{"never", "(" + r.Expr + ") unless on() vector(1)", expected[r.Alert]},
+			{"always", "(" + r.Expr + ") or on() vector(1)", true},
+		} {
+			old := "expr: " + r.Expr + "\n"
+			if strings.Count(string(rulesData), old) != 1 {
+				t.Fatalf("rule %s: its expr line is not unique in %s", r.Alert, monitoringRules)
+			}
+			mutant := filepath.Join(dir, "mutant.yml")
+			os.WriteFile(mutant, []byte(strings.Replace(string(rulesData), old, "expr: "+strconv.Quote(m.expr)+"\n", 1)), 0o644)
+			_, err := run(mutant)
+			if m.must && err == nil {
+				t.Errorf("rule %s made to %s fire: the scenarios did not notice", r.Alert, m.kind)
+			}
+		}
+	}
+	t.Logf("%d mutants of the rules tested in %.1fs", 2*len(rules), time.Since(t0).Seconds())
+}
