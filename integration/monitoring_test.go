@@ -120,6 +120,19 @@ func scrapeAgent(t *testing.T, addr string) scrape {
 	return s
 }
 
+// waitScrape scrapes the running agent a at addr until cond holds on the
+// samples.
+func waitScrape(t *testing.T, a *agentProc, addr, what string, timeout time.Duration, cond func(map[string]string) bool) scrape {
+	t.Helper()
+	var sc scrape
+	waitFor(t, timeout, what, func() (bool, error) {
+		a.exited(what)
+		sc = scrapeAgent(t, addr)
+		return sc.up && cond(sc.samples), fmt.Errorf("/metrics: %v", sc.samples)
+	})
+	return sc
+}
+
 // segment is a scrape held for a number of samples.
 type segment struct {
 	s       scrape
@@ -349,24 +362,35 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, rulesData := readMonitoringRules(t, monitoringRules)
-	start := time.Now()
+	began := time.Now()
 	c := pgtest.Start(t, pgtest.Options{})
 	v := newPostgresVault(t)
 	s := newAgentSetup(t, c, v)
-	s.write(t, c.ConnString("postgres"), `    basebackup:
-      interval: 1h
-      fast_checkpoint: true
+	const walCheck = `
     wal_check:
-      interval: 2s`)
+      interval: 2s`
+	const schedule = `    basebackup:
+      interval: 1h
+      fast_checkpoint: true` + walCheck
+
+	// No backup yet: the agent on a site with no schedule (interval 0
+	// takes not even a first backup), streaming.
+	s.write(t, c.ConnString("postgres"), "    basebackup:\n      interval_hours: 0"+walCheck)
 	a := s.start(t)
+	st := a.waitState("the agent's listener", 30*time.Second, func(st agentState) bool { return st.HTTPListen != "" })
+	addr := st.HTTPListen
+	noBackup := waitScrape(t, a, addr, "pgvault_backups 0 with the streamer connected", 60*time.Second, func(m map[string]string) bool {
+		return m[`pgvault_backups{site="main"}`] == "0" && m[`pgvault_streamer_connected{site="main"}`] == "1"
+	})
 
 	// Healthy: a backup, the streamer connected, a WAL check and the PITR
 	// window computed, so that every rule has its metric to look at.
-	st := a.waitState("the first backup, the streamer, a WAL check and the PITR window", 90*time.Second, func(st agentState) bool {
+	s.write(t, c.ConnString("postgres"), schedule)
+	a.hup()
+	a.waitState("the first backup, the streamer, a WAL check and the PITR window", 90*time.Second, func(st agentState) bool {
 		ss := st.Sites["main"]
 		return ss.Backup.Count >= 1 && !ss.Backup.Running && ss.Streamer != nil && ss.Streamer.Connected && ss.WALCheck.Last != nil && ss.WALCheck.OK && ss.PITR != nil
 	})
-	addr := st.HTTPListen
 	healthy := scrapeAgent(t, addr)
 	for _, name := range []string{
 		`pgvault_backups{site="main"}`, `pgvault_last_backup_timestamp_seconds{site="main"}`, `pgvault_streamer_connected{site="main"}`,
@@ -378,6 +402,34 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 			t.Fatalf("the healthy agent's /metrics lacks %s: its rules would test nothing", name)
 		}
 	}
+
+	// A WAL gap: the catalogue entry of the segment the backup starts in
+	// moved aside (as TestAgentBacksUpStreamsPrunesAndStops does), once
+	// newer WAL is stored; then back.
+	c.Exec(t, "CREATE TABLE monitoring_wal AS SELECT generate_series(1, 10000) AS n")
+	c.SwitchWAL(t)
+	waitStored(t, c, "pgvault")
+	var list []listedBackup
+	v.json(&list, "list")
+	if len(list) != 1 {
+		t.Fatalf("backups: %+v", list)
+	}
+	from := lsn(t, list[0].StartLSN)
+	seg := fmt.Sprintf("%08X%08X%08X", 1, uint64(from)>>32, (uint64(from)&0xffffffff)>>24)
+	segFile := filepath.Join(v.repo, "wal", "00000001", seg)
+	aside := filepath.Join(s.dir, seg+".aside")
+	if err := os.Rename(segFile, aside); err != nil {
+		t.Fatalf("move WAL catalogue entry %s aside: %v", seg, err)
+	}
+	walGap := waitScrape(t, a, addr, "the WAL gap in /metrics", 30*time.Second, func(m map[string]string) bool {
+		return m[`pgvault_wal_missing_segments{site="main"}`] != "0" && m[`pgvault_alert{alert="wal_gap",site="main"}`] == "1"
+	})
+	if err := os.Rename(aside, segFile); err != nil {
+		t.Fatal(err)
+	}
+	waitScrape(t, a, addr, "the WAL gap closed in /metrics", 30*time.Second, func(m map[string]string) bool {
+		return m[`pgvault_wal_missing_segments{site="main"}`] == "0" && m[`pgvault_alert{alert="wal_gap",site="main"}`] == "0"
+	})
 
 	// Maintenance mode: the file, seen by the agent.
 	if err := os.WriteFile(s.maint, nil, 0o644); err != nil {
@@ -406,6 +458,18 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 		return ss.Streamer != nil && ss.Streamer.Connected
 	})
 
+	// A recovery drill that fails: its query names no table of the
+	// cluster (as TestAgentArchiveModeDrill does).
+	s.write(t, c.ConnString("postgres"), schedule+`
+    drill:
+      interval: 1h
+      timeout: 2m
+      sql: "SELECT count(*) FROM no_such_table"`)
+	a.hup()
+	drillFailed := waitScrape(t, a, addr, "a failed drill in /metrics", 3*time.Minute, func(m map[string]string) bool {
+		return m[`pgvault_drill_success{site="main"}`] == "0"
+	})
+
 	// The agent stopped: the scrape fails.
 	if code, _ := a.stop(); code != 0 {
 		t.Fatalf("agent exited %d", code)
@@ -424,19 +488,12 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 	// raises upload_retries_warning, while WAL streams on.
 	s.write(t, c.ConnString("postgres"), `    basebackup:
       interval: 2s
-      fast_checkpoint: true
-    wal_check:
-      interval: 2s`)
+      fast_checkpoint: true`+walCheck)
 	b := s.start(t, "PGVAULT_TEST_FAULTS=partial=1,types=snapshot,attempts=2,delay=10ms")
 	st = b.waitState("the second agent's listener", 30*time.Second, func(st agentState) bool { return st.PID == b.cmd.Process.Pid })
-	var uploadsFail scrape
-	waitFor(t, 90*time.Second, "a failed backup and upload, and upload_retries_warning, with the streamer connected", func() (bool, error) {
-		b.exited("a failed upload")
-		uploadsFail = scrapeAgent(t, st.HTTPListen)
-		m := uploadsFail.samples
-		ok := m[`pgvault_backup_failures_total{site="main"}`] != "0" && m[`pgvault_upload_errors_total{site="main"}`] != "0" &&
+	uploadsFail := waitScrape(t, b, st.HTTPListen, "a failed backup and upload, and upload_retries_warning, with the streamer connected", 90*time.Second, func(m map[string]string) bool {
+		return m[`pgvault_backup_failures_total{site="main"}`] != "0" && m[`pgvault_upload_errors_total{site="main"}`] != "0" &&
 			m[`pgvault_alert{alert="upload_retries_warning",site="main"}`] == "1" && m[`pgvault_streamer_connected{site="main"}`] == "1"
-		return ok, fmt.Errorf("/metrics: %v", m)
 	})
 	t.Logf("storage failing: %s upload errors, %s failed backups",
 		uploadsFail.samples[`pgvault_upload_errors_total{site="main"}`], uploadsFail.samples[`pgvault_backup_failures_total{site="main"}`])
@@ -444,7 +501,7 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 		t.Fatalf("the second agent exited %d", code)
 	}
 
-	t.Logf("scraped the healthy agent, maintenance mode, PostgreSQL stopped, the agent stopped and uploads failing in %.1fs", time.Since(start).Seconds())
+	t.Logf("scraped the agent without a backup, healthy, with a WAL gap, in maintenance mode, with PostgreSQL stopped, after a failed drill, stopped, and with uploads failing in %.1fs", time.Since(began).Seconds())
 	base := healthy.at
 	// Scenarios over minutes sample every minute, so that the edges of
 	// for: are exact; those over days every 15 minutes (promtool
@@ -475,6 +532,29 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 			{at: 16 * time.Minute, firing: []firing{{alert: "PgvaultAgentDown"}}},
 		},
 	}, {
+		// pgvault_backups 0 from 0m: for: 1h.
+		name:  "no backup",
+		step:  time.Minute,
+		segs:  []segment{{noBackup, 90}},
+		evals: []evalCase{{at: 30 * time.Minute}, {at: 59 * time.Minute}, {at: 61 * time.Minute, firing: []firing{siteAlert("PgvaultNoBackup")}}},
+	}, {
+		// The missing segment counts from 10m: for: 1m.
+		name: "WAL gap",
+		step: time.Minute,
+		segs: []segment{{healthy, 10}, {walGap, 20}},
+		evals: []evalCase{
+			{at: 10 * time.Minute},
+			{at: 12 * time.Minute, firing: []firing{siteAlert("PgvaultWALGap")}},
+		},
+	}, {
+		name: "drill failed",
+		step: time.Minute,
+		segs: []segment{{healthy, 10}, {drillFailed, 20}},
+		evals: []evalCase{
+			{at: 10 * time.Minute},
+			{at: 12 * time.Minute, firing: []firing{siteAlert("PgvaultDrillFailed")}},
+		},
+	}, {
 		// The failed upload and backup count at 10m: for: 1m.
 		// upload_retries_warning is the agent's own alert: for: 5m.
 		name: "uploads failing",
@@ -500,6 +580,16 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 			{at: 37 * time.Hour, firing: []firing{siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld")}},
 		},
 	}, {
+		// The failed drill's scrape held for 15 days: no drill since
+		// (14 days, for: 1h), besides the WAL check's and the backup's age.
+		name: "drill failed, then none for 15 days",
+		step: time.Hour,
+		segs: []segment{{drillFailed, 16 * 24}},
+		evals: []evalCase{
+			{at: 14 * 24 * time.Hour, firing: []firing{siteAlert("PgvaultDrillFailed"), siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld")}},
+			{at: 15 * 24 * time.Hour, firing: []firing{siteAlert("PgvaultDrillFailed"), siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld"), siteAlert("PgvaultDrillOverdue")}},
+		},
+	}, {
 		// Maintenance mode from 15m, for: 24h.
 		name: "maintenance mode for a day",
 		step: 15 * time.Minute,
@@ -514,7 +604,13 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 	dir := t.TempDir()
 	run := func(rulesPath string) (string, error) {
 		args := []string{"test", "rules"}
-		for _, step := range []time.Duration{time.Minute, 15 * time.Minute} {
+		var steps []time.Duration
+		for _, sc := range scenarios {
+			if !slices.Contains(steps, sc.step) {
+				steps = append(steps, sc.step)
+			}
+		}
+		for _, step := range steps {
 			var group []scenario
 			for _, sc := range scenarios {
 				if sc.step == step {
