@@ -39,6 +39,33 @@ func TestMonitoringRulesPassPromtool(t *testing.T) {
 	}
 	t.Logf("%s", strings.TrimSpace(out))
 
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	queries := dashboardQueries(t, ".*")
+	for _, q := range queries {
+		fmt.Fprintf(&rules, "      # panel %q\n      - record: %s\n        expr: %q\n", q.panel, q.name, q.expr)
+	}
+	file := filepath.Join(t.TempDir(), "dashboard-queries.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := promtool.Run("check", "rules", file); err != nil {
+		t.Fatalf("the dashboard's queries: %v", err)
+	}
+	t.Logf("%d dashboard queries parse", len(queries))
+}
+
+// dashboardQuery is a query of the Grafana dashboard with its variables
+// replaced.
+type dashboardQuery struct {
+	name  string // dashboard_panel_<id>_<refId>
+	panel string // its title
+	expr  string
+}
+
+// dashboardQueries reads the dashboard's queries, with site for $site.
+func dashboardQueries(t *testing.T, site string) []dashboardQuery {
+	t.Helper()
 	data, err := os.ReadFile(monitoringDashboard)
 	if err != nil {
 		t.Fatal(err)
@@ -57,27 +84,17 @@ func TestMonitoringRulesPassPromtool(t *testing.T) {
 		t.Fatalf("%s: %v", monitoringDashboard, err)
 	}
 	// What Grafana puts in place of its variables.
-	vars := strings.NewReplacer(`$site`, `.*`, `$__rate_interval`, `5m`, `$__range`, `1d`, `$__interval`, `1m`)
-	var rules strings.Builder
-	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
-	n := 0
+	vars := strings.NewReplacer(`$site`, site, `$__rate_interval`, `5m`, `$__range`, `1d`, `$__interval`, `1m`)
+	var qs []dashboardQuery
 	for _, p := range dash.Panels {
 		for _, q := range p.Targets {
-			n++
-			fmt.Fprintf(&rules, "      # panel %d %q\n      - record: dashboard_panel_%d_%s\n        expr: %q\n", p.ID, p.Title, p.ID, q.RefID, vars.Replace(q.Expr))
+			qs = append(qs, dashboardQuery{name: fmt.Sprintf("dashboard_panel_%d_%s", p.ID, q.RefID), panel: p.Title, expr: vars.Replace(q.Expr)})
 		}
 	}
-	if n == 0 {
-		t.Fatal("the dashboard has no query")
+	if len(qs) == 0 {
+		t.Fatalf("%s has no query", monitoringDashboard)
 	}
-	file := filepath.Join(t.TempDir(), "dashboard-queries.yml")
-	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := promtool.Run("check", "rules", file); err != nil {
-		t.Fatalf("the dashboard's queries: %v", err)
-	}
-	t.Logf("%d dashboard queries parse", n)
+	return qs
 }
 
 // scrape is one scrape of the agent, as Prometheus would record it.
@@ -504,10 +521,10 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 	t.Logf("scraped the agent without a backup, healthy, with a WAL gap, in maintenance mode, with PostgreSQL stopped, after a failed drill, stopped, and with uploads failing in %.1fs", time.Since(began).Seconds())
 	base := healthy.at
 	// Scenarios over minutes sample every minute, so that the edges of
-	// for: are exact; those over days every 15 minutes (promtool
-	// evaluates every rule at every step: 37 hours at 1m took 6 s a run),
-	// evaluated only at sample times (a sample is seen for 5 minutes) and
-	// with samples beyond the last evaluation.
+	// for: are exact; those over days every 15 minutes or 6 hours
+	// (promtool evaluates every rule at every step: 37 hours at 1m took
+	// 6 s a run), evaluated only at sample times (a sample is seen for 5
+	// minutes) and with samples beyond the last evaluation.
 	scenarios := []scenario{{
 		name:  "healthy agent",
 		step:  time.Minute,
@@ -581,10 +598,11 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 		},
 	}, {
 		// The failed drill's scrape held for 15 days: no drill since
-		// (14 days, for: 1h), besides the WAL check's and the backup's age.
+		// (14 days, then for: 1h, so one 6 h step later), besides the WAL
+		// check's and the backup's age.
 		name: "drill failed, then none for 15 days",
-		step: time.Hour,
-		segs: []segment{{drillFailed, 16 * 24}},
+		step: 6 * time.Hour,
+		segs: []segment{{drillFailed, 16 * 4}},
 		evals: []evalCase{
 			{at: 14 * 24 * time.Hour, firing: []firing{siteAlert("PgvaultDrillFailed"), siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld")}},
 			{at: 15 * 24 * time.Hour, firing: []firing{siteAlert("PgvaultDrillFailed"), siteAlert("PgvaultWALCheckStale"), siteAlert("PgvaultBackupTooOld"), siteAlert("PgvaultDrillOverdue")}},
@@ -602,14 +620,16 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 	}}
 
 	dir := t.TempDir()
-	run := func(rulesPath string) (string, error) {
-		args := []string{"test", "rules"}
+	// testFiles writes one promtool test file per step (the evaluation
+	// interval is per file), for the rules at rulesPath.
+	testFiles := func(rulesPath string) []string {
 		var steps []time.Duration
 		for _, sc := range scenarios {
 			if !slices.Contains(steps, sc.step) {
 				steps = append(steps, sc.step)
 			}
 		}
+		var files []string
 		for _, step := range steps {
 			var group []scenario
 			for _, sc := range scenarios {
@@ -621,9 +641,23 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 			if err := os.WriteFile(file, promtoolTest(t, rulesPath, rules, addr, base, group), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			args = append(args, file)
+			files = append(files, file)
 		}
-		return promtool.Run(args...)
+		return files
+	}
+	run := func(rulesPath string) (string, error) {
+		return promtool.Run(append([]string{"test", "rules"}, testFiles(rulesPath)...)...)
+	}
+	// caught reports whether any test file fails on the rules at
+	// rulesPath, running one file at a time and stopping at the first
+	// failure (most mutants fail the first).
+	caught := func(rulesPath string) bool {
+		for _, f := range testFiles(rulesPath) {
+			if _, err := promtool.Run("test", "rules", f); err != nil {
+				return true
+			}
+		}
+		return false
 	}
 	rulesAbs, err := filepath.Abs(monitoringRules)
 	if err != nil {
@@ -669,7 +703,7 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 		if err := os.WriteFile(mutant, []byte(strings.Replace(string(rulesData), old, "expr: "+strconv.Quote(m.expr)+"\n", 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := run(mutant); err == nil {
+		if !caught(mutant) {
 			t.Errorf("rule %s made to %s fire: the scenarios did not notice", m.rule, m.kind)
 		}
 	}
@@ -685,44 +719,23 @@ func TestMonitoringAlertsOnRealAgent(t *testing.T) {
 // becomes an alert on absent(query), so promtool says which are empty.
 func dashboardOnScrape(t *testing.T, dir, instance string, healthy scrape) {
 	t.Helper()
-	data, err := os.ReadFile(monitoringDashboard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			ID      int    `json:"id"`
-			Title   string `json:"title"`
-			Targets []struct {
-				RefID string `json:"refId"`
-				Expr  string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatalf("%s: %v", monitoringDashboard, err)
-	}
 	present := map[string]bool{}
 	for k := range healthy.samples {
 		name, _, _ := strings.Cut(k, "{")
 		present[name] = true
 	}
-	vars := strings.NewReplacer(`$site`, `main`, `$__rate_interval`, `5m`)
 	metric := regexp.MustCompile(`pgvault_\w+`)
 	var rules []monitoringRule
 	var empty []firing
 	var emptyNames []string
-	for _, p := range dash.Panels {
-		for _, q := range p.Targets {
-			name := fmt.Sprintf("Panel%d%s", p.ID, q.RefID)
-			rules = append(rules, monitoringRule{Alert: name, Expr: "absent(" + vars.Replace(q.Expr) + ")"})
-			for _, m := range metric.FindAllString(q.Expr, -1) {
-				if !present[m] {
-					// absent() of a regex match has no labels.
-					empty = append(empty, firing{alert: name, bare: true})
-					emptyNames = append(emptyNames, fmt.Sprintf("%q %s", p.Title, m))
-					break
-				}
+	for _, q := range dashboardQueries(t, "main") {
+		rules = append(rules, monitoringRule{Alert: q.name, Expr: "absent(" + q.expr + ")"})
+		for _, m := range metric.FindAllString(q.expr, -1) {
+			if !present[m] {
+				// absent() of a regex match has no labels.
+				empty = append(empty, firing{alert: q.name, bare: true})
+				emptyNames = append(emptyNames, fmt.Sprintf("%q %s", q.panel, m))
+				break
 			}
 		}
 	}
