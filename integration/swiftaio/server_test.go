@@ -27,6 +27,8 @@ func TestStartRestartStop(t *testing.T) {
 	began = time.Now()
 	srv.Restart()
 	t.Logf("restarted in %v", time.Since(began))
+	// The restart emptied memcached, so the proxy refuses the backend's
+	// token: the Load renews it itself (no retry wrapper here).
 	got, err := b.Load(ctx, h, 0, 0)
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("after restart: %q, %v", got, err)

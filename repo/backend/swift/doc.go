@@ -8,7 +8,8 @@
 // OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, OS_REGION_NAME, or
 // application credentials), Keystone v2, or Swift's v1 auth (ST_AUTH,
 // ST_USER, ST_KEY). A pre-authenticated OS_STORAGE_URL plus OS_AUTH_TOKEN
-// works too.
+// works too (Options.StorageURL and AuthToken), though without an auth URL
+// an expired token cannot be renewed.
 //
 // Save is one PUT with a Content-Length and the MD5 as ETag: Swift makes
 // an object visible only once its whole body has arrived and matched the

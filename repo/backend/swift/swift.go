@@ -38,6 +38,11 @@ type Options struct {
 	// user's domain.
 	ProjectDomain string
 	Region        string // OS_REGION_NAME; empty takes the catalogue's first
+	// StorageURL and AuthToken skip authentication: a token got elsewhere
+	// (OS_STORAGE_URL, OS_AUTH_TOKEN). Without AuthURL it cannot be
+	// renewed when it expires.
+	StorageURL string
+	AuthToken  string
 
 	// PageSize is how many names one listing request asks for; 0 means
 	// 1000. Tests make it small to exercise paging.
@@ -55,6 +60,7 @@ type Backend struct {
 	prefix    string // "" or "some/prefix/"
 	pageSize  int
 	server    string   // the auth URL, for messages
+	preauth   bool     // a given token and no auth URL: nothing to renew it with
 	secrets   []string // values no message may show
 }
 
@@ -94,6 +100,8 @@ func New(opts Options) (*Backend, error) {
 		Domain:       opts.UserDomain,
 		TenantDomain: opts.ProjectDomain,
 		Region:       opts.Region,
+		StorageUrl:   opts.StorageURL,
+		AuthToken:    opts.AuthToken,
 		// One retry only: it is what renews an expired token on a 401.
 		// Every other retry is package retry's.
 		Retries:        1,
@@ -133,6 +141,7 @@ func New(opts Options) (*Backend, error) {
 		prefix:    prefix,
 		pageSize:  pageSize,
 		server:    redact.URL(server),
+		preauth:   conn.AuthUrl == "",
 		secrets:   secrets,
 	}, nil
 }
@@ -210,6 +219,11 @@ func (b *Backend) translate(ctx context.Context, op string, h backend.Handle, er
 	}
 	status := statusOf(err)
 	switch {
+	case b.preauth && (status == http.StatusUnauthorized || strings.Contains(err.Error(), "Can't find AuthVersion")):
+		// The library answers a refused token by authenticating again,
+		// which without an auth URL fails on the version.
+		return backend.Permanent(b.wrap(err, "Swift at %s refused the token (OS_AUTH_TOKEN): it is wrong or expired; set OS_AUTH_URL and credentials so that pgvault authenticates itself (%s)",
+			b.server, what))
 	case errors.Is(err, swift.ContainerNotFound):
 		return backend.Permanent(b.wrap(err, "Swift container %q does not exist at %s: create it (pgvault repo init does) (%s)",
 			b.container, b.server, what))

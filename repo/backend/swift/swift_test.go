@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -52,6 +53,10 @@ func TestSwift(t *testing.T) {
 		opts := srv.Options(fresh(t))
 		opts.User, opts.Key = swiftaio.ReaderUser, swiftaio.ReaderKey
 		testDenied(t, opts, swiftaio.ReaderKey)
+	})
+	t.Run("PreAuthenticated", func(t *testing.T) {
+		t.Parallel()
+		testPreAuthenticated(t, srv)
 	})
 	t.Run("MissingContainerIsPermanent", func(t *testing.T) {
 		t.Parallel()
@@ -143,6 +148,48 @@ func testDenied(t *testing.T, opts swift.Options, secret string) {
 	}
 	if n := retries.Load(); n != 0 {
 		t.Errorf("permanent errors were retried %d times", n)
+	}
+}
+
+// testPreAuthenticated: a storage URL and token got elsewhere (as the
+// swift client's `auth` prints them) work without credentials, and the
+// token shows in no message.
+func testPreAuthenticated(t *testing.T, srv *swiftaio.Server) {
+	ctx := t.Context()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.AuthURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-User", swiftaio.User)
+	req.Header.Set("X-Auth-Key", swiftaio.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	storage, token := resp.Header.Get("X-Storage-Url"), resp.Header.Get("X-Auth-Token")
+	if resp.StatusCode != http.StatusOK || storage == "" || token == "" {
+		t.Fatalf("tempauth: %s, storage URL %q, token set %v", resp.Status, storage, token != "")
+	}
+	b, err := swift.New(swift.Options{Container: srv.Container, Prefix: "preauth", StorageURL: storage, AuthToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := backend.Handle{Type: backend.ConfigFile}
+	if err := b.Save(ctx, h, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Load(ctx, h, 0, 0); err != nil || string(got) != "x" {
+		t.Fatalf("Load: %q, %v", got, err)
+	}
+	bad, err := swift.New(swift.Options{Container: srv.Container, StorageURL: storage, AuthToken: "AUTH_tk" + strings.Repeat("0", 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.Stat(ctx, h)
+	t.Logf("a wrong token: %v", err)
+	if err == nil || !backend.IsPermanent(err) || strings.Contains(err.Error(), strings.Repeat("0", 32)) {
+		t.Fatalf("Stat with a wrong token: %v, want a permanent error that does not show the token", err)
 	}
 }
 
