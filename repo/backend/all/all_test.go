@@ -13,11 +13,13 @@ import (
 
 	"github.com/pgvault/pgvault/integration/minio"
 	"github.com/pgvault/pgvault/integration/sshd"
+	"github.com/pgvault/pgvault/integration/swiftaio"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/all"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
 	"github.com/pgvault/pgvault/repo/backend/sftp"
+	"github.com/pgvault/pgvault/repo/backend/swift"
 )
 
 func TestParseURL(t *testing.T) {
@@ -48,6 +50,11 @@ func TestParseURL(t *testing.T) {
 		{"sftp://host/~/repo?connections=4",
 			all.Location{Scheme: "sftp", SFTP: sftp.Options{Host: "host", Path: "/~/repo", Connections: 4}}},
 		{"sftp://u@[::1]:22/r", all.Location{Scheme: "sftp", SFTP: sftp.Options{User: "u", Host: "::1", Port: 22, Path: "/r"}}},
+		{"swift://backups", all.Location{Scheme: "swift", Swift: swift.Options{Container: "backups"}}},
+		{"swift://backups/pg/main/", all.Location{Scheme: "swift", Swift: swift.Options{Container: "backups", Prefix: "pg/main"}}},
+		{"SWIFT://c/p?auth_url=https://keystone.example:5000/v3&region=RegionOne&auth_version=3",
+			all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "https://keystone.example:5000/v3", Region: "RegionOne", AuthVersion: 3}}},
+		{"swift://c/p?auth_url=http://127.0.0.1:8080/auth/v1.0", all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "http://127.0.0.1:8080/auth/v1.0"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -69,7 +76,7 @@ func TestParseURLErrors(t *testing.T) {
 	}{
 		{"", "no repository given"},
 		{"   ", "no repository given"},
-		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3:// or sftp://`},
+		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, sftp:// or swift://`},
 		{"gs://bucket/x", `unknown repository URL scheme "gs"`},
 		{"s3:bucket/x", "write s3://"},
 		{"sftp:host:/x", "write sftp://"},
@@ -94,6 +101,17 @@ func TestParseURLErrors(t *testing.T) {
 		{"sftp://host/x?identity=/k&password=x", `unknown parameter "password"`},
 		{"sftp://host/x?connections=0", "connections="},
 		{"s3://bkt/%zz", "repository URL"},
+		{"swift:c/p", "write swift://"},
+		{"swift://", "no container"},
+		{"swift:///prefix", "no container"},
+		{"swift://user:secret@c/p", "credentials do not belong in the URL"},
+		{"swift://c:8080/p", "the host part is the container"},
+		{"swift://c/p?authurl=http://x/v3", `unknown parameter "authurl"`},
+		{"swift://c/p?auth_url=ftp://x/v3", "auth_url: want http://"},
+		{"swift://c/p?auth_url=http://u:secret@x/v3", "without credentials"},
+		{"swift://c/p?auth_url=http://u:secret@x/v3&bad=1", "without credentials"},
+		{"swift://c/p?auth_version=4", "want 1, 2 or 3"},
+		{"swift://c/p?region=a&region=b", "given 2 times"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -209,6 +227,30 @@ func TestOpenSFTP(t *testing.T) {
 	}
 }
 
+func TestOpenSwift(t *testing.T) {
+	srv := swiftaio.Start(t)
+	srv.SetEnv(t)
+	b, err := all.Open(t.Context(), srv.URL("viaurl"), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if loc := b.Location(); strings.Contains(loc, swiftaio.Key) {
+		t.Errorf("Location() %q shows the key", loc)
+	}
+
+	// Create makes a missing container; auth_url in the URL wins over
+	// ST_AUTH.
+	t.Setenv("ST_AUTH", "http://127.0.0.1:1/auth/v1.0")
+	nb, err := all.Open(t.Context(), "swift://fresh-container/p?auth_url="+srv.AuthURL, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
+}
+
 func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
 	_, err := all.Open(context.Background(), "sftp://u@127.0.0.1:2222/x?identity=/nonexistent&known_hosts=/nonexistent/kh", all.Options{})
 	if err == nil || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "known_hosts file /nonexistent/kh does not exist") {
@@ -220,7 +262,7 @@ func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
 }
 
 func TestParseURLErrorsMatchErrBadURL(t *testing.T) {
-	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative"} {
+	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative", "swift://", "swift://c/p?auth_url=x"} {
 		if _, err := all.ParseURL(raw); !errors.Is(err, all.ErrBadURL) {
 			t.Errorf("ParseURL(%q) = %v, want an error matching ErrBadURL", raw, err)
 		}

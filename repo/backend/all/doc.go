@@ -11,6 +11,12 @@
 //	                                 AWS_SECRET_ACCESS_KEY (or the AWS config)
 //	sftp://user@host:port/path?identity=/key&known_hosts=/file
 //	                                 a folder on an SSH server
+//	swift://container/prefix?auth_url=https://keystone:5000/v3&region=R&auth_version=3
+//	                                 OpenStack Swift; credentials come from the
+//	                                 OS_* variables (Keystone) or ST_AUTH,
+//	                                 ST_USER and ST_KEY (v1 auth); auth_url,
+//	                                 region and auth_version override
+//	                                 OS_AUTH_URL, OS_REGION_NAME, ST_AUTH_VERSION
 //
 // No backend registers itself: adding one means adding a case here.
 package all

@@ -16,6 +16,8 @@ func FuzzParseURL(f *testing.F) {
 		"/srv/repo", "file:///srv/repo", "file://host/x", "s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true",
 		"s3://key:supersecret@bucket/x", "sftp://user@host:2222/srv/repo?identity=/k&known_hosts=/kh", "sftp://user:supersecret@host/x",
 		"ftp://host/x", "", "c:repo", "s3:bucket", "sftp://host", "s3://b/p?endpoint=%zz",
+		"swift://container/prefix?auth_url=https://keystone:5000/v3&region=RegionOne&auth_version=3",
+		"swift://user:supersecret@container/x", "swift://c/p?auth_url=http://u:supersecret@h/v3&x=1", "swift:c", "swift://c:1/p",
 	} {
 		f.Add(s)
 	}
@@ -44,6 +46,13 @@ func FuzzParseURL(f *testing.F) {
 		case all.SchemeSFTP:
 			if loc.SFTP.Host == "" || loc.SFTP.Path == "" {
 				t.Fatalf("ParseURL(%q): no host or path: %+v", raw, loc.SFTP)
+			}
+		case all.SchemeSwift:
+			if loc.Swift.Container == "" || strings.Contains(loc.Swift.Container, "/") {
+				t.Fatalf("ParseURL(%q): bad container %q", raw, loc.Swift.Container)
+			}
+			if loc.Swift.User != "" || loc.Swift.Key != "" {
+				t.Fatalf("ParseURL(%q): credentials taken from the URL", raw)
 			}
 		default:
 			t.Fatalf("ParseURL(%q): scheme %q", raw, loc.Scheme)
