@@ -11,6 +11,12 @@
 //	                                 AWS_SECRET_ACCESS_KEY (or the AWS config)
 //	sftp://user@host:port/path?identity=/key&known_hosts=/file
 //	                                 a folder on an SSH server
+//	gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=ID
+//	                                 Google Cloud Storage; Application Default
+//	                                 Credentials (GOOGLE_APPLICATION_CREDENTIALS),
+//	                                 or none with an emulator's endpoint (also
+//	                                 STORAGE_EMULATOR_HOST); project only for
+//	                                 creating the bucket
 //
 // No backend registers itself: adding one means adding a case here.
 package all

@@ -213,7 +213,10 @@ func TestUnreachableEndpointIsRetriedThenOneClearError(t *testing.T) {
 	b, retries, giveUps := counting(raw, 3)
 	start := time.Now()
 	for op, call := range map[string]func() error{
-		"load": func() error { _, err := b.Load(t.Context(), backend.Handle{Type: backend.ConfigFile}, 0, 0); return err },
+		"load": func() error {
+			_, err := b.Load(t.Context(), backend.Handle{Type: backend.ConfigFile}, 0, 0)
+			return err
+		},
 		"save": func() error { return b.Save(t.Context(), backend.Handle{Type: backend.ConfigFile}, []byte("x")) },
 	} {
 		retries.Store(0)
