@@ -2,9 +2,19 @@ package gcs_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -259,5 +269,58 @@ func TestStoppedServerIsTransient(t *testing.T) {
 	_, err = b.Stat(ctx, backend.Handle{Type: backend.ConfigFile})
 	if err == nil || backend.IsPermanent(err) || errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("Stat against a stopped server: %v, want a transient error", err)
+	}
+}
+
+// TestRefusedCredentialsArePermanentAndSecretFree: a service account key
+// whose token request is refused fails at once, in one line that shows
+// neither the key nor the token endpoint's answer. Google's token endpoint
+// is not reachable from tests: a local one refuses the key as it would.
+func TestRefusedCredentialsArePermanentAndSecretFree(t *testing.T) {
+	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"invalid_client","error_description":"TOKEN-ENDPOINT-BODY"}`)
+	}))
+	defer tokens.Close()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	sa, _ := json.Marshal(map[string]string{
+		"type": "service_account", "project_id": "p", "private_key_id": "KEYID-SECRET",
+		"private_key": pemKey, "client_email": "pgvault@p.iam.gserviceaccount.com",
+		"client_id": "1", "token_uri": tokens.URL + "/token",
+	})
+	file := filepath.Join(t.TempDir(), "key.json")
+	if err := os.WriteFile(file, sa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("STORAGE_EMULATOR_HOST", "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", file)
+	raw, err := gcs.New(t.Context(), gcs.Options{Bucket: "b", Prefix: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	b, retries, _ := counting(raw, 5)
+	err = b.Save(t.Context(), backend.Handle{Type: backend.ConfigFile}, []byte("x"))
+	t.Logf("error: %v", err)
+	if err == nil || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "Google credentials refused") {
+		t.Fatalf("Save with a refused key: %v, want a permanent error saying the credentials were refused", err)
+	}
+	if retries.Load() != 0 {
+		t.Errorf("a refused key was retried %d times", retries.Load())
+	}
+	msg := err.Error()
+	for _, secret := range []string{"PRIVATE KEY", pemKey[40:80], "KEYID-SECRET", "TOKEN-ENDPOINT-BODY", "\n"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error shows %q: %s", secret, msg)
+		}
 	}
 }
