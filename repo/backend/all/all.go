@@ -13,6 +13,7 @@ import (
 	"github.com/pgvault/pgvault/internal/redact"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/file"
+	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
 	"github.com/pgvault/pgvault/repo/backend/sftp"
@@ -25,6 +26,7 @@ const (
 	SchemeS3    = "s3"
 	SchemeSFTP  = "sftp"
 	SchemeSwift = "swift"
+	SchemeGCS   = "gs"
 )
 
 // Location is a parsed repository URL: Scheme says which of the other
@@ -35,6 +37,7 @@ type Location struct {
 	S3     s3.Options
 	SFTP   sftp.Options
 	Swift  swift.Options
+	GCS    gcs.Options
 }
 
 // Options tune Open.
@@ -43,7 +46,7 @@ type Options struct {
 	// OnRetry and OnGiveUp callbacks; zero fields take retry's defaults.
 	Retry retry.Options
 	// Create prepares the storage for a new repository (repo init): it
-	// creates the S3 bucket or Swift container if it does not exist. File and SFTP folders are
+	// creates the S3 or GCS bucket or the Swift container if it does not exist. File and SFTP folders are
 	// created by the first save anyway.
 	Create bool
 	// Wrap, when set, wraps the backend under the retry wrapper, so that
@@ -79,6 +82,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 			err = sb.EnsureContainer(ctx)
 		}
 		b = sb
+	case SchemeGCS:
+		var gb *gcs.Backend
+		gb, err = gcs.New(ctx, loc.GCS)
+		if err == nil && opts.Create {
+			err = gb.EnsureBucket(ctx)
+		}
+		b = gb
 	default:
 		err = fmt.Errorf("no backend for scheme %q", loc.Scheme)
 	}
@@ -91,7 +101,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 	return retry.New(b, opts.Retry), nil
 }
 
-func schemeList() string { return "file://, s3://, sftp:// or swift://" }
+func schemeList() string { return "file://, s3://, gs://, sftp:// or swift://" }
 
 // ParseURL parses a repository URL or a bare path (see the package doc).
 func ParseURL(raw string) (Location, error) {
@@ -115,7 +125,7 @@ func (e badURLError) Is(target error) bool { return target == ErrBadURL }
 
 func parseURL(raw string) (Location, error) {
 	if strings.TrimSpace(raw) == "" {
-		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, sftp:// or swift:// URL)")
+		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, gs://, sftp:// or swift:// URL)")
 	}
 	scheme, rest, hasScheme := strings.Cut(raw, ":")
 	if !hasScheme || !isScheme(scheme) {
@@ -124,7 +134,7 @@ func parseURL(raw string) (Location, error) {
 	scheme = strings.ToLower(scheme)
 	if !strings.HasPrefix(rest, "//") {
 		switch scheme {
-		case SchemeFile, SchemeS3, SchemeSFTP, SchemeSwift:
+		case SchemeFile, SchemeS3, SchemeSFTP, SchemeSwift, SchemeGCS:
 			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact.URL(raw), scheme)
 		}
 		// "name:with:colons" is a relative path.
@@ -147,6 +157,8 @@ func parseURL(raw string) (Location, error) {
 		return parseSFTP(raw, u)
 	case SchemeSwift:
 		return parseSwift(raw, u)
+	case SchemeGCS:
+		return parseGCS(raw, u)
 	}
 	return Location{}, fmt.Errorf("unknown repository URL scheme %q: use %s", scheme, schemeList())
 }
@@ -340,4 +352,41 @@ func parseSwift(raw string, u *url.URL) (Location, error) {
 		}
 	}
 	return Location{Scheme: SchemeSwift, Swift: o}, nil
+}
+
+// parseGCS reads gs://bucket/prefix?endpoint=...&project=...; credentials
+// come from Application Default Credentials, never the URL.
+func parseGCS(raw string, u *url.URL) (Location, error) {
+	if u.User != nil {
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set GOOGLE_APPLICATION_CREDENTIALS to a key file, or use gcloud's application default credentials", redact.URL(raw))
+	}
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no bucket (want gs://bucket/prefix)", raw)
+	}
+	if u.Port() != "" {
+		return Location{}, fmt.Errorf("repository URL %q: the host part is the bucket; give an emulator as ?endpoint=http://host:port", raw)
+	}
+	q, err := query(raw, u.Query(), "endpoint", "project")
+	if err != nil {
+		return Location{}, err
+	}
+	o := gcs.Options{
+		Bucket:   u.Host,
+		Prefix:   strings.Trim(u.Path, "/"),
+		Endpoint: q["endpoint"],
+		Project:  q["project"],
+	}
+	if o.Endpoint != "" {
+		e := o.Endpoint
+		if !strings.Contains(e, "://") {
+			e = "http://" + e
+		}
+		eu, err := url.Parse(e)
+		if err != nil || eu.Host == "" || eu.User != nil || (eu.Scheme != "http" && eu.Scheme != "https") {
+			// Name the URL without its query: redact.URL does not see a
+			// password inside a parameter's value.
+			return Location{}, fmt.Errorf("repository URL %q: endpoint %q: want http://host:port or https://host", "gs://"+u.Host+u.EscapedPath(), redact.URL(o.Endpoint))
+		}
+	}
+	return Location{Scheme: SchemeGCS, GCS: o}, nil
 }

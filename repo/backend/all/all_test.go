@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/integration/fakegcs"
 	"github.com/pgvault/pgvault/integration/minio"
 	"github.com/pgvault/pgvault/integration/sshd"
 	"github.com/pgvault/pgvault/integration/swiftaio"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/all"
+	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
 	"github.com/pgvault/pgvault/repo/backend/sftp"
@@ -55,6 +57,12 @@ func TestParseURL(t *testing.T) {
 		{"SWIFT://c/p?auth_url=https://keystone.example:5000/v3&region=RegionOne&auth_version=3",
 			all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "https://keystone.example:5000/v3", Region: "RegionOne", AuthVersion: 3}}},
 		{"swift://c/p?auth_url=http://127.0.0.1:8080/auth/v1.0", all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "http://127.0.0.1:8080/auth/v1.0"}}},
+		{"gs://bkt", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt"}}},
+		{"GS://bkt/a/b/", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "a/b"}}},
+		{"gs://bkt/p?endpoint=http://127.0.0.1:4443&project=my-proj",
+			all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "p", Endpoint: "http://127.0.0.1:4443", Project: "my-proj"}}},
+		{"gs://bkt/p?endpoint=127.0.0.1:4443",
+			all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "p", Endpoint: "127.0.0.1:4443"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -76,8 +84,8 @@ func TestParseURLErrors(t *testing.T) {
 	}{
 		{"", "no repository given"},
 		{"   ", "no repository given"},
-		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, sftp:// or swift://`},
-		{"gs://bucket/x", `unknown repository URL scheme "gs"`},
+		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, gs://, sftp:// or swift://`},
+		{"gcs://bucket/x", `unknown repository URL scheme "gcs"`},
 		{"s3:bucket/x", "write s3://"},
 		{"sftp:host:/x", "write sftp://"},
 		{"file://relative/path", "three slashes"},
@@ -112,6 +120,15 @@ func TestParseURLErrors(t *testing.T) {
 		{"swift://c/p?auth_url=http://u:secret@x/v3&bad=1", "without credentials"},
 		{"swift://c/p?auth_version=4", "want 1, 2 or 3"},
 		{"swift://c/p?region=a&region=b", "given 2 times"},
+		{"gs:bucket/x", "write gs://"},
+		{"gs://", "no bucket"},
+		{"gs:///prefix", "no bucket"},
+		{"gs://key:secret@bkt/p", "credentials do not belong in the URL"},
+		{"gs://bkt:4443/p", "give an emulator as ?endpoint="},
+		{"gs://bkt/p?credentials=/k.json", `unknown parameter "credentials"`},
+		{"gs://bkt/p?endpoint=ftp://x", "want http://host:port"},
+		{"gs://bkt/p?endpoint=http://u:secret@x", "want http://host:port"},
+		{"gs://bkt/p?project=a&project=b", "given 2 times"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -211,6 +228,28 @@ func TestOpenS3UnreachableRetriesThenOneError(t *testing.T) {
 	if retries.Load() != 3 || giveUps.Load() != 1 || gaveUp.Load() != "save config" {
 		t.Errorf("retries %d, give-ups %d (%v); want 3, 1 (save config)", retries.Load(), giveUps.Load(), gaveUp.Load())
 	}
+}
+
+func TestOpenGCS(t *testing.T) {
+	srv := fakegcs.Start(t)
+	b, err := all.Open(t.Context(), srv.URL("viaurl"), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if got, want := b.Location(), "gs://"+srv.Bucket+"/viaurl ("+srv.Endpoint+")"; got != want {
+		t.Errorf("Location() = %q, want %q", got, want)
+	}
+
+	// Create makes a missing bucket, in the URL's project.
+	u := strings.Replace(srv.URL("p"), "gs://"+srv.Bucket+"/", "gs://fresh-bucket/", 1) + "&project=" + fakegcs.Project
+	nb, err := all.Open(t.Context(), u, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
 }
 
 func TestOpenSFTP(t *testing.T) {

@@ -17,6 +17,12 @@
 //	                                 ST_USER and ST_KEY (v1 auth); auth_url,
 //	                                 region and auth_version override
 //	                                 OS_AUTH_URL, OS_REGION_NAME, ST_AUTH_VERSION
+//	gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=ID
+//	                                 Google Cloud Storage; Application Default
+//	                                 Credentials (GOOGLE_APPLICATION_CREDENTIALS),
+//	                                 or none with an emulator's endpoint (also
+//	                                 STORAGE_EMULATOR_HOST); project only for
+//	                                 creating the bucket
 //
 // No backend registers itself: adding one means adding a case here.
 package all

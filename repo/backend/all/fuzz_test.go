@@ -15,6 +15,7 @@ func FuzzParseURL(f *testing.F) {
 	for _, s := range []string{
 		"/srv/repo", "file:///srv/repo", "file://host/x", "s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true",
 		"s3://key:supersecret@bucket/x", "sftp://user@host:2222/srv/repo?identity=/k&known_hosts=/kh", "sftp://user:supersecret@host/x",
+		"gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=p", "gs://key:supersecret@bucket/x", "gs://b/p?endpoint=http://u:supersecret@h",
 		"ftp://host/x", "", "c:repo", "s3:bucket", "sftp://host", "s3://b/p?endpoint=%zz",
 		"swift://container/prefix?auth_url=https://keystone:5000/v3&region=RegionOne&auth_version=3",
 		"swift://user:supersecret@container/x", "swift://c/p?auth_url=http://u:supersecret@h/v3&x=1", "swift:c", "swift://c:1/p",
@@ -41,6 +42,10 @@ func FuzzParseURL(f *testing.F) {
 			}
 		case all.SchemeS3:
 			if loc.S3.Bucket == "" {
+				t.Fatalf("ParseURL(%q): no bucket", raw)
+			}
+		case all.SchemeGCS:
+			if loc.GCS.Bucket == "" {
 				t.Fatalf("ParseURL(%q): no bucket", raw)
 			}
 		case all.SchemeSFTP:
