@@ -13,6 +13,10 @@ export GOFLAGS := -tags=$(BUILD_TAGS)
 BIN         := bin/pgvault
 FUZZTIME    ?= 30s
 TEST_TIMEOUT ?= 18m
+# The integration tests against each object store's server (end to end,
+# fault campaign, restart mid-backup): `make test` runs them in a process
+# of their own beside the rest, which mostly waits on servers.
+STORE_TESTS := ^(TestStoreEndToEnd.*|TestFaultCampaign(GCS|Swift|Azure)|TestFault.*RestartMidBackup)$$
 # Packages whose tests are pure Go (no servers): run under the race detector.
 RACE_PKGS   := ./chunk/... ./repo/... ./backup/... ./stream/... ./fs/... ./internal/... ./cmd/...
 
@@ -33,8 +37,14 @@ test: deps
 	$(GO) vet ./...
 	@echo "== unit tests (race detector)"
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS) 2>&1 | grep -v '^\(=== \|--- PASS\)' | grep -v 'no test files'
-	@echo "== all tests"
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | grep -v 'no test files'
+	@echo "== all tests (the object stores' integration tests in a second process beside the rest)"
+	@stores_log=$$(mktemp); \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '$(STORE_TESTS)' ./integration/ >"$$stores_log" 2>&1 & stores=$$!; \
+	rc=0; $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -skip '$(STORE_TESTS)' ./... 2>&1 | grep -v 'no test files' || rc=$$?; \
+	src=0; wait $$stores || src=$$?; \
+	echo "== the object stores' integration tests ($(STORE_TESTS))"; \
+	grep -v '^\(=== \|--- PASS\)' "$$stores_log"; rm -f "$$stores_log"; \
+	test $$rc -eq 0 -a $$src -eq 0
 
 # Benchmarks: Go benchmarks now, peer runs as they land; results are
 # written into docs/benchmarks.md with the machine and the date.
