@@ -16,6 +16,8 @@ func FuzzParseURL(f *testing.F) {
 		"/srv/repo", "file:///srv/repo", "file://host/x", "s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true",
 		"s3://key:supersecret@bucket/x", "sftp://user@host:2222/srv/repo?identity=/k&known_hosts=/kh", "sftp://user:supersecret@host/x",
 		"ftp://host/x", "", "c:repo", "s3:bucket", "sftp://host", "s3://b/p?endpoint=%zz",
+		"azure://container/prefix?account=devstoreaccount1&endpoint=http://127.0.0.1:10000/devstoreaccount1",
+		"azure://acct:supersecret@container/x", "azure://Bad_Name/x", "azure:container", "azure://c0n/p?endpoint=http://h/a?sig=supersecret",
 	} {
 		f.Add(s)
 	}
@@ -44,6 +46,13 @@ func FuzzParseURL(f *testing.F) {
 		case all.SchemeSFTP:
 			if loc.SFTP.Host == "" || loc.SFTP.Path == "" {
 				t.Fatalf("ParseURL(%q): no host or path: %+v", raw, loc.SFTP)
+			}
+		case all.SchemeAzure:
+			if loc.Azure.Container == "" {
+				t.Fatalf("ParseURL(%q): no container", raw)
+			}
+			if loc.Azure.Key != "" || loc.Azure.SASToken != "" || loc.Azure.ConnectionString != "" {
+				t.Fatalf("ParseURL(%q): credentials taken from the URL: %+v", raw, loc.Azure)
 			}
 		default:
 			t.Fatalf("ParseURL(%q): scheme %q", raw, loc.Scheme)
