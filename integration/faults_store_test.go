@@ -2,14 +2,19 @@ package integration
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgvault/pgvault/integration/azurite"
 	"github.com/pgvault/pgvault/integration/pgtest"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/all"
 )
 
 // The fault tests that a store's real server takes part in, shared by
@@ -20,6 +25,74 @@ import (
 func TestFaultAzuriteRestartMidBackup(t *testing.T) {
 	srv := azurite.Start(t)
 	storeRestartMidBackup(t, "Azurite", srv.URL("repo"), srv.Env(), srv.Restart)
+}
+
+// TestFaultCampaignAzure is the fault campaign on Azurite: faults injected
+// between pgvault and the Azure backend, whose own errors go through the
+// same retry wrapper.
+func TestFaultCampaignAzure(t *testing.T) {
+	srv := azurite.Start(t)
+	faultCampaign(t, srv.URL("campaign"), srv.Env())
+}
+
+// campaignVault is the fault campaign's repository: a local folder when
+// url is "", else the store at url, whose credentials (env) are also set
+// for the test so that a restored server's restore_command inherits them.
+func campaignVault(t *testing.T, url string, env []string) *vault {
+	t.Helper()
+	if url == "" {
+		return newPostgresVault(t)
+	}
+	for _, kv := range env {
+		k, val, _ := strings.Cut(kv, "=")
+		t.Setenv(k, val)
+	}
+	base := pgtest.TempDir(t)
+	pw := filepath.Join(base, "password")
+	if err := os.WriteFile(pw, []byte("integration secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := &vault{t: t, repo: url, base: base, pwFile: pw, env: append([]string{
+		"PGVAULT_REPO=" + url, "PGVAULT_PASSWORD_FILE=" + pw, "PGVAULT_CACHE_DIR=" + filepath.Join(base, "cache-root"),
+	}, env...)}
+	v.must("repo", "init")
+	return v
+}
+
+// firstSegment is the name of the oldest complete WAL segment stored, in
+// a local repository or (with the store's credentials in the process's
+// environment) in a store.
+func firstSegment(t *testing.T, v *vault) string {
+	t.Helper()
+	var names []string
+	if loc, err := all.ParseURL(v.repo); err == nil && loc.Scheme == all.SchemeFile {
+		filepath.WalkDir(loc.Path+"/wal", func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && len(d.Name()) == 24 {
+				names = append(names, d.Name())
+			}
+			return nil
+		})
+	} else {
+		b, err := all.Open(t.Context(), v.repo, all.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		err = b.List(t.Context(), backend.WALFile, func(fi backend.FileInfo) error {
+			if name := path.Base(fi.Name); len(name) == 24 {
+				names = append(names, name)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(names) == 0 {
+		t.Fatal("no WAL segment in the repository")
+	}
+	slices.Sort(names)
+	return names[0]
 }
 
 // storeRestartMidBackup restarts a store's server (restart) while a backup

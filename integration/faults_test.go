@@ -165,12 +165,16 @@ func sameFiles(t *testing.T, want, got string) (same, eio int) {
 	return same, eio
 }
 
-func TestFaultCampaign(t *testing.T) {
+func TestFaultCampaign(t *testing.T) { faultCampaign(t, "", nil) }
+
+// faultCampaign runs the campaign on a repository in a local folder (url
+// ""), or at a store's url with its credentials in env.
+func faultCampaign(t *testing.T, url string, env []string) {
 	rounds := envInt(t, "FAULT_ROUNDS", 3)
 	c := pgtest.Start(t, pgtest.Options{})
 	c.PgbenchInit(t, 2)
 	c.CreateMarkers(t)
-	v := newPostgresVault(t)
+	v := campaignVault(t, url, env)
 	report := filepath.Join(t.TempDir(), "faults.jsonl")
 	faults := func(spec string) *vault {
 		return v.with("PGVAULT_TEST_FAULTS="+spec, "PGVAULT_TEST_FAULTS_REPORT="+report)
@@ -416,23 +420,6 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// firstSegment is the name of the oldest complete WAL segment stored.
-func firstSegment(t *testing.T, v *vault) string {
-	t.Helper()
-	var names []string
-	filepath.WalkDir(filepath.Join(v.repo, "wal"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && len(d.Name()) == 24 {
-			names = append(names, d.Name())
-		}
-		return nil
-	})
-	if len(names) == 0 {
-		t.Fatal("no WAL segment in the repository")
-	}
-	slices.Sort(names)
-	return names[0]
 }
 
 func TestFaultMinIORestartMidBackup(t *testing.T) {

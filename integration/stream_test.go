@@ -145,7 +145,9 @@ func newPostgresVault(t *testing.T) *vault {
 // the archive, fetching WAL with `pgvault wal fetch`.
 func (v *vault) configureRecovery(t *testing.T, dataDir string) {
 	t.Helper()
-	cmd := fmt.Sprintf("PGVAULT_REPO=%s PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal fetch %%f %%p",
+	// The repository quoted for the shell ('' is a quote inside the
+	// setting's own quotes): a store's URL has '&' and '?'.
+	cmd := fmt.Sprintf("PGVAULT_REPO=''%s'' PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal fetch %%f %%p",
 		v.repo, v.pwFile, filepath.Join(v.base, "cache-postgres"), pgvaultBin)
 	conf := fmt.Sprintf("\nrestore_command = '%s'\nrecovery_target_timeline = 'latest'\n", cmd)
 	f, err := os.OpenFile(filepath.Join(dataDir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
