@@ -589,9 +589,10 @@ func (b *Backend) EnsureContainer(ctx context.Context) error {
 		return nil
 	}
 	if bloberror.HasCode(err, bloberror.AuthorizationPermissionMismatch, bloberror.AuthorizationFailure) {
-		// A SAS or role scoped to the container may not create it; if it
-		// exists, that is fine.
-		if _, perr := b.client.GetProperties(ctx, nil); perr == nil {
+		// A SAS or role scoped to the container may not create it (nor
+		// read its properties); if it can list the container, it exists.
+		one := int32(1)
+		if _, lerr := b.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{MaxResults: &one}).NextPage(ctx); lerr == nil {
 			return nil
 		}
 	}

@@ -85,6 +85,9 @@ func TestCredentials(t *testing.T) {
 			if err != nil || string(got) != tc.name {
 				t.Fatalf("Load through the key: %q, %v", got, err)
 			}
+			if err := b.EnsureContainer(ctx); err != nil {
+				t.Errorf("EnsureContainer of the existing container: %v", err)
+			}
 			if loc := b.Location(); strings.Contains(loc, srv.Endpoint) == false || strings.Contains(loc, "sig=") || strings.Contains(loc, azurite.Key) {
 				t.Errorf("Location() = %q: want the endpoint and no secret", loc)
 			}
