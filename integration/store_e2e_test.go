@@ -3,7 +3,6 @@ package integration
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,10 +20,7 @@ func storeEndToEnd(t *testing.T, url string, env []string) {
 	// The restored servers' restore_command inherits the credentials
 	// from their environment, as a server started by systemd with an
 	// EnvironmentFile would.
-	for _, kv := range env {
-		k, val, _ := strings.Cut(kv, "=")
-		t.Setenv(k, val)
-	}
+	setStoreEnv(t, env)
 	base := pgtest.TempDir(t)
 	pw := filepath.Join(base, "password")
 	if err := os.WriteFile(pw, []byte("store secret\n"), 0o600); err != nil {

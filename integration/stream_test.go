@@ -127,15 +127,25 @@ func postgresOwns(t *testing.T, paths ...string) {
 // restore_command.
 func newPostgresVault(t *testing.T) *vault {
 	t.Helper()
+	return newPostgresVaultAt(t, "", nil)
+}
+
+// newPostgresVaultAt is newPostgresVault with the repository at url (a
+// store's URL, env its variables), or in the vault's folder when url is
+// empty.
+func newPostgresVaultAt(t *testing.T, url string, env []string) *vault {
+	t.Helper()
 	base := pgtest.TempDir(t)
-	repoDir := filepath.Join(base, "repo")
+	if url == "" {
+		url = filepath.Join(base, "repo")
+	}
 	pw := filepath.Join(base, "password")
 	os.WriteFile(pw, []byte("integration secret\n"), 0o600)
-	v := &vault{t: t, repo: repoDir, base: base, env: []string{
-		"PGVAULT_REPO=" + repoDir,
+	v := &vault{t: t, repo: url, base: base, env: append([]string{
+		"PGVAULT_REPO=" + url,
 		"PGVAULT_PASSWORD_FILE=" + pw,
 		"PGVAULT_CACHE_DIR=" + filepath.Join(base, "cache-root"),
-	}}
+	}, env...)}
 	v.pwFile = pw
 	v.must("repo", "init")
 	return v
@@ -146,9 +156,10 @@ func newPostgresVault(t *testing.T) *vault {
 func (v *vault) configureRecovery(t *testing.T, dataDir string) {
 	t.Helper()
 	// The repository quoted for the shell ('' is a quote inside the
-	// setting's own quotes): a store's URL has '&' and '?'.
+	// setting's own quotes): a store's URL has '&' and '?'; its %-escapes
+	// would be PostgreSQL's placeholders.
 	cmd := fmt.Sprintf("PGVAULT_REPO=''%s'' PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal fetch %%f %%p",
-		v.repo, v.pwFile, filepath.Join(v.base, "cache-postgres"), pgvaultBin)
+		strings.ReplaceAll(v.repo, "%", "%%"), v.pwFile, filepath.Join(v.base, "cache-postgres"), pgvaultBin)
 	conf := fmt.Sprintf("\nrestore_command = '%s'\nrecovery_target_timeline = 'latest'\n", cmd)
 	f, err := os.OpenFile(filepath.Join(dataDir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgvault/pgvault/internal/atomicfile"
-	"github.com/pgvault/pgvault/internal/compat/translate"
+	"github.com/pgvault/pgvault/cmd/pgvault/translate"
 )
 
 type compatTranslateOptions struct {

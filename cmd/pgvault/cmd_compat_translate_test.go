@@ -12,7 +12,7 @@ import (
 // configuration and starts the result with `agent --check-config`, as an
 // operator would after creating the secret files it names.
 func TestCompatTranslateThenCheckConfig(t *testing.T) {
-	const samples = "../../internal/compat/translate/testdata/"
+	const samples = "../../cmd/pgvault/translate/testdata/"
 	tests := []struct {
 		from, file string
 		sites      string
@@ -74,7 +74,7 @@ func TestCompatTranslateThenCheckConfig(t *testing.T) {
 }
 
 func TestCompatTranslateStdout(t *testing.T) {
-	code, stdout, stderr := pgv(t, nil, "compat", "translate", "--from", "wal-g", "--site", "db1", "../../internal/compat/translate/testdata/walg.json")
+	code, stdout, stderr := pgv(t, nil, "compat", "translate", "--from", "wal-g", "--site", "db1", "../../cmd/pgvault/translate/testdata/walg.json")
 	if code != 0 || !strings.Contains(stdout, "\nsites:\n  db1:\n") || strings.Contains(stdout, "wJalrXUtnFEMI") {
 		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
 	}

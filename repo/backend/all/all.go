@@ -15,9 +15,11 @@ import (
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/azure"
 	"github.com/pgvault/pgvault/repo/backend/file"
+	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
 	"github.com/pgvault/pgvault/repo/backend/sftp"
+	"github.com/pgvault/pgvault/repo/backend/swift"
 )
 
 // Schemes of repository URLs.
@@ -25,6 +27,8 @@ const (
 	SchemeFile  = "file"
 	SchemeS3    = "s3"
 	SchemeSFTP  = "sftp"
+	SchemeSwift = "swift"
+	SchemeGCS   = "gs"
 	SchemeAzure = "azure"
 )
 
@@ -35,6 +39,8 @@ type Location struct {
 	Path   string // file: the folder
 	S3     s3.Options
 	SFTP   sftp.Options
+	Swift  swift.Options
+	GCS    gcs.Options
 	Azure  azure.Options // account and endpoint from the URL; credentials come from the environment at Open
 }
 
@@ -44,7 +50,7 @@ type Options struct {
 	// OnRetry and OnGiveUp callbacks; zero fields take retry's defaults.
 	Retry retry.Options
 	// Create prepares the storage for a new repository (repo init): it
-	// creates the S3 bucket or Azure container if it does not exist. File and SFTP folders are
+	// creates the S3 or GCS bucket or the Swift or Azure container if it does not exist. File and SFTP folders are
 	// created by the first save anyway.
 	Create bool
 	// Wrap, when set, wraps the backend under the retry wrapper, so that
@@ -54,7 +60,7 @@ type Options struct {
 }
 
 // Open parses rawURL and returns its backend wrapped in retry.New. It does
-// no I/O, except that Create may create an S3 bucket.
+// no I/O, except that Create may create an S3 bucket or a Swift container.
 func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, error) {
 	loc, err := ParseURL(rawURL)
 	if err != nil {
@@ -73,6 +79,20 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 		b = sb
 	case SchemeSFTP:
 		b, err = sftp.New(loc.SFTP)
+	case SchemeSwift:
+		var sb *swift.Backend
+		sb, err = swift.New(loc.Swift)
+		if err == nil && opts.Create {
+			err = sb.EnsureContainer(ctx)
+		}
+		b = sb
+	case SchemeGCS:
+		var gb *gcs.Backend
+		gb, err = gcs.New(ctx, loc.GCS)
+		if err == nil && opts.Create {
+			err = gb.EnsureBucket(ctx)
+		}
+		b = gb
 	case SchemeAzure:
 		var ab *azure.Backend
 		ab, err = azure.New(ctx, loc.Azure.OptionsFromEnv(os.Getenv))
@@ -92,7 +112,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 	return retry.New(b, opts.Retry), nil
 }
 
-func schemeList() string { return "file://, s3://, sftp:// or azure://" }
+func schemeList() string { return "file://, s3://, gs://, azure://, sftp:// or swift://" }
 
 // ParseURL parses a repository URL or a bare path (see the package doc).
 func ParseURL(raw string) (Location, error) {
@@ -116,7 +136,7 @@ func (e badURLError) Is(target error) bool { return target == ErrBadURL }
 
 func parseURL(raw string) (Location, error) {
 	if strings.TrimSpace(raw) == "" {
-		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, sftp:// or azure:// URL)")
+		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, gs://, azure://, sftp:// or swift:// URL)")
 	}
 	scheme, rest, hasScheme := strings.Cut(raw, ":")
 	if !hasScheme || !isScheme(scheme) {
@@ -125,7 +145,7 @@ func parseURL(raw string) (Location, error) {
 	scheme = strings.ToLower(scheme)
 	if !strings.HasPrefix(rest, "//") {
 		switch scheme {
-		case SchemeFile, SchemeS3, SchemeSFTP, SchemeAzure:
+		case SchemeFile, SchemeS3, SchemeSFTP, SchemeSwift, SchemeGCS, SchemeAzure:
 			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact.URL(raw), scheme)
 		}
 		// "name:with:colons" is a relative path.
@@ -146,6 +166,10 @@ func parseURL(raw string) (Location, error) {
 		return parseS3(raw, u)
 	case SchemeSFTP:
 		return parseSFTP(raw, u)
+	case SchemeSwift:
+		return parseSwift(raw, u)
+	case SchemeGCS:
+		return parseGCS(raw, u)
 	case SchemeAzure:
 		return parseAzure(raw, u)
 	}
@@ -296,6 +320,92 @@ func parseSFTP(raw string, u *url.URL) (Location, error) {
 	return Location{Scheme: SchemeSFTP, SFTP: o}, nil
 }
 
+// parseSwift reads swift://container/prefix?auth_url=...&region=...;
+// credentials come from the OS_* or ST_* variables, never the URL.
+func parseSwift(raw string, u *url.URL) (Location, error) {
+	// A password inside auth_url would show in every message that quotes
+	// the URL (redact.URL masks the URL's own userinfo only): refuse it
+	// first, quoting nothing.
+	for _, a := range u.Query()["auth_url"] {
+		if au, err := url.Parse(a); err != nil || au.User != nil {
+			return Location{}, errors.New("repository URL: auth_url: want http://host:port/path or https://host/path without credentials: set OS_USERNAME and OS_PASSWORD (or ST_USER and ST_KEY)")
+		}
+	}
+	if u.User != nil {
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set OS_USERNAME and OS_PASSWORD (or ST_USER and ST_KEY)", redact.URL(raw))
+	}
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no container (want swift://container/prefix)", redact.URL(raw))
+	}
+	if u.Port() != "" || strings.Contains(u.Host, ":") {
+		return Location{}, fmt.Errorf("repository URL %q: the host part is the container; give the auth server as ?auth_url=https://host:5000/v3 or OS_AUTH_URL", redact.URL(raw))
+	}
+	q, err := query(raw, u.Query(), "auth_url", "region", "auth_version")
+	if err != nil {
+		return Location{}, err
+	}
+	o := swift.Options{
+		Container: u.Host,
+		Prefix:    strings.Trim(u.Path, "/"),
+		AuthURL:   q["auth_url"],
+		Region:    q["region"],
+	}
+	if o.AuthURL != "" {
+		au, err := url.Parse(o.AuthURL)
+		if err != nil || au.Host == "" || (au.Scheme != "http" && au.Scheme != "https") {
+			return Location{}, fmt.Errorf("repository URL %q: auth_url: want http://host:port/path or https://host/path without credentials", redact.URL(raw))
+		}
+	}
+	if v := q["auth_version"]; v != "" {
+		switch v {
+		case "1", "2", "3":
+			o.AuthVersion = int(v[0] - '0')
+		default:
+			return Location{}, fmt.Errorf("repository URL %q: auth_version=%q: want 1, 2 or 3", redact.URL(raw), v)
+		}
+	}
+	return Location{Scheme: SchemeSwift, Swift: o}, nil
+}
+
+// parseGCS reads gs://bucket/prefix?endpoint=...&project=...; credentials
+// come from Application Default Credentials, never the URL.
+func parseGCS(raw string, u *url.URL) (Location, error) {
+	if u.User != nil {
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set GOOGLE_APPLICATION_CREDENTIALS to a key file, or use gcloud's application default credentials", redact.URL(raw))
+	}
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no bucket (want gs://bucket/prefix)", raw)
+	}
+	if u.Port() != "" {
+		return Location{}, fmt.Errorf("repository URL %q: the host part is the bucket; give an emulator as ?endpoint=http://host:port", raw)
+	}
+	q, err := query(raw, u.Query(), "endpoint", "project")
+	if err != nil {
+		return Location{}, err
+	}
+	o := gcs.Options{
+		Bucket:   u.Host,
+		Prefix:   strings.Trim(u.Path, "/"),
+		Endpoint: q["endpoint"],
+		Project:  q["project"],
+	}
+	if o.Endpoint != "" {
+		e := o.Endpoint
+		if !strings.Contains(e, "://") {
+			e = "http://" + e
+		}
+		eu, err := url.Parse(e)
+		if err != nil || eu.Host == "" || eu.User != nil || (eu.Scheme != "http" && eu.Scheme != "https") {
+			// Name the URL without its query: redact.URL does not see a
+			// password inside a parameter's value.
+			return Location{}, fmt.Errorf("repository URL %q: endpoint %q: want http://host:port or https://host", "gs://"+u.Host+u.EscapedPath(), redact.URL(o.Endpoint))
+		}
+	}
+	return Location{Scheme: SchemeGCS, GCS: o}, nil
+}
+
+// parseAzure reads azure://container/prefix?account=...&endpoint=...;
+// credentials come from the AZURE_STORAGE_* variables, never the URL.
 func parseAzure(raw string, u *url.URL) (Location, error) {
 	shown := azureShown(raw, u)
 	if u.User != nil {

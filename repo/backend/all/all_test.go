@@ -12,14 +12,18 @@ import (
 	"time"
 
 	"github.com/pgvault/pgvault/integration/azurite"
+	"github.com/pgvault/pgvault/integration/fakegcs"
 	"github.com/pgvault/pgvault/integration/minio"
 	"github.com/pgvault/pgvault/integration/sshd"
+	"github.com/pgvault/pgvault/integration/swiftaio"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/all"
 	"github.com/pgvault/pgvault/repo/backend/azure"
+	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
 	"github.com/pgvault/pgvault/repo/backend/sftp"
+	"github.com/pgvault/pgvault/repo/backend/swift"
 )
 
 func TestParseURL(t *testing.T) {
@@ -50,11 +54,22 @@ func TestParseURL(t *testing.T) {
 		{"sftp://host/~/repo?connections=4",
 			all.Location{Scheme: "sftp", SFTP: sftp.Options{Host: "host", Path: "/~/repo", Connections: 4}}},
 		{"sftp://u@[::1]:22/r", all.Location{Scheme: "sftp", SFTP: sftp.Options{User: "u", Host: "::1", Port: 22, Path: "/r"}}},
+		{"swift://backups", all.Location{Scheme: "swift", Swift: swift.Options{Container: "backups"}}},
+		{"swift://backups/pg/main/", all.Location{Scheme: "swift", Swift: swift.Options{Container: "backups", Prefix: "pg/main"}}},
+		{"SWIFT://c/p?auth_url=https://keystone.example:5000/v3&region=RegionOne&auth_version=3",
+			all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "https://keystone.example:5000/v3", Region: "RegionOne", AuthVersion: 3}}},
+		{"swift://c/p?auth_url=http://127.0.0.1:8080/auth/v1.0", all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "http://127.0.0.1:8080/auth/v1.0"}}},
 		{"azure://backups", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups"}}},
 		{"AZURE://backups/pg/main/", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups", Prefix: "pg/main"}}},
 		{"azure://backups/p?account=acct", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups", Prefix: "p", Account: "acct"}}},
 		{"azure://pgvault-test/p?account=devstoreaccount1&endpoint=http://127.0.0.1:10000/devstoreaccount1",
 			all.Location{Scheme: "azure", Azure: azure.Options{Container: "pgvault-test", Prefix: "p", Account: "devstoreaccount1", Endpoint: "http://127.0.0.1:10000/devstoreaccount1"}}},
+		{"gs://bkt", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt"}}},
+		{"GS://bkt/a/b/", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "a/b"}}},
+		{"gs://bkt/p?endpoint=http://127.0.0.1:4443&project=my-proj",
+			all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "p", Endpoint: "http://127.0.0.1:4443", Project: "my-proj"}}},
+		{"gs://bkt/p?endpoint=127.0.0.1:4443",
+			all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "p", Endpoint: "127.0.0.1:4443"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -76,8 +91,8 @@ func TestParseURLErrors(t *testing.T) {
 	}{
 		{"", "no repository given"},
 		{"   ", "no repository given"},
-		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, sftp:// or azure://`},
-		{"gs://bucket/x", `unknown repository URL scheme "gs"`},
+		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, gs://, azure://, sftp:// or swift://`},
+		{"gcs://bucket/x", `unknown repository URL scheme "gcs"`},
 		{"s3:bucket/x", "write s3://"},
 		{"sftp:host:/x", "write sftp://"},
 		{"file://relative/path", "three slashes"},
@@ -101,6 +116,17 @@ func TestParseURLErrors(t *testing.T) {
 		{"sftp://host/x?identity=/k&password=x", `unknown parameter "password"`},
 		{"sftp://host/x?connections=0", "connections="},
 		{"s3://bkt/%zz", "repository URL"},
+		{"swift:c/p", "write swift://"},
+		{"swift://", "no container"},
+		{"swift:///prefix", "no container"},
+		{"swift://user:secret@c/p", "credentials do not belong in the URL"},
+		{"swift://c:8080/p", "the host part is the container"},
+		{"swift://c/p?authurl=http://x/v3", `unknown parameter "authurl"`},
+		{"swift://c/p?auth_url=ftp://x/v3", "auth_url: want http://"},
+		{"swift://c/p?auth_url=http://u:secret@x/v3", "without credentials"},
+		{"swift://c/p?auth_url=http://u:secret@x/v3&bad=1", "without credentials"},
+		{"swift://c/p?auth_version=4", "want 1, 2 or 3"},
+		{"swift://c/p?region=a&region=b", "given 2 times"},
 		{"azure:container/x", "write azure://"},
 		{"azure://", "no container"},
 		{"azure:///prefix", "no container"},
@@ -116,6 +142,15 @@ func TestParseURLErrors(t *testing.T) {
 		{"azure://cont/p?endpoint=http://h/a?sig=secret", "a SAS goes in AZURE_STORAGE_SAS_TOKEN"},
 		{"azure://cont/p?account=a&account=b", "given 2 times"},
 		{"azure://cont/p?endpoint=http://h/a?sig=secret&foo=1", `unknown parameter "foo"`},
+		{"gs:bucket/x", "write gs://"},
+		{"gs://", "no bucket"},
+		{"gs:///prefix", "no bucket"},
+		{"gs://key:secret@bkt/p", "credentials do not belong in the URL"},
+		{"gs://bkt:4443/p", "give an emulator as ?endpoint="},
+		{"gs://bkt/p?credentials=/k.json", `unknown parameter "credentials"`},
+		{"gs://bkt/p?endpoint=ftp://x", "want http://host:port"},
+		{"gs://bkt/p?endpoint=http://u:secret@x", "want http://host:port"},
+		{"gs://bkt/p?project=a&project=b", "given 2 times"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {
@@ -217,6 +252,28 @@ func TestOpenS3UnreachableRetriesThenOneError(t *testing.T) {
 	}
 }
 
+func TestOpenGCS(t *testing.T) {
+	srv := fakegcs.Start(t)
+	b, err := all.Open(t.Context(), srv.URL("viaurl"), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if got, want := b.Location(), "gs://"+srv.Bucket+"/viaurl ("+srv.Endpoint+")"; got != want {
+		t.Errorf("Location() = %q, want %q", got, want)
+	}
+
+	// Create makes a missing bucket, in the URL's project.
+	u := strings.Replace(srv.URL("p"), "gs://"+srv.Bucket+"/", "gs://fresh-bucket/", 1) + "&project=" + fakegcs.Project
+	nb, err := all.Open(t.Context(), u, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
+}
+
 func TestOpenAzure(t *testing.T) {
 	srv := azurite.Start(t)
 	for _, tc := range []struct {
@@ -268,6 +325,30 @@ func TestOpenSFTP(t *testing.T) {
 	}
 }
 
+func TestOpenSwift(t *testing.T) {
+	srv := swiftaio.Start(t)
+	srv.SetEnv(t)
+	b, err := all.Open(t.Context(), srv.URL("viaurl"), all.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	roundtrip(t, b)
+	if loc := b.Location(); strings.Contains(loc, swiftaio.Key) {
+		t.Errorf("Location() %q shows the key", loc)
+	}
+
+	// Create makes a missing container; auth_url in the URL wins over
+	// ST_AUTH.
+	t.Setenv("ST_AUTH", "http://127.0.0.1:1/auth/v1.0")
+	nb, err := all.Open(t.Context(), "swift://fresh-container/p?auth_url="+srv.AuthURL, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
+}
+
 func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
 	_, err := all.Open(context.Background(), "sftp://u@127.0.0.1:2222/x?identity=/nonexistent&known_hosts=/nonexistent/kh", all.Options{})
 	if err == nil || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "known_hosts file /nonexistent/kh does not exist") {
@@ -279,7 +360,7 @@ func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
 }
 
 func TestParseURLErrorsMatchErrBadURL(t *testing.T) {
-	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative", "azure://", "azure://UPPER/x"} {
+	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative", "swift://", "swift://c/p?auth_url=x", "azure://", "azure://UPPER/x"} {
 		if _, err := all.ParseURL(raw); !errors.Is(err, all.ErrBadURL) {
 			t.Errorf("ParseURL(%q) = %v, want an error matching ErrBadURL", raw, err)
 		}

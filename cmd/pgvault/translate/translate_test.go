@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/pgvault/pgvault/cmd/pgvault/agent"
-	"github.com/pgvault/pgvault/internal/compat/translate"
+	"github.com/pgvault/pgvault/cmd/pgvault/translate"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
