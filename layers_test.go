@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 // injection, the real servers the tests start): any test may use them, and
 // no non-test code outside integration/ may import them.
 var testOnly = []string{"testing", "repo/backend/mem", "repo/backend/faulty", "repo/backend/backendtest", "repo/repotest", "fs/fstest",
-	"integration/minio", "integration/fakegcs", "integration/sshd", "integration/pgtest", "integration/promtool", "integration/swiftaio"}
+	"integration/minio", "integration/fakegcs", "integration/sshd", "integration/pgtest", "integration/promtool", "integration/swiftaio", "integration/azurite"}
 
 const module = "github.com/pgvault/pgvault/"
 

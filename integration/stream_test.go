@@ -155,9 +155,10 @@ func newPostgresVaultAt(t *testing.T, url string, env []string) *vault {
 // the archive, fetching WAL with `pgvault wal fetch`.
 func (v *vault) configureRecovery(t *testing.T, dataDir string) {
 	t.Helper()
-	// A store's URL may hold %-escapes, which PostgreSQL would take for
-	// placeholders.
-	cmd := fmt.Sprintf("PGVAULT_REPO=%s PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal fetch %%f %%p",
+	// The repository quoted for the shell ('' is a quote inside the
+	// setting's own quotes): a store's URL has '&' and '?'; its %-escapes
+	// would be PostgreSQL's placeholders.
+	cmd := fmt.Sprintf("PGVAULT_REPO=''%s'' PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal fetch %%f %%p",
 		strings.ReplaceAll(v.repo, "%", "%%"), v.pwFile, filepath.Join(v.base, "cache-postgres"), pgvaultBin)
 	conf := fmt.Sprintf("\nrestore_command = '%s'\nrecovery_target_timeline = 'latest'\n", cmd)
 	f, err := os.OpenFile(filepath.Join(dataDir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pgvault/pgvault/internal/redact"
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/azure"
 	"github.com/pgvault/pgvault/repo/backend/file"
 	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
@@ -27,6 +29,7 @@ const (
 	SchemeSFTP  = "sftp"
 	SchemeSwift = "swift"
 	SchemeGCS   = "gs"
+	SchemeAzure = "azure"
 )
 
 // Location is a parsed repository URL: Scheme says which of the other
@@ -38,6 +41,7 @@ type Location struct {
 	SFTP   sftp.Options
 	Swift  swift.Options
 	GCS    gcs.Options
+	Azure  azure.Options // account and endpoint from the URL; credentials come from the environment at Open
 }
 
 // Options tune Open.
@@ -46,7 +50,7 @@ type Options struct {
 	// OnRetry and OnGiveUp callbacks; zero fields take retry's defaults.
 	Retry retry.Options
 	// Create prepares the storage for a new repository (repo init): it
-	// creates the S3 or GCS bucket or the Swift container if it does not exist. File and SFTP folders are
+	// creates the S3 or GCS bucket or the Swift or Azure container if it does not exist. File and SFTP folders are
 	// created by the first save anyway.
 	Create bool
 	// Wrap, when set, wraps the backend under the retry wrapper, so that
@@ -89,6 +93,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 			err = gb.EnsureBucket(ctx)
 		}
 		b = gb
+	case SchemeAzure:
+		var ab *azure.Backend
+		ab, err = azure.New(ctx, loc.Azure.OptionsFromEnv(os.Getenv))
+		if err == nil && opts.Create {
+			err = ab.EnsureContainer(ctx)
+		}
+		b = ab
 	default:
 		err = fmt.Errorf("no backend for scheme %q", loc.Scheme)
 	}
@@ -101,7 +112,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 	return retry.New(b, opts.Retry), nil
 }
 
-func schemeList() string { return "file://, s3://, gs://, sftp:// or swift://" }
+func schemeList() string { return "file://, s3://, gs://, azure://, sftp:// or swift://" }
 
 // ParseURL parses a repository URL or a bare path (see the package doc).
 func ParseURL(raw string) (Location, error) {
@@ -125,7 +136,7 @@ func (e badURLError) Is(target error) bool { return target == ErrBadURL }
 
 func parseURL(raw string) (Location, error) {
 	if strings.TrimSpace(raw) == "" {
-		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, gs://, sftp:// or swift:// URL)")
+		return Location{}, errors.New("no repository given: set --repo or PGVAULT_REPO (a path, file://, s3://, gs://, azure://, sftp:// or swift:// URL)")
 	}
 	scheme, rest, hasScheme := strings.Cut(raw, ":")
 	if !hasScheme || !isScheme(scheme) {
@@ -134,7 +145,7 @@ func parseURL(raw string) (Location, error) {
 	scheme = strings.ToLower(scheme)
 	if !strings.HasPrefix(rest, "//") {
 		switch scheme {
-		case SchemeFile, SchemeS3, SchemeSFTP, SchemeSwift, SchemeGCS:
+		case SchemeFile, SchemeS3, SchemeSFTP, SchemeSwift, SchemeGCS, SchemeAzure:
 			return Location{}, fmt.Errorf("repository URL %q: write %s://...", redact.URL(raw), scheme)
 		}
 		// "name:with:colons" is a relative path.
@@ -159,6 +170,8 @@ func parseURL(raw string) (Location, error) {
 		return parseSwift(raw, u)
 	case SchemeGCS:
 		return parseGCS(raw, u)
+	case SchemeAzure:
+		return parseAzure(raw, u)
 	}
 	return Location{}, fmt.Errorf("unknown repository URL scheme %q: use %s", scheme, schemeList())
 }
@@ -389,4 +402,82 @@ func parseGCS(raw string, u *url.URL) (Location, error) {
 		}
 	}
 	return Location{Scheme: SchemeGCS, GCS: o}, nil
+}
+
+// parseAzure reads azure://container/prefix?account=...&endpoint=...;
+// credentials come from the AZURE_STORAGE_* variables, never the URL.
+func parseAzure(raw string, u *url.URL) (Location, error) {
+	shown := azureShown(raw, u)
+	if u.User != nil {
+		return Location{}, fmt.Errorf("repository URL %q: credentials do not belong in the URL: set AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING", shown)
+	}
+	if u.Host == "" {
+		return Location{}, fmt.Errorf("repository URL %q: no container (want azure://container/prefix)", shown)
+	}
+	if u.Port() != "" {
+		return Location{}, fmt.Errorf("repository URL %q: the host part is the container; give the server as ?endpoint=http://host:port/account", shown)
+	}
+	if !validContainer(u.Host) {
+		return Location{}, fmt.Errorf("repository URL %q: container %q: Azure wants 3-63 lower-case letters, digits and single hyphens, starting with a letter or digit", shown, u.Host)
+	}
+	q, err := query(shown, u.Query(), "account", "endpoint")
+	if err != nil {
+		return Location{}, err
+	}
+	o := azure.Options{
+		Container: u.Host,
+		Prefix:    strings.Trim(u.Path, "/"),
+		Account:   q["account"],
+		Endpoint:  q["endpoint"],
+	}
+	if o.Endpoint != "" {
+		eu, err := url.Parse(o.Endpoint)
+		if err != nil || eu.Host == "" || (eu.Scheme != "http" && eu.Scheme != "https") || eu.RawQuery != "" || eu.User != nil {
+			return Location{}, fmt.Errorf("repository URL %q: endpoint %q: want http://host:port/account or https://host (a SAS goes in AZURE_STORAGE_SAS_TOKEN)", shown, hideQuery(o.Endpoint))
+		}
+	}
+	return Location{Scheme: SchemeAzure, Azure: o}, nil
+}
+
+// validContainer follows Azure's container naming rules, so that a typo
+// is a usage error here rather than an HTTP 400 later.
+func validContainer(s string) bool {
+	if len(s) < 3 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// azureShown is raw fit for a message: redact.URL, and an endpoint's own
+// query (a SAS pasted there) hidden too, which redact.URL sees as part of
+// the endpoint value.
+func azureShown(raw string, u *url.URL) string {
+	q := u.Query()
+	changed := false
+	for k, vs := range q {
+		for i, v := range vs {
+			if h := hideQuery(v); h != v {
+				vs[i], changed = h, true
+			}
+		}
+		q[k] = vs
+	}
+	if !changed {
+		return redact.URL(raw)
+	}
+	c := *u
+	c.RawQuery = q.Encode()
+	return redact.URL(c.String())
+}
+
+func hideQuery(s string) string {
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		return s[:i+1] + redact.Mask
+	}
+	return s
 }

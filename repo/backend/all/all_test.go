@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgvault/pgvault/integration/azurite"
 	"github.com/pgvault/pgvault/integration/fakegcs"
 	"github.com/pgvault/pgvault/integration/minio"
 	"github.com/pgvault/pgvault/integration/sshd"
 	"github.com/pgvault/pgvault/integration/swiftaio"
 	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/all"
+	"github.com/pgvault/pgvault/repo/backend/azure"
 	"github.com/pgvault/pgvault/repo/backend/gcs"
 	"github.com/pgvault/pgvault/repo/backend/retry"
 	"github.com/pgvault/pgvault/repo/backend/s3"
@@ -57,6 +59,11 @@ func TestParseURL(t *testing.T) {
 		{"SWIFT://c/p?auth_url=https://keystone.example:5000/v3&region=RegionOne&auth_version=3",
 			all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "https://keystone.example:5000/v3", Region: "RegionOne", AuthVersion: 3}}},
 		{"swift://c/p?auth_url=http://127.0.0.1:8080/auth/v1.0", all.Location{Scheme: "swift", Swift: swift.Options{Container: "c", Prefix: "p", AuthURL: "http://127.0.0.1:8080/auth/v1.0"}}},
+		{"azure://backups", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups"}}},
+		{"AZURE://backups/pg/main/", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups", Prefix: "pg/main"}}},
+		{"azure://backups/p?account=acct", all.Location{Scheme: "azure", Azure: azure.Options{Container: "backups", Prefix: "p", Account: "acct"}}},
+		{"azure://pgvault-test/p?account=devstoreaccount1&endpoint=http://127.0.0.1:10000/devstoreaccount1",
+			all.Location{Scheme: "azure", Azure: azure.Options{Container: "pgvault-test", Prefix: "p", Account: "devstoreaccount1", Endpoint: "http://127.0.0.1:10000/devstoreaccount1"}}},
 		{"gs://bkt", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt"}}},
 		{"GS://bkt/a/b/", all.Location{Scheme: "gs", GCS: gcs.Options{Bucket: "bkt", Prefix: "a/b"}}},
 		{"gs://bkt/p?endpoint=http://127.0.0.1:4443&project=my-proj",
@@ -84,7 +91,7 @@ func TestParseURLErrors(t *testing.T) {
 	}{
 		{"", "no repository given"},
 		{"   ", "no repository given"},
-		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, gs://, sftp:// or swift://`},
+		{"ftp://host/x", `unknown repository URL scheme "ftp": use file://, s3://, gs://, azure://, sftp:// or swift://`},
 		{"gcs://bucket/x", `unknown repository URL scheme "gcs"`},
 		{"s3:bucket/x", "write s3://"},
 		{"sftp:host:/x", "write sftp://"},
@@ -120,6 +127,21 @@ func TestParseURLErrors(t *testing.T) {
 		{"swift://c/p?auth_url=http://u:secret@x/v3&bad=1", "without credentials"},
 		{"swift://c/p?auth_version=4", "want 1, 2 or 3"},
 		{"swift://c/p?region=a&region=b", "given 2 times"},
+		{"azure:container/x", "write azure://"},
+		{"azure://", "no container"},
+		{"azure:///prefix", "no container"},
+		{"azure://acct:secret@container/p", "credentials do not belong in the URL"},
+		{"azure://container:10000/p", "give the server as ?endpoint="},
+		{"azure://Backups/p", "lower-case letters"},
+		{"azure://ab/p", "lower-case letters"},
+		{"azure://a--b/p", "lower-case letters"},
+		{"azure://c_1/p", "lower-case letters"},
+		{"azure://cont/p?sas=sv%3D1%26sig%3Dsecret", `unknown parameter "sas"`},
+		{"azure://cont/p?key=secret", `unknown parameter "key"`},
+		{"azure://cont/p?endpoint=ftp://x", "want http://host:port/account"},
+		{"azure://cont/p?endpoint=http://h/a?sig=secret", "a SAS goes in AZURE_STORAGE_SAS_TOKEN"},
+		{"azure://cont/p?account=a&account=b", "given 2 times"},
+		{"azure://cont/p?endpoint=http://h/a?sig=secret&foo=1", `unknown parameter "foo"`},
 		{"gs:bucket/x", "write gs://"},
 		{"gs://", "no bucket"},
 		{"gs:///prefix", "no bucket"},
@@ -252,6 +274,43 @@ func TestOpenGCS(t *testing.T) {
 	roundtrip(t, nb)
 }
 
+func TestOpenAzure(t *testing.T) {
+	srv := azurite.Start(t)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		url  string
+	}{
+		{"account key", map[string]string{azure.EnvAccount: azurite.Account, azure.EnvKey: azurite.Key}, srv.URL("viakey")},
+		{"connection string", map[string]string{azure.EnvConnectionString: srv.ConnectionString()}, "azure://" + srv.Container + "/viacs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{azure.EnvAccount, azure.EnvKey, azure.EnvSASToken, azure.EnvConnectionString} {
+				t.Setenv(k, tc.env[k])
+			}
+			b, err := all.Open(t.Context(), tc.url, all.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			roundtrip(t, b)
+			if loc := b.Location(); strings.Contains(loc, azurite.Key) || !strings.Contains(loc, srv.Endpoint) {
+				t.Errorf("Location() = %q: want the endpoint and no key", loc)
+			}
+		})
+	}
+
+	// Create makes a missing container.
+	srv.SetEnv(t)
+	u := strings.Replace(srv.URL("p"), "azure://"+srv.Container+"/", "azure://fresh-container/", 1)
+	nb, err := all.Open(t.Context(), u, all.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer nb.Close()
+	roundtrip(t, nb)
+}
+
 func TestOpenSFTP(t *testing.T) {
 	srv := sshd.Start(t)
 	dir := t.TempDir()
@@ -301,7 +360,7 @@ func TestOpenSFTPWithMissingKnownHosts(t *testing.T) {
 }
 
 func TestParseURLErrorsMatchErrBadURL(t *testing.T) {
-	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative", "swift://", "swift://c/p?auth_url=x"} {
+	for _, raw := range []string{"ftp://host/x", "s3://", "sftp://host:notaport/x", "file://relative", "swift://", "swift://c/p?auth_url=x", "azure://", "azure://UPPER/x"} {
 		if _, err := all.ParseURL(raw); !errors.Is(err, all.ErrBadURL) {
 			t.Errorf("ParseURL(%q) = %v, want an error matching ErrBadURL", raw, err)
 		}

@@ -23,6 +23,12 @@
 //	                                 or none with an emulator's endpoint (also
 //	                                 STORAGE_EMULATOR_HOST); project only for
 //	                                 creating the bucket
+//	azure://container/prefix?account=NAME&endpoint=http://127.0.0.1:10000/devstoreaccount1
+//	                                 Azure Blob Storage (endpoint for emulators and
+//	                                 other clouds); credentials come from
+//	                                 AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY,
+//	                                 AZURE_STORAGE_SAS_TOKEN or the default Azure
+//	                                 credential chain
 //
 // No backend registers itself: adding one means adding a case here.
 package all

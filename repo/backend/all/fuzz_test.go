@@ -17,6 +17,8 @@ func FuzzParseURL(f *testing.F) {
 		"s3://key:supersecret@bucket/x", "sftp://user@host:2222/srv/repo?identity=/k&known_hosts=/kh", "sftp://user:supersecret@host/x",
 		"gs://bucket/prefix?endpoint=http://127.0.0.1:4443&project=p", "gs://key:supersecret@bucket/x", "gs://b/p?endpoint=http://u:supersecret@h",
 		"ftp://host/x", "", "c:repo", "s3:bucket", "sftp://host", "s3://b/p?endpoint=%zz",
+		"azure://container/prefix?account=devstoreaccount1&endpoint=http://127.0.0.1:10000/devstoreaccount1",
+		"azure://acct:supersecret@container/x", "azure://Bad_Name/x", "azure:container", "azure://c0n/p?endpoint=http://h/a?sig=supersecret",
 		"swift://container/prefix?auth_url=https://keystone:5000/v3&region=RegionOne&auth_version=3",
 		"swift://user:supersecret@container/x", "swift://c/p?auth_url=http://u:supersecret@h/v3&x=1", "swift:c", "swift://c:1/p",
 	} {
@@ -51,6 +53,13 @@ func FuzzParseURL(f *testing.F) {
 		case all.SchemeSFTP:
 			if loc.SFTP.Host == "" || loc.SFTP.Path == "" {
 				t.Fatalf("ParseURL(%q): no host or path: %+v", raw, loc.SFTP)
+			}
+		case all.SchemeAzure:
+			if loc.Azure.Container == "" {
+				t.Fatalf("ParseURL(%q): no container", raw)
+			}
+			if loc.Azure.Key != "" || loc.Azure.SASToken != "" || loc.Azure.ConnectionString != "" {
+				t.Fatalf("ParseURL(%q): credentials taken from the URL: %+v", raw, loc.Azure)
 			}
 		case all.SchemeSwift:
 			if loc.Swift.Container == "" || strings.Contains(loc.Swift.Container, "/") {
