@@ -14,7 +14,7 @@ import (
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"PGVAULT_REPO"},
-			Usage: "repository `URL`: file:///path, a path, s3://bucket/prefix?endpoint=..., gs://bucket/prefix, sftp://user@host:port/path"},
+			Usage: "repository `URL`: file:///path, a path, s3://bucket/prefix?endpoint=..., gs://bucket/prefix, azure://container/prefix, swift://container/prefix, sftp://user@host:port/path"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"PGVAULT_PASSWORD_FILE"},
 			Usage: "read the repository password from `FILE` (or set PGVAULT_PASSWORD)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "output format: text, json, or ndjson (one JSON event per line: progress, then the result)"},

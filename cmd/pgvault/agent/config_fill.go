@@ -126,7 +126,7 @@ func (c *Config) fillSite(s *Site, p string) error {
 		}
 	}
 	if s.Repo == "" {
-		return fieldErr(p+".repo", "required: the repository URL (file:///path, s3://bucket/prefix?..., sftp://user@host/path)")
+		return fieldErr(p+".repo", "required: the repository URL (file:///path, s3://bucket/prefix?..., gs://bucket/prefix, azure://container/prefix, swift://container/prefix, sftp://user@host/path)")
 	}
 	if _, err := all.ParseURL(s.Repo); err != nil {
 		return fieldErr(p+".repo", "%v", err)
