@@ -292,7 +292,12 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset, length int
 	case offset > 0:
 		hdr = swift.Headers{"Range": fmt.Sprintf("bytes=%d-", offset)}
 	}
-	f, headers, err := b.conn.ObjectOpen(ctx, b.container, b.name(h), false, hdr)
+	var f *swift.ObjectOpenFile
+	var headers swift.Headers
+	err := askAgainOn404(ctx, func() (err error) {
+		f, headers, err = b.conn.ObjectOpen(ctx, b.container, b.name(h), false, hdr)
+		return err
+	})
 	if err != nil {
 		if statusOf(err) == http.StatusRequestedRangeNotSatisfiable {
 			return b.invalidRange(ctx, h, offset, length)
@@ -339,7 +344,11 @@ func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo,
 	if err := ctx.Err(); err != nil {
 		return backend.FileInfo{}, err
 	}
-	obj, _, err := b.conn.Object(ctx, b.container, b.name(h))
+	var obj swift.Object
+	err := askAgainOn404(ctx, func() (err error) {
+		obj, _, err = b.conn.Object(ctx, b.container, b.name(h))
+		return err
+	})
 	if err != nil {
 		return backend.FileInfo{}, b.translate(ctx, "stat", h, err)
 	}
@@ -444,4 +453,29 @@ func (b *Backend) EnsureContainer(ctx context.Context) error {
 func (b *Backend) Close() error {
 	b.transport.CloseIdleConnections()
 	return nil
+}
+
+// notFoundAgain are the waits before a read that was answered 404 is
+// asked again. Swift's object server replaces an object by writing the
+// new copy and then deleting the older ones; a read that lists the
+// object's files before that clean-up and opens one after it is answered
+// 404 although the object exists (the conformance suite's concurrent
+// overwrites hit it). 0.2 s in all, paid only by reads of what is really
+// missing, which pgvault seldom makes: it finds objects by listing.
+var notFoundAgain = []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond}
+
+func askAgainOn404(ctx context.Context, read func() error) error {
+	err := read()
+	for _, d := range notFoundAgain {
+		if err == nil || statusOf(err) != http.StatusNotFound {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(d):
+		}
+		err = read()
+	}
+	return err
 }
