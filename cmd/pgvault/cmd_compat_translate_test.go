@@ -17,13 +17,15 @@ func TestCompatTranslateThenCheckConfig(t *testing.T) {
 		from, file string
 		sites      string
 	}{
-		{"pghoard", "pghoard.json", "2 sites (default, reports)"},
-		{"pgbackrest", "pgbackrest.conf", "2 sites (main, reporting)"},
+		{"pghoard", "pghoard.json", "4 sites (analytics, default, ledger, reports)"},
+		{"pgbackrest", "pgbackrest.conf", "3 sites (ledger, main, reporting)"},
 		{"barman", "barman.conf", "2 sites (pg-legacy, pg-main)"},
 		{"walg", "walg.json", "1 sites (main)"},
+		{"walg", "walg-gcs.json", "1 sites (main)"},
+		{"walg", "walg-azure.yaml", "1 sites (main)"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.from, func(t *testing.T) {
+		t.Run(tt.file, func(t *testing.T) {
 			dir := t.TempDir()
 			secrets := filepath.Join(dir, "secrets")
 			out := filepath.Join(dir, "pgvault.yaml")

@@ -246,9 +246,85 @@ func (o *output) pgbrSite(s *siteOut, name string, opt map[string]iniOption, ord
 		b.note("repo: "+newRepoNote, "pgBackRest")
 		b.set("repo", l.url(name), "")
 	case "gcs":
-		placeholderRepo(s, "Google Cloud Storage")
+		bucket, _ := get(rp + "gcs-bucket")
+		l := objLoc{scheme: "gs", container: bucket, prefix: root}
+		endpoint, _ := get(rp + "gcs-endpoint")
+		if endpoint != "" && endpoint != "storage.googleapis.com" {
+			if !strings.Contains(endpoint, "://") {
+				if port, ok := get(rp + "storage-port"); ok && port != "443" {
+					endpoint = net.JoinHostPort(endpoint, port)
+				}
+				endpoint = "https://" + endpoint
+			}
+			l.params = [][2]string{{"endpoint", endpoint}}
+		}
+		if bucket == "" {
+			placeholderRepo(s, "Google Cloud Storage without "+rp+"gcs-bucket")
+			break
+		}
+		if objectRepo(s, "pgBackRest", l, name, "Google Cloud Storage bucket "+bucket) && len(l.params) > 0 {
+			b.note("REVIEW: pgvault sends no credentials to an endpoint= server (it is meant for an emulator such as fake-gcs-server): drop endpoint= if %s is Google's own", cleanComment(endpoint))
+		}
+		// repo1-gcs-key is a key file's path unless the key type says
+		// otherwise: the agent can read the same file.
+		switch kt, _ := get(rp + "gcs-key-type"); kt {
+		case "", "service":
+			if key, ok := get(rp + "gcs-key"); ok && key != "" {
+				b.note(gcsCredsNote, key)
+			} else {
+				b.note(gcsADCNote)
+			}
+		default: // auto (the instance's service account) or token
+			b.note(gcsADCNote)
+		}
 	case "azure":
-		placeholderRepo(s, "Azure Blob Storage")
+		account, _ := get(rp + "azure-account")
+		container, _ := get(rp + "azure-container")
+		l := objLoc{scheme: "azure", container: container, prefix: root, params: [][2]string{{"account", account}}}
+		// pgBackRest's endpoint is a host; uri-style=path puts the
+		// account in the path (Azurite), host puts it in front.
+		host, _ := get(rp + "storage-host")
+		if host == "" {
+			host, _ = get(rp + "azure-host") // pgBackRest's older name
+		}
+		endpoint, _ := get(rp + "azure-endpoint")
+		port, _ := get(rp + "storage-port")
+		if port == "" {
+			port, _ = get(rp + "azure-port")
+		}
+		style, _ := get(rp + "azure-uri-style")
+		hp := endpoint
+		if host != "" {
+			hp = host
+		}
+		if hp == "" {
+			hp = "blob.core.windows.net"
+		}
+		if port != "" && port != "443" {
+			hp = net.JoinHostPort(hp, port)
+		}
+		switch {
+		case style == "path":
+			l.params = append(l.params, [2]string{"endpoint", "https://" + hp + "/" + account})
+		case hp != "blob.core.windows.net":
+			l.params = append(l.params, [2]string{"endpoint", "https://" + account + "." + hp})
+		}
+		if account == "" || container == "" {
+			placeholderRepo(s, "Azure Blob Storage without "+rp+"azure-account and "+rp+"azure-container")
+			break
+		}
+		objectRepo(s, "pgBackRest", l, name, "Azure container "+container)
+		// The key itself stays a "not carried over" line (below): only
+		// its name is written.
+		_, hasKey := opt[rp+"azure-key"]
+		switch kt, _ := get(rp + "azure-key-type"); {
+		case !hasKey || kt == "auto":
+			b.note(azureChainNote)
+		case kt == "sas":
+			b.note(azureSASNote, rp+"azure-key")
+		default:
+			b.note(azureKeyNote, rp+"azure-key")
+		}
 	default:
 		placeholderRepo(s, "repository type "+typ)
 	}
@@ -332,6 +408,16 @@ func (o *output) pgbrSite(s *siteOut, name string, opt map[string]iniOption, ord
 			switch {
 			case m[1] == "repo" && m[2] != strconv.Itoa(repoIdx):
 				reason = fmt.Sprintf("pgvault backs a site up to one repository (repo%d above)", repoIdx)
+			case m[1] == "repo" && otherRepoType(m[3], typ) != "":
+				// [global] often holds one type's options that a stanza's
+				// own repo1-type overrides.
+				reason = fmt.Sprintf("an option of repo%s-type=%s; this stanza's repository is %s", m[2], otherRepoType(m[3], typ), typ)
+			case m[1] == "repo" && m[3] == "azure-key" && opt[rp+"azure-key-type"].value == "sas":
+				reason = "set AZURE_STORAGE_SAS_TOKEN in the agent's environment"
+			case m[1] == "repo" && m[3] == "azure-key":
+				reason = "set AZURE_STORAGE_KEY in the agent's environment"
+			case m[1] == "repo" && m[3] == "gcs-key":
+				reason = "a token expires: give the agent Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS) instead"
 			case m[1] == "repo" && isSecret(m[3]) && strings.HasPrefix(m[3], "s3-"):
 				reason = "credentials go in the agent's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
 			case m[1] == "repo" && strings.HasPrefix(m[3], "host"):
@@ -349,4 +435,15 @@ func (o *output) pgbrSite(s *siteOut, name string, opt map[string]iniOption, ord
 		}
 		b.notCarried(k, describe(k, op.value), reason)
 	}
+}
+
+// otherRepoType is the repository type an option like "s3-bucket"
+// belongs to when that is not typ, else "".
+func otherRepoType(opt, typ string) string {
+	for _, t := range []string{"s3", "gcs", "azure", "sftp"} {
+		if strings.HasPrefix(opt, t+"-") && t != typ {
+			return t
+		}
+	}
+	return ""
 }

@@ -307,6 +307,10 @@ func (o *output) pghoardRepo(s *siteOut, storage any, prefix string, top map[str
 	st, _ := storage.(map[string]any)
 	kind, _ := asString(st["storage_type"])
 	done := map[string]bool{"storage_type": true}
+	// carried are keys written into a comment in full (never secret);
+	// secretReason says where a secret the agent needs goes instead.
+	carried := map[string]bool{}
+	secretReason := map[string]string{}
 	get := func(k string) string {
 		done[k] = true
 		v, _ := asString(st[k])
@@ -371,17 +375,120 @@ func (o *output) pghoardRepo(s *siteOut, storage any, prefix string, top map[str
 		b.note("repo: "+newRepoNote, "pghoard")
 		b.set("repo", l.url(prefix), "")
 		b.note("sftp: pgvault logs in with a key (?identity=/path/to/key or ssh-agent), not a password")
-	case kind == "google" || kind == "azure" || kind == "swift":
-		placeholderRepo(s, map[string]string{"google": "Google Cloud Storage", "azure": "Azure Blob Storage", "swift": "OpenStack Swift"}[kind])
+	case kind == "google":
+		l := objLoc{scheme: "gs", container: get("bucket_name"), params: [][2]string{{"project", get("project_id")}}}
+		if l.container == "" {
+			placeholderRepo(s, "Google Cloud Storage without a bucket_name")
+			break
+		}
+		objectRepo(s, "pghoard", l, prefix, "Google Cloud Storage bucket "+l.container)
+		switch cf := get("credential_file"); {
+		case cf != "":
+			// A path, not a key: the agent reads the same file.
+			carried["credential_file"] = true
+			b.note(gcsCredsNote, cf)
+		case st["credentials"] != nil:
+			secretReason["credentials"] = "write the key to a file (chmod 600) and set GOOGLE_APPLICATION_CREDENTIALS to its path in the agent's environment"
+		default:
+			b.note(gcsADCNote)
+		}
+	case kind == "azure":
+		account := get("account_name")
+		container := get("bucket_name")
+		if container == "" {
+			container = get("container_name") // pghoard's older name
+		}
+		l := objLoc{scheme: "azure", container: container, params: [][2]string{{"account", account}}}
+		if host := get("host"); host != "" {
+			// pghoard (rohmu) puts the account in the path of a custom
+			// endpoint, as Azurite wants.
+			secure, hasSecure := asBool(st["is_secure"])
+			done["is_secure"] = true
+			scheme := "https"
+			if hasSecure && !secure {
+				scheme = "http"
+			}
+			hp := host
+			if p, ok := asInt(st["port"]); ok {
+				hp = net.JoinHostPort(host, strconv.Itoa(p))
+			}
+			done["port"] = true
+			l.params = append(l.params, [2]string{"endpoint", scheme + "://" + hp + "/" + account})
+		} else if cloud, ok := st["azure_cloud"]; ok {
+			c, _ := asString(cloud)
+			if suffix, known := azureCloudSuffix(c); known {
+				done["azure_cloud"] = true
+				l.params = append(l.params, [2]string{"endpoint", azureEndpoint(account, suffix)})
+			}
+		}
+		if container == "" || account == "" {
+			placeholderRepo(s, "Azure Blob Storage without an account_name and bucket_name")
+			break
+		}
+		objectRepo(s, "pghoard", l, prefix, "Azure container "+container)
+		switch {
+		case st["account_key"] != nil:
+			b.note(azureKeyNote, "object_storage.account_key")
+			secretReason["account_key"] = "set AZURE_STORAGE_KEY in the agent's environment"
+		case st["sas_token"] != nil:
+			b.note(azureSASNote, "object_storage.sas_token")
+			secretReason["sas_token"] = "set AZURE_STORAGE_SAS_TOKEN in the agent's environment"
+		default:
+			b.note(azureChainNote)
+		}
+	case kind == "swift":
+		l := objLoc{scheme: "swift", container: get("container_name"), params: [][2]string{
+			{"auth_url", get("auth_url")}, {"region", get("region_name")}}}
+		if v := get("auth_version"); v != "" {
+			if n, ok := swiftAuthVersion(v); ok {
+				l.params = append(l.params, [2]string{"auth_version", n})
+			} else {
+				done["auth_version"] = false
+			}
+		}
+		if l.container == "" {
+			placeholderRepo(s, "OpenStack Swift without a container_name")
+			break
+		}
+		objectRepo(s, "pghoard", l, prefix, "Swift container "+l.container)
+		// pghoard's keystone keys, as the OS_* variables the agent's
+		// Swift library reads.
+		var vars []envVar
+		for _, kv := range [][2]string{{"user", "OS_USERNAME"}, {"user_id", "OS_USER_ID"}, {"key", "OS_PASSWORD"},
+			{"tenant_name", "OS_TENANT_NAME"}, {"tenant_id", "OS_TENANT_ID"}, {"project_name", "OS_PROJECT_NAME"}, {"project_id", "OS_PROJECT_ID"},
+			{"user_domain_name", "OS_USER_DOMAIN_NAME"}, {"user_domain_id", "OS_USER_DOMAIN_ID"},
+			{"project_domain_name", "OS_PROJECT_DOMAIN_NAME"}, {"project_domain_id", "OS_PROJECT_DOMAIN_ID"},
+			{"domain_name", "OS_DOMAIN_NAME"}, {"domain_id", "OS_DOMAIN_ID"}, {"endpoint_type", "OS_ENDPOINT_TYPE"}} {
+			if _, ok := st[kv[0]]; !ok {
+				continue
+			}
+			v := get(kv[0])
+			if isSecret(kv[0]) {
+				vars = append(vars, envVar{name: kv[1], from: "object_storage." + kv[0], secret: true})
+				secretReason[kv[0]] = "set " + kv[1] + " in the agent's environment"
+				continue
+			}
+			carried[kv[0]] = true
+			vars = append(vars, envVar{name: kv[1], value: v})
+		}
+		envNote(b, "Swift credentials", vars)
 	default:
 		placeholderRepo(s, "object_storage type "+strings.TrimSpace(kind))
 	}
 	for _, k := range sortedKeys(st) {
-		if done[k] && !isSecret(k) {
+		if carried[k] || done[k] && !isSecret(k) {
 			continue
 		}
 		reason := "pgvault's " + kind + " backend has no such setting"
 		switch {
+		case secretReason[k] != "":
+			reason = secretReason[k]
+		case k == "segment_size":
+			reason = "pgvault's packs are small enough to need no Swift segments"
+		case k == "azure_cloud":
+			reason = "not a cloud this translator knows: add ?endpoint=https://ACCOUNT.blob.SUFFIX to repo by hand"
+		case k == "proxy_info":
+			reason = "set HTTPS_PROXY in the agent's environment"
 		case isSecret(k) && kind == "s3":
 			reason = "credentials go in the agent's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
 		case isSecret(k):

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pgvault/pgvault/repo/backend/all"
 )
 
 // Tool names a source tool.
@@ -389,10 +391,122 @@ func (l sftpLoc) url(name string) string {
 	return u.String()
 }
 
-// placeholderRepo stands in for storage pgvault cannot use yet.
+// objLoc is a gs://, azure:// or swift:// location: the bucket or
+// container, the old storage's prefix (joined with pgvault/<site>) and
+// query parameters in order (empty values are left out).
+type objLoc struct {
+	scheme, container, prefix string
+	params                    [][2]string
+}
+
+func (l objLoc) url(name string) string {
+	u := &url.URL{Scheme: l.scheme, Host: l.container, Path: "/" + strings.TrimPrefix(path.Join("/", l.prefix, "pgvault", name), "/")}
+	var q []string
+	for _, p := range l.params {
+		if p[1] != "" {
+			q = append(q, p[0]+"="+readableQuery(p[1]))
+		}
+	}
+	u.RawQuery = strings.Join(q, "&")
+	return u.String()
+}
+
+// objectRepo sets the site's repo to l. The URL is checked with the
+// repository URL parser the agent uses, so that a source value pgvault
+// cannot take (an Azure container name Azure itself would refuse, an
+// auth_url holding a password) becomes a REVIEW placeholder here rather
+// than a configuration the agent refuses to load.
+func objectRepo(s *siteOut, tool string, l objLoc, name, what string) bool {
+	raw := l.url(name)
+	if _, err := all.ParseURL(raw); err != nil {
+		s.b.note("REVIEW: %s does not make a pgvault repository URL (%v): this local folder is a placeholder", what, err)
+		s.b.set("repo", fileRepo(DefaultRepoRoot, s.name), "")
+		return false
+	}
+	s.b.note("repo: "+newRepoNote, tool)
+	s.b.set("repo", raw, "")
+	return true
+}
+
+// placeholderRepo stands in for storage pgvault cannot use.
 func placeholderRepo(s *siteOut, what string) {
-	s.b.note("REVIEW: the backups went to %s, which pgvault does not support yet (it stores to file://, s3:// and sftp://): this local folder is a placeholder", what)
+	s.b.note("REVIEW: the backups went to %s, which pgvault cannot store to (it stores to file://, s3://, gs://, azure://, sftp:// and swift://): this local folder is a placeholder", what)
 	s.b.set("repo", fileRepo(DefaultRepoRoot, s.name), "")
+}
+
+// Notes naming the environment the agent passes to the store SDKs: the
+// source tools kept credentials in their configuration files, pgvault
+// never writes them into its own.
+const (
+	gcsCredsNote   = "Google Cloud Storage credentials: Application Default Credentials: set GOOGLE_APPLICATION_CREDENTIALS=%s in the agent's environment (the key file stays where it is; its contents were not copied)"
+	gcsADCNote     = "Google Cloud Storage credentials: Application Default Credentials (the instance's service account, gcloud's, or GOOGLE_APPLICATION_CREDENTIALS=/path/to/key.json in the agent's environment)"
+	azureKeyNote   = "Azure credentials: set AZURE_STORAGE_KEY to the account key in the agent's environment (%s was not copied)"
+	azureSASNote   = "Azure credentials: set AZURE_STORAGE_SAS_TOKEN to the shared access signature in the agent's environment (%s was not copied)"
+	azureChainNote = "Azure credentials: AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING in the agent's environment, else the default Azure credential chain (managed identity, az login)"
+)
+
+// envVar is a setting the agent takes from its environment: name is the
+// variable, value the source's (left out when secret), from the source's
+// key.
+type envVar struct {
+	name, value, from string
+	secret            bool
+}
+
+// envNote tells which variables to set in the agent's environment, with
+// the values that are not secret; a secret is named, never copied.
+func envNote(b *block, what string, vars []envVar) {
+	var parts []string
+	for _, v := range vars {
+		switch {
+		case v.secret:
+			parts = append(parts, v.name+" (the "+v.from+", not copied)")
+		case v.value != "":
+			parts = append(parts, v.name+"="+v.value)
+		}
+	}
+	if len(parts) > 0 {
+		b.note("%s: set %s in the agent's environment", what, strings.Join(parts, ", "))
+	}
+}
+
+// azureCloudSuffix maps the names the tools give Azure's national clouds
+// to their storage DNS suffix; the public cloud needs no endpoint.
+func azureCloudSuffix(cloud string) (suffix string, known bool) {
+	switch strings.ToLower(strings.TrimSpace(cloud)) {
+	case "", "public", "azurepubliccloud", "azurecloud":
+		return "", true
+	case "china", "azurechinacloud":
+		return "core.chinacloudapi.cn", true
+	case "germany", "azuregermancloud":
+		return "core.cloudapi.de", true
+	case "usgov", "usgovernment", "azureusgovernmentcloud", "azureusgovernment":
+		return "core.usgovcloudapi.net", true
+	}
+	return "", false
+}
+
+// azureEndpoint is the blob service URL of account in a national cloud
+// (suffix from azureCloudSuffix), or "" for the public cloud.
+func azureEndpoint(account, suffix string) string {
+	if suffix == "" || account == "" {
+		return ""
+	}
+	return "https://" + account + ".blob." + suffix
+}
+
+// swiftAuthVersion reads "1", "2.0", "v3"... as 1, 2 or 3.
+func swiftAuthVersion(v string) (string, bool) {
+	v = strings.TrimPrefix(strings.ToLower(strings.TrimSpace(v)), "v")
+	switch v {
+	case "1", "1.0":
+		return "1", true
+	case "2", "2.0":
+		return "2", true
+	case "3", "3.0":
+		return "3", true
+	}
+	return "", false
 }
 
 // logLevel maps Python's and pgBackRest's level names to pgvault's.

@@ -39,6 +39,15 @@ var walgReasons = map[string]string{
 	"AWS_SHARED_CREDENTIALS_FILE":   "set it in the agent's environment",
 	"AWS_ROLE_ARN":                  "set it in the agent's environment",
 	"AWS_ROLE_SESSION_NAME":         "set it in the agent's environment",
+	"GCS_CONTEXT_TIMEOUT":           "pgvault times its requests itself",
+	"GCS_MAX_RETRIES":               "pgvault retries failed requests itself",
+	"GCS_MAX_CHUNK_SIZE":            "pgvault stores chunks in packs of its own size",
+	"GCS_NORMALIZE_PREFIX":          "the repo URL's prefix is used as written",
+	"GCS_ENCRYPTION_KEY":            "pgvault encrypts every object with the repository password (no customer-supplied GCS key)",
+	"WALG_AZURE_BUFFER_SIZE":        "pgvault sizes its uploads itself",
+	"WALG_AZURE_MAX_BUFFERS":        "pgvault sizes its uploads itself",
+	"AZURE_BUFFER_SIZE":             "pgvault sizes its uploads itself",
+	"AZURE_MAX_BUFFERS":             "pgvault sizes its uploads itself",
 	"PGPASSFILE":                    "libpq reads it from the agent's environment: set PGPASSFILE there, or use pg_password_file",
 }
 
@@ -169,14 +178,83 @@ func (o *output) walgSite(s *siteOut, cfg map[string]string, order []string, opt
 		b.note("repo: "+newRepoNote, "WAL-G")
 		b.set("repo", l.url(s.name), "")
 	case cfg["WALG_GS_PREFIX"] != "":
-		get("WALG_GS_PREFIX")
-		placeholderRepo(s, "Google Cloud Storage")
+		raw := get("WALG_GS_PREFIX")
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "gs" || u.Host == "" {
+			placeholderRepo(s, "WALG_GS_PREFIX "+cleanComment(raw)+" (not gs://bucket/path)")
+			break
+		}
+		objectRepo(s, "WAL-G", objLoc{scheme: "gs", container: u.Host, prefix: u.Path}, s.name, "WALG_GS_PREFIX "+cleanComment(raw))
+		// The variable holds a key file's path: the agent reads the same file.
+		if p := get("GOOGLE_APPLICATION_CREDENTIALS"); p != "" {
+			b.note(gcsCredsNote, p)
+		} else {
+			b.note(gcsADCNote)
+		}
 	case cfg["WALG_AZ_PREFIX"] != "":
-		get("WALG_AZ_PREFIX")
-		placeholderRepo(s, "Azure Blob Storage")
+		raw := get("WALG_AZ_PREFIX")
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "azure" || u.Host == "" {
+			placeholderRepo(s, "WALG_AZ_PREFIX "+cleanComment(raw)+" (not azure://container/path)")
+			break
+		}
+		account := get("AZURE_STORAGE_ACCOUNT")
+		l := objLoc{scheme: "azure", container: u.Host, prefix: u.Path, params: [][2]string{{"account", account}}}
+		if env, ok := cfg["AZURE_ENVIRONMENT_NAME"]; ok {
+			if suffix, known := azureCloudSuffix(env); known {
+				get("AZURE_ENVIRONMENT_NAME")
+				l.params = append(l.params, [2]string{"endpoint", azureEndpoint(account, suffix)})
+			}
+		}
+		if account == "" {
+			// pgvault takes it from AZURE_STORAGE_ACCOUNT or a connection string too.
+			b.note("REVIEW: no AZURE_STORAGE_ACCOUNT: add ?account=NAME to repo, or set AZURE_STORAGE_ACCOUNT in the agent's environment")
+		}
+		objectRepo(s, "WAL-G", l, s.name, "WALG_AZ_PREFIX "+cleanComment(raw))
+		// The keys stay "not carried over" lines (below): only their names are written.
+		switch {
+		case cfg["AZURE_STORAGE_ACCESS_KEY"] != "":
+			b.note(azureKeyNote, "AZURE_STORAGE_ACCESS_KEY")
+		case cfg["AZURE_STORAGE_SAS_TOKEN"] != "":
+			b.note(azureSASNote, "AZURE_STORAGE_SAS_TOKEN")
+		default:
+			b.note(azureChainNote)
+		}
 	case cfg["WALG_SWIFT_PREFIX"] != "":
-		get("WALG_SWIFT_PREFIX")
-		placeholderRepo(s, "OpenStack Swift")
+		raw := get("WALG_SWIFT_PREFIX")
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "swift" || u.Host == "" {
+			placeholderRepo(s, "WALG_SWIFT_PREFIX "+cleanComment(raw)+" (not swift://container/path)")
+			break
+		}
+		auth := get("OS_AUTH_URL")
+		if auth == "" {
+			auth = get("ST_AUTH")
+		}
+		l := objLoc{scheme: "swift", container: u.Host, prefix: u.Path, params: [][2]string{{"auth_url", auth}, {"region", get("OS_REGION_NAME")}}}
+		for _, k := range []string{"OS_IDENTITY_API_VERSION", "ST_AUTH_VERSION"} {
+			if v, ok := swiftAuthVersion(cfg[k]); ok {
+				get(k)
+				l.params = append(l.params, [2]string{"auth_version", v})
+				break
+			}
+		}
+		objectRepo(s, "WAL-G", l, s.name, "WALG_SWIFT_PREFIX "+cleanComment(raw))
+		// The agent's Swift library reads the same OS_* and ST_* names.
+		var vars []envVar
+		for _, k := range []string{"OS_USERNAME", "OS_USER_ID", "OS_PASSWORD", "OS_TENANT_NAME", "OS_TENANT_ID", "OS_PROJECT_NAME", "OS_PROJECT_ID",
+			"OS_USER_DOMAIN_NAME", "OS_USER_DOMAIN_ID", "OS_PROJECT_DOMAIN_NAME", "OS_PROJECT_DOMAIN_ID", "OS_DOMAIN_NAME", "OS_DOMAIN_ID",
+			"OS_ENDPOINT_TYPE", "ST_USER", "ST_KEY"} {
+			if _, ok := cfg[k]; !ok {
+				continue
+			}
+			if isSecret(k) || k == "OS_PASSWORD" {
+				vars = append(vars, envVar{name: k, from: k, secret: true})
+				continue // stays a "not carried over" line below
+			}
+			vars = append(vars, envVar{name: k, value: get(k)})
+		}
+		envNote(b, "Swift credentials", vars)
 	default:
 		b.note("REVIEW: no WALG_*_PREFIX: a local placeholder repository")
 		b.set("repo", fileRepo(DefaultRepoRoot, s.name), "")
@@ -206,6 +284,12 @@ func (o *output) walgSite(s *siteOut, cfg map[string]string, order []string, opt
 		}
 		reason := walgReasons[k]
 		switch {
+		case k == "AZURE_STORAGE_ACCESS_KEY":
+			reason = "set AZURE_STORAGE_KEY (pgvault's name for it) in the agent's environment"
+		case k == "AZURE_STORAGE_SAS_TOKEN", k == "OS_PASSWORD", k == "ST_KEY":
+			reason = "set " + k + " in the agent's environment"
+		case strings.HasPrefix(k, "AZURE_") && reason == "":
+			reason = "the default Azure credential chain reads it from the agent's environment: set it there"
 		case strings.HasPrefix(k, "AWS_") && isSecret(k), k == "AWS_SESSION_TOKEN":
 			reason = "credentials go in the agent's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
 		case strings.Contains(k, "LIBSODIUM") || strings.Contains(k, "PGP") || strings.Contains(k, "GPG"):
