@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/cmd/pgvault/translate"
+	"github.com/pgvault/pgvault/internal/atomicfile"
 )
 
 type compatTranslateOptions struct {
