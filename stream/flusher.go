@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,10 @@ type flusher struct {
 
 	completes chan flushJob
 	flushed   chan pglogrepl.LSN // ends of durable WAL, in order; closed when done
+
+	// checkedPartial is 1 + the segment whose stored partial this flusher
+	// has compared with its own (0: none yet); see write.
+	checkedPartial uint64
 
 	mu      sync.Mutex
 	partial *flushJob
@@ -154,6 +159,23 @@ func (f *flusher) write(ctx context.Context, j *flushJob) error {
 	name := seg.Name(f.segSize)
 	complete := uint64(len(j.data)) == f.segSize
 	if !complete {
+		if f.checkedPartial != j.segNo+1 {
+			// The first partial of a segment this flusher writes may be
+			// shorter than the one stored: a streamer that failed over to
+			// a standby gets from it less of the segment than the old
+			// primary sent. Replacing the longer copy with its prefix
+			// would take WAL away from restore_command (PostgreSQL 18
+			// PANICs at promotion when its last record vanishes).
+			longer, err := f.storedPartialExtends(ctx, name+".partial", j.data)
+			if err != nil {
+				return err
+			}
+			if longer {
+				f.log.Info("kept the stored partial segment: it holds more of the segment than this stream has yet", "segment", name, "received", len(j.data))
+				return nil
+			}
+			f.checkedPartial = j.segNo + 1
+		}
 		if _, err := f.r.SaveWAL(ctx, f.tli, name+".partial", j.data, true); err != nil {
 			return fmt.Errorf("store partial WAL segment %s: %w", name, err)
 		}
@@ -166,4 +188,24 @@ func (f *flusher) write(ctx context.Context, j *flushJob) error {
 		f.log.Warn("could not remove the partial of a completed segment", "segment", name, "err", err)
 	}
 	return nil
+}
+
+// storedPartialExtends reports whether the partial stored under name is
+// longer than data and starts with it: the same WAL, more of it.
+func (f *flusher) storedPartialExtends(ctx context.Context, name string, data []byte) (bool, error) {
+	wf, err := f.r.LoadWALFile(ctx, f.tli, name)
+	if errors.Is(err, repo.ErrWALNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the stored partial WAL segment %s: %w", name, err)
+	}
+	if wf.Size <= int64(len(data)) {
+		return false, nil
+	}
+	stored, _, err := f.r.LoadWAL(ctx, f.tli, name)
+	if err != nil {
+		return false, fmt.Errorf("read the stored partial WAL segment %s: %w", name, err)
+	}
+	return bytes.HasPrefix(stored, data), nil
 }
