@@ -179,6 +179,12 @@ func testMajorCore(t *testing.T, major int) {
 	})
 	p.Stop(t, "fast")
 	waitSlotActive(t, s, "pgvault")
+	// The streamer, failed over to the standby, stores what the standby
+	// holds of the primary's last segment before the promotion. The
+	// standby must not have taken the repository's zero-padded partial of
+	// that segment over what it streamed: its cascading replication would
+	// store the zeros, and the promotion's last read would PANIC.
+	waitConfirmed(t, s, "pgvault", s.QueryString(t, "SELECT pg_last_wal_receive_lsn()::text"))
 	s.Promote(t)
 	s.WaitRecoveryDone(t)
 	m6 := mark(s, "m6 on timeline 2")

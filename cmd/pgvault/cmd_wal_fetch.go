@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -61,7 +62,10 @@ func checkWALName(name string) error {
 
 // fetchWAL writes the archived WAL file name of site to dest.
 func fetchWAL(ctx context.Context, e *env, site *service.Site, name, dest string, o walFetchOptions) error {
-	rep, err := site.FetchWAL(ctx, name, dest, service.FetchOptions{Prefetch: o.prefetch, LogLevel: e.c.String("log-level")})
+	// restore_command runs in the data directory: a standby's has
+	// standby.signal (see service.FetchOptions.NoPartial).
+	_, standby := os.Stat("standby.signal")
+	rep, err := site.FetchWAL(ctx, name, dest, service.FetchOptions{Prefetch: o.prefetch, LogLevel: e.c.String("log-level"), NoPartial: standby == nil})
 	if err != nil {
 		return err
 	}

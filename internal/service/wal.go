@@ -143,6 +143,12 @@ type FetchOptions struct {
 	Executable string
 	// LogLevel is passed to the prefetcher.
 	LogLevel string
+	// NoPartial answers "not archived" for a segment stored only as
+	// .partial. A standby keeps what restore_command gives it in pg_wal,
+	// over the rest of the segment it streamed from its primary: a
+	// zero-padded partial there is WAL lost, which its cascading
+	// replication then passes on and its promotion trips over.
+	NoPartial bool
 }
 
 // FetchReport is what FetchWAL wrote.
@@ -212,7 +218,7 @@ func (s *Site) FetchWAL(ctx context.Context, name, dest string, o FetchOptions) 
 	}
 	defer r.Close()
 	data, res, err := stream.Fetch(ctx, r, name)
-	if errors.Is(err, repo.ErrWALNotFound) {
+	if errors.Is(err, repo.ErrWALNotFound) || (err == nil && res.FromPartial && o.NoPartial) {
 		return nil, notArchived(name, kind)
 	}
 	if err != nil {
