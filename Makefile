@@ -12,7 +12,7 @@ BUILD_TAGS  := disable_grpc_modules
 export GOFLAGS := -tags=$(BUILD_TAGS)
 BIN         := bin/pgvault
 FUZZTIME    ?= 30s
-TEST_TIMEOUT ?= 18m
+TEST_TIMEOUT ?= 25m
 # The integration tests against each object store's server (end to end,
 # fault campaign, restart mid-backup): `make test` runs them in a process
 # of their own beside the rest, which mostly waits on servers.

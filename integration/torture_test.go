@@ -64,6 +64,9 @@ func (v *vault) startWith(env []string, args ...string) *proc {
 	cmd.Env = append(append(filteredEnv(), v.env...), env...)
 	p := &proc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// A killed pgvault's children (the PostgreSQL a synthetic backup or
+	// a drill started) may hold its output pipe until they end.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		v.t.Fatal(err)
 	}

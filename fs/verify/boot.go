@@ -309,6 +309,12 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 		return nil, err
 	}
 	phase("mount", t)
+	// Whether the server runs is asked of the overlay, never through the
+	// mount: a thread of this process waiting on its own mount when the
+	// process is killed would wait for ever (the kernel keeps the FUSE
+	// connection while a thread of its server lives), and with it the
+	// server's WAL reads.
+	running := func() bool { return ov.Exists(context.WithoutCancel(ctx), "postmaster.pid") }
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 		defer cancel()
@@ -352,13 +358,13 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	phase("start", t)
 	if err != nil {
 		problem("PostgreSQL", "would not start: %v: %s", err, lastLine(string(out)))
-		stopServer(o, opts.PGBin, mnt, opts.StopImmediate, rep)
+		stopServer(o, opts.PGBin, mnt, opts.StopImmediate, rep, running)
 		return rep, nil
 	}
 	defer func() {
 		progress("stop")
 		t := time.Now()
-		stopServer(o, opts.PGBin, mnt, opts.StopImmediate, rep)
+		stopServer(o, opts.PGBin, mnt, opts.StopImmediate, rep, running)
 		phase("stop", t)
 		if opts.AfterStop != nil && len(rep.Problems) == 0 && err == nil {
 			// Whatever the kernel still holds must reach the overlay
@@ -373,7 +379,7 @@ func Boot(ctx context.Context, r *repo.Repository, s *repo.Snapshot, opts BootOp
 	progress("recovery")
 	t = time.Now()
 	conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable connect_timeout=10", sock, port, pg.QuoteConnValue(opts.DBUser))
-	reached, err := waitRecovery(runCtx, conninfo, rc, filepath.Join(mnt, "postmaster.pid"))
+	reached, err := waitRecovery(runCtx, conninfo, rc, running)
 	phase("recovery", t)
 	if err != nil {
 		problem("recovery", "%v", err)
@@ -438,8 +444,8 @@ func asUser(ctx context.Context, o OSUser, name string, args ...string) *exec.Cm
 	return cmd
 }
 
-func stopServer(o OSUser, bin, dataDir string, immediate bool, rep *BootReport) {
-	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err != nil {
+func stopServer(o OSUser, bin, dataDir string, immediate bool, rep *BootReport, running func() bool) {
+	if !running() {
 		// An interrupted start may have left a postmaster that has not
 		// written its pid file yet.
 		quitPostmasters(dataDir)
@@ -459,11 +465,11 @@ func stopServer(o OSUser, bin, dataDir string, immediate bool, rep *BootReport) 
 
 // waitRecovery waits until the server has promoted (or, for a pause
 // target, paused at it).
-func waitRecovery(ctx context.Context, conninfo string, rc wal.RecoveryConfig, pidFile string) (string, error) {
+func waitRecovery(ctx context.Context, conninfo string, rc wal.RecoveryConfig, running func() bool) (string, error) {
 	pause := !rc.Target.IsEnd() && rc.EffectiveAction() == wal.ActionPause
 	var last error
 	for {
-		if _, err := os.Stat(pidFile); err != nil {
+		if !running() {
 			return "", fmt.Errorf("PostgreSQL exited during recovery (see the server log)")
 		}
 		state, err := recoveryState(ctx, conninfo)

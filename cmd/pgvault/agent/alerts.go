@@ -123,9 +123,8 @@ func (a *Alerts) Raise(site, name, source, message string) {
 	if !changed {
 		return
 	}
-	if err := a.write(al); err != nil && a.log != nil {
-		a.log.Error("cannot write alert file", "site", site, "alert", name, "err", err)
-	}
+	// The metric and the notifications first: whoever sees the file
+	// then finds them agreeing with it.
 	if !ok {
 		if a.log != nil {
 			a.log.Warn("alert started", "site", site, "alert", name, "message", message)
@@ -133,6 +132,9 @@ func (a *Alerts) Raise(site, name, source, message string) {
 		if f != nil {
 			f(al, true)
 		}
+	}
+	if err := a.write(al); err != nil && a.log != nil {
+		a.log.Error("cannot write alert file", "site", site, "alert", name, "err", err)
 	}
 }
 
@@ -193,14 +195,14 @@ func (a *Alerts) clear(site, name string, match func(string) bool) {
 		}
 		return
 	}
-	if err := os.Remove(a.path(site, name)); err != nil && !errors.Is(err, os.ErrNotExist) && a.log != nil {
-		a.log.Error("cannot remove alert file", "site", site, "alert", name, "err", err)
-	}
 	if a.log != nil {
 		a.log.Info("alert ended", "site", site, "alert", name)
 	}
 	if f != nil {
 		f(al, false)
+	}
+	if err := os.Remove(a.path(site, name)); err != nil && !errors.Is(err, os.ErrNotExist) && a.log != nil {
+		a.log.Error("cannot remove alert file", "site", site, "alert", name, "err", err)
 	}
 }
 
