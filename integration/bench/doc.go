@@ -41,6 +41,25 @@
 //	BENCH_DOC, BENCH_NOTE  as above
 //	BENCH_MOUNT=0          (.ci/bench) skip it
 //
+// TestStores, in the same package, is the per-store benchmark: on one
+// pgbench cluster at STORE_SCALE, for every store a repository can live
+// on (file, s3, sftp, gs, azure, swift), each served on loopback by the
+// server the integration tests start (integration/minio, integration/sshd,
+// integration/fakegcs, integration/azurite, integration/swiftaio), it
+// measures a full backup into a new repository, a restore of it into a
+// new folder and the instant mount's time to first query, each also as
+// a ratio to the file store: pgvault's own cost per store, without a
+// network's. A store whose server does not start is reported as such.
+// It writes the section "store-bench" of docs/benchmarks.md; .ci/bench
+// runs it after TestMountScales:
+//
+//	STORE_SCALE=5 COUNT=1 go test -tags bench,disable_grpc_modules -run TestStores -timeout 1h -v ./integration/bench/
+//
+//	STORE_SCALE            pgbench scale (default 100; 5 for a quick run)
+//	COUNT                  rounds (default 3)
+//	BENCH_DOC, BENCH_NOTE  as above
+//	BENCH_STORES=0         (.ci/bench) skip it
+//
 // Each round creates new repositories for every tool and runs the tools
 // in a rotated order, so machine drift (other work on the host, cache
 // state) hits all of them alike. Every process the benchmark starts in
@@ -55,6 +74,7 @@
 //	go test -tags bench -run TestChartFromDoc ./integration/bench/
 //
 // The non-test files hold the pure parts (statistics, the Markdown
-// report, the PNG chart with a built-in bitmap font); they have unit
-// tests that do run under `go test ./...`.
+// reports, the PNG chart with a built-in bitmap font, tryStart that lets
+// TestStores go on when one server does not start); they have unit tests
+// that do run under `go test ./...`.
 package bench

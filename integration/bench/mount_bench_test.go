@@ -123,19 +123,7 @@ func TestMountScales(t *testing.T) {
 // rounds of the measurements.
 func (b *bench) mountScale(ms *MountScale, cfg mountConfig) {
 	scale := ms.Scale
-	b.work = pgtest.TempDir(b.t)
-	b.profDir = filepath.Join(b.work, "profiles")
-	os.Mkdir(b.profDir, 0o755)
-	ownByPostgres(b.t, b.profDir)
-
-	b.c = pgtest.Start(b.t, pgtest.Options{Settings: map[string]string{
-		"archive_mode":    "on",
-		"archive_command": "/bin/true",
-	}})
-	b.logf("scale %d: pgbench -i", scale)
-	b.pgbenchInit(scale)
-	b.c.Checkpoint(b.t)
-	ms.DataDirMB = treeMB(b.c.DataDir())
+	ms.DataDirMB = b.setUpCluster(scale)
 	b.logf("scale %d: data directory %.0f MB", scale, ms.DataDirMB)
 
 	// One backup per tool, each waiting for its own archiver.
@@ -193,6 +181,26 @@ func (b *bench) mountScale(ms *MountScale, cfg mountConfig) {
 			}
 		}
 	}
+}
+
+// setUpCluster makes the benchmark's work folder and a new cluster
+// (archive_mode on, archive_command /bin/true until a backup sets its
+// own) with pgbench's tables at scale, checkpointed. It returns the data
+// directory's size, MB.
+func (b *bench) setUpCluster(scale int) float64 {
+	b.work = pgtest.TempDir(b.t)
+	b.profDir = filepath.Join(b.work, "profiles")
+	os.Mkdir(b.profDir, 0o755)
+	ownByPostgres(b.t, b.profDir)
+
+	b.c = pgtest.Start(b.t, pgtest.Options{Settings: map[string]string{
+		"archive_mode":    "on",
+		"archive_command": "/bin/true",
+	}})
+	b.logf("scale %d: pgbench -i", scale)
+	b.pgbenchInit(scale)
+	b.c.Checkpoint(b.t)
+	return treeMB(b.c.DataDir())
 }
 
 // pgbenchInit creates pgbench's tables (with a longer timeout than

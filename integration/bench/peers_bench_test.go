@@ -180,12 +180,18 @@ func (b *bench) recordLine(what, line string) {
 	b.commands = append(b.commands, "# "+what, line)
 }
 
-var tmpPath = regexp.MustCompile(`/tmp/[A-Za-z0-9._-]+`)
+var (
+	tmpPath = regexp.MustCompile(`/tmp/[A-Za-z0-9._-]+`)
+	// tmpQuery is a temporary path in a URL's query (the SFTP
+	// repository's identity and known_hosts files).
+	tmpQuery = regexp.MustCompile(`%2Ftmp%2F[A-Za-z0-9._-]+`)
+)
 
 func (b *bench) generalize(s string) string {
 	s = strings.ReplaceAll(s, pgvaultBin, "pgvault")
 	s = strings.ReplaceAll(s, pgtest.BinDir+"/", "")
 	s = tmpPath.ReplaceAllString(s, "$$WORK")
+	s = tmpQuery.ReplaceAllString(s, "$$WORK")
 	if b.c != nil {
 		s = strings.ReplaceAll(s, "port="+strconv.Itoa(b.c.Port()), "port=$PORT")
 		s = strings.ReplaceAll(s, "-p "+strconv.Itoa(b.c.Port()), "-p $PORT")
@@ -206,9 +212,12 @@ func quoteArgs(args []string) []string {
 
 // rotate returns tools rotated left by n, so every tool takes every
 // position across rounds.
-func rotate(tools []string, n int) []string {
+func rotate[T any](tools []T, n int) []T {
+	if len(tools) == 0 {
+		return nil
+	}
 	n %= len(tools)
-	return append(append([]string(nil), tools[n:]...), tools[:n]...)
+	return append(append([]T(nil), tools[n:]...), tools[:n]...)
 }
 
 // cpuTimes reads /proc/stat's cpu line (nil if it cannot).

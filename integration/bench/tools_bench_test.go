@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,35 +54,58 @@ func (b *bench) pgDir() string { return pgtest.TempDir(b.t) }
 type pgvaultRepo struct {
 	dir, repo, pw, cache string
 	env, rootEnv         []string
+	// archive is the archive_command that pushes into this repository;
+	// empty: pgvault wal push with the folder repository's variables
+	// inline (archiveCmd).
+	archive string
 	// lastID is the newest backup pgvault's regular backups stored here.
 	lastID string
 }
 
 func (b *bench) newPgvaultRepo(name string) *pgvaultRepo {
-	dir := filepath.Join(b.work, name)
-	os.RemoveAll(dir)
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	pv, err := b.newPgvaultRepoAt(name, "", nil, "pgvault: create the repository (encrypted, as postgres)")
+	if err != nil {
 		b.t.Fatal(err)
-	}
-	pv := &pgvaultRepo{dir: dir, repo: filepath.Join(dir, "repo"), pw: filepath.Join(dir, "password"), cache: filepath.Join(dir, "cache")}
-	if err := os.WriteFile(pv.pw, []byte("bench secret\n"), 0o600); err != nil {
-		b.t.Fatal(err)
-	}
-	ownByPostgres(b.t, dir)
-	pv.env = []string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + pv.cache}
-	pv.rootEnv = []string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + b.rootDir("pgvault-root-cache")}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := pgCmd(ctx, pgvaultBin, "repo", "init")
-	cmd.Env = append(cmd.Env, pv.env...)
-	b.record("pgvault: create the repository (encrypted, as postgres)", cmd)
-	if _, err := measure(cmd); err != nil {
-		b.t.Fatalf("pgvault repo init: %v", err)
 	}
 	return pv
 }
 
+// newPgvaultRepoAt creates a pgvault repository at url, or in a folder
+// named repo beside its password and cache when url is empty. storeEnv
+// (a store's credentials) joins every pgvault command's environment;
+// what names the `repo init` line in the report.
+func (b *bench) newPgvaultRepoAt(name, url string, storeEnv []string, what string) (*pgvaultRepo, error) {
+	dir := filepath.Join(b.work, name)
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the folder of repository %s: %w", name, err)
+	}
+	if url == "" {
+		url = filepath.Join(dir, "repo")
+	}
+	pv := &pgvaultRepo{dir: dir, repo: url, pw: filepath.Join(dir, "password"), cache: filepath.Join(dir, "cache")}
+	if err := os.WriteFile(pv.pw, []byte("bench secret\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write the password of repository %s: %w", name, err)
+	}
+	ownByPostgres(b.t, dir)
+	// Clipped: callers append a variable for one command to these.
+	pv.env = slices.Clip(append([]string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + pv.cache}, storeEnv...))
+	pv.rootEnv = slices.Clip(append([]string{"PGVAULT_REPO=" + pv.repo, "PGVAULT_PASSWORD_FILE=" + pv.pw, "PGVAULT_CACHE_DIR=" + b.rootDir("pgvault-root-cache")}, storeEnv...))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := pgCmd(ctx, pgvaultBin, "repo", "init")
+	cmd.Env = append(cmd.Env, pv.env...)
+	b.record(what, cmd)
+	if _, err := measure(cmd); err != nil {
+		return nil, fmt.Errorf("pgvault repo init of %s: %w", name, err)
+	}
+	return pv, nil
+}
+
 func (pv *pgvaultRepo) archiveCmd() string {
+	if pv.archive != "" {
+		return pv.archive
+	}
 	return fmt.Sprintf("PGVAULT_REPO=%s PGVAULT_PASSWORD_FILE=%s PGVAULT_CACHE_DIR=%s %s wal push %%p", pv.repo, pv.pw, pv.cache, pgvaultBin)
 }
 
@@ -233,25 +257,37 @@ func (b *bench) pgvaultRestoreEnd(pv *pgvaultRepo, tool, id string, target ...st
 }
 
 func (b *bench) pgvaultRestore(pv *pgvaultRepo, r int) {
-	target := filepath.Join(b.pgDir(), "data")
+	target, u, ok := b.pgvaultCopyOut(pv, b.profFile(StepRestore, r))
+	if !ok {
+		return
+	}
+	defer os.RemoveAll(target)
+	b.startRestored(ToolPgvault, target, u.Wall)
+}
+
+// pgvaultCopyOut restores the latest backup (as postgres, page cache
+// dropped first) into a new folder, records the restore (StepRestore of
+// ToolPgvault, with the CPU profile prof) and returns the folder, which
+// the caller removes; ok is false when the restore failed.
+func (b *bench) pgvaultCopyOut(pv *pgvaultRepo, prof string) (target string, u usage, ok bool) {
+	target = filepath.Join(b.pgDir(), "data")
 	dropCaches()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	prof := b.profFile(StepRestore, r)
 	cmd := pgCmd(ctx, pgvaultBin, "--output", "json", "restore", "latest", "--target", target, "--to-immediate", "--target-action", "promote")
 	cmd.Env = append(cmd.Env, append(pv.env, "PGVAULT_CPUPROFILE="+prof)...)
 	b.record("pgvault: restore (as postgres)", cmd)
 	u, err := measure(cmd)
 	if err != nil {
+		os.RemoveAll(target)
 		b.fail(StepRestore, ToolPgvault, err)
-		return
+		return "", u, false
 	}
-	defer os.RemoveAll(target)
 	mb := treeMB(target)
 	b.res.Add(StepRestore, ToolPgvault, sampleOf(u, NaN(), mb))
 	b.profiles[StepRestore], b.lastUsage[StepRestore] = prof, u
-	b.startRestored(ToolPgvault, target, u.Wall)
 	b.logf("pgvault restore: %.2fs, %.0f MB", u.Wall.Seconds(), mb)
+	return target, u, true
 }
 
 // startRestored starts PostgreSQL on a restored directory and records the
