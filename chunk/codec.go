@@ -54,6 +54,7 @@ func (e *BlobError) Unwrap() error { return ErrCorrupt }
 // concurrent use.
 type Codec struct {
 	aead   cipher.AEAD // nil for an unencrypted repository
+	data   *dataKeys   // format 2: data blobs sealed to a public key
 	hasher *Hasher
 	enc    *zstd.Encoder
 	dec    *zstd.Decoder
@@ -64,6 +65,10 @@ type CodecOptions struct {
 	// EncKey is the 32-byte AES-256 key; nil means no encryption (only for
 	// repositories created with --insecure-no-encryption).
 	EncKey []byte
+	// DataPublic, for a format-2 repository, is the X25519 public key
+	// data blobs are sealed to (SealData); DataPrivate opens them, and is
+	// nil for a write-only key. Both need EncKey.
+	DataPublic, DataPrivate []byte
 	// Hasher computes IDs, and the checksums of unencrypted repositories.
 	Hasher *Hasher
 	// Level is the zstd level (1 fastest .. 19); 0 means DefaultLevel.
@@ -86,6 +91,15 @@ func NewCodec(opts CodecOptions) (*Codec, error) {
 		}
 		if c.aead, err = cipher.NewGCM(block); err != nil {
 			return nil, fmt.Errorf("codec: %w", err)
+		}
+	}
+	if opts.DataPublic != nil {
+		if c.aead == nil {
+			return nil, errors.New("codec: a data public key needs encryption")
+		}
+		var err error
+		if c.data, err = newDataKeys(opts.DataPublic, opts.DataPrivate); err != nil {
+			return nil, err
 		}
 	}
 	level := opts.Level
@@ -127,7 +141,8 @@ func (c *Codec) Encrypted() bool { return c.aead != nil }
 // Hasher returns the codec's ID hasher.
 func (c *Codec) Hasher() *Hasher { return c.hasher }
 
-// Overhead is the number of bytes sealing adds to an incompressible blob.
+// Overhead is the number of bytes sealing adds to an incompressible blob
+// (a data blob of a format-2 repository has EphemeralSize more).
 func (c *Codec) Overhead() int {
 	if c.aead == nil {
 		return TagSize + 1
@@ -139,14 +154,14 @@ func (c *Codec) Overhead() int {
 // appending the result to dst. The ID is bound as additional data, so a
 // blob cannot be passed off as another.
 func (c *Codec) Seal(dst []byte, id ID, plain []byte) []byte {
-	return c.seal(dst, id[:], plain)
+	return c.seal(dst, c.aead, id[:], plain)
 }
 
 // Open authenticates and decompresses a sealed blob, appending the
 // plaintext to dst. Any damage is an error matching ErrCorrupt that names
 // the blob; wrong bytes are never returned.
 func (c *Codec) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
-	out, reason := c.open(dst, id[:], sealed)
+	out, reason := c.open(dst, c.aead, id[:], sealed)
 	if reason != "" {
 		return nil, &BlobError{ID: id, Reason: reason}
 	}
@@ -166,7 +181,7 @@ func (c *Codec) Verify(id ID, plain []byte) error {
 // headers, index objects, snapshot manifests). The label is bound as
 // additional data so one kind of object cannot be substituted for another.
 func (c *Codec) SealMeta(dst []byte, label string, plain []byte) []byte {
-	return c.seal(dst, []byte(label), plain)
+	return c.seal(dst, c.aead, []byte(label), plain)
 }
 
 // ErrMetaCorrupt is matched by errors from OpenMeta.
@@ -174,16 +189,16 @@ var ErrMetaCorrupt = errors.New("object is corrupt")
 
 // OpenMeta opens an object sealed by SealMeta with the same label.
 func (c *Codec) OpenMeta(label string, sealed []byte) ([]byte, error) {
-	out, reason := c.open(nil, []byte(label), sealed)
+	out, reason := c.open(nil, c.aead, []byte(label), sealed)
 	if reason != "" {
 		return nil, fmt.Errorf("%w: %s", ErrMetaCorrupt, reason)
 	}
 	return out, nil
 }
 
-func (c *Codec) seal(dst, aad, plain []byte) []byte {
+func (c *Codec) seal(dst []byte, aead cipher.AEAD, aad, plain []byte) []byte {
 	start := len(dst)
-	if c.aead != nil {
+	if aead != nil {
 		dst = append(dst, make([]byte, NonceSize)...)
 		rand.Read(dst[start : start+NonceSize]) // never fails (crashes instead) since Go 1.24
 	}
@@ -194,26 +209,26 @@ func (c *Codec) seal(dst, aad, plain []byte) []byte {
 		dst = append(dst[:payload], flagRaw)
 		dst = append(dst, plain...)
 	}
-	if c.aead == nil {
+	if aead == nil {
 		mac := c.hasher.sum([]byte{byte(len(aad))}, aad, dst[payload:])
 		return append(dst, mac[:TagSize]...)
 	}
 	// Grow first so GCM seals in place instead of allocating elsewhere.
 	n := len(dst)
 	dst = append(dst, make([]byte, TagSize)...)[:n]
-	sealed := c.aead.Seal(dst[payload:payload], dst[start:start+NonceSize], dst[payload:], aad)
+	sealed := aead.Seal(dst[payload:payload], dst[start:start+NonceSize], dst[payload:], aad)
 	return dst[:payload+len(sealed)]
 }
 
 // open returns the plaintext, or a reason why the bytes are not authentic.
-func (c *Codec) open(dst, aad, sealed []byte) ([]byte, string) {
+func (c *Codec) open(dst []byte, aead cipher.AEAD, aad, sealed []byte) ([]byte, string) {
 	var payload []byte
-	if c.aead != nil {
+	if aead != nil {
 		if len(sealed) < NonceSize+TagSize+1 {
 			return nil, fmt.Sprintf("truncated (%d bytes)", len(sealed))
 		}
 		var err error
-		payload, err = c.aead.Open(nil, sealed[:NonceSize], sealed[NonceSize:], aad)
+		payload, err = aead.Open(nil, sealed[:NonceSize], sealed[NonceSize:], aad)
 		if err != nil {
 			return nil, "authentication failed (damaged, truncated or not sealed with this repository's key)"
 		}

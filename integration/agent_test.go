@@ -214,6 +214,7 @@ type agentState struct {
 			Errors  int `json:"errors"`
 			Retries int `json:"retries"`
 		} `json:"uploads"`
+		WriteOnly bool `json:"write_only"`
 	} `json:"sites"`
 }
 

@@ -459,7 +459,7 @@ func (c *checker) readPack(ctx context.Context, id chunk.ID, total int, opts Che
 			c.errorf(obj, "blob %s lies past the end of the pack", b.ID.Short())
 			continue
 		}
-		plain, err := c.r.codec.Open(nil, b.ID, data[b.Offset:b.Offset+b.Length])
+		plain, err := c.r.openBlob(nil, b.Type, b.ID, data[b.Offset:b.Offset+b.Length])
 		if err == nil {
 			err = c.r.codec.Verify(b.ID, plain)
 		}

@@ -2,14 +2,21 @@ package repo
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/pgvault/pgvault/chunk"
 )
 
-// FormatVersion is the repository format this code writes and reads.
-const FormatVersion = 1
+// FormatVersion is the repository format this code writes for encrypted
+// repositories: version 2 seals file and WAL contents to the repository's
+// public key (chunk.SealData), so that write-only keys can exist.
+// Unencrypted repositories are still version 1, and version 1 is read.
+const (
+	FormatVersion    = 2
+	oldFormatVersion = 1
+)
 
 // Config is the plaintext document at "config". It holds nothing secret:
 // keys and the chunker polynomial live in the wrapped master key.
@@ -25,6 +32,10 @@ type Config struct {
 // Encrypted reports whether blobs are sealed with AES-GCM.
 func (c Config) Encrypted() bool { return c.Encryption != "none" }
 
+// SealsToPublicKey reports whether data blobs are sealed to the
+// repository's public key (format 2), which write-only keys need.
+func (c Config) SealsToPublicKey() bool { return c.Version >= FormatVersion }
+
 // ParseConfig decodes and validates a config document.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
@@ -34,11 +45,14 @@ func ParseConfig(data []byte) (Config, error) {
 	if c.Format != "pgvault" {
 		return c, fmt.Errorf("%w: config format %q", ErrNotRepository, c.Format)
 	}
-	if c.Version != FormatVersion {
-		return c, fmt.Errorf("repository format version %d is not supported by this pgvault (it reads version %d)", c.Version, FormatVersion)
+	if c.Version != FormatVersion && c.Version != oldFormatVersion {
+		return c, fmt.Errorf("repository format version %d is not supported by this pgvault (it reads versions %d and %d)", c.Version, oldFormatVersion, FormatVersion)
 	}
 	if c.Encryption != "aes-256-gcm" && c.Encryption != "none" {
 		return c, fmt.Errorf("config: unknown encryption %q", c.Encryption)
+	}
+	if c.Version == FormatVersion && !c.Encrypted() {
+		return c, errors.New("config: format version 2 needs encryption")
 	}
 	if c.ChunkSize <= 0 || c.ChunkSize%chunk.PageSize != 0 || c.ChunkSize > chunk.MaxChunkSize {
 		return c, fmt.Errorf("config: bad chunk size %d", c.ChunkSize)

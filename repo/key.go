@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,6 +50,10 @@ type keyFile struct {
 	Params   KDFParams `json:"params"`
 	Salt     []byte    `json:"salt,omitempty"`
 	Data     []byte    `json:"data"` // GCM(nonce | sealed master key JSON), or the JSON itself for "none"
+	// WriteOnly marks a key made by `repo key add --write-only`, for
+	// listings: what makes it write-only is the master key it wraps,
+	// which lacks DataKey.
+	WriteOnly bool `json:"write_only,omitempty"`
 }
 
 // masterKey is what a key file protects.
@@ -56,9 +61,15 @@ type masterKey struct {
 	EncKey     []byte    `json:"enc_key"`
 	IDKey      []byte    `json:"id_key"`
 	ChunkerPol chunk.Pol `json:"chunker_pol"`
+	// DataPub and DataKey (format 2) are the X25519 key pair data blobs
+	// are sealed to; a write-only key has DataPub only.
+	DataPub []byte `json:"data_pub,omitempty"`
+	DataKey []byte `json:"data_key,omitempty"`
 }
 
-func newMasterKey() (*masterKey, error) {
+// newMasterKey draws a master key; withData adds the data key pair of
+// format 2.
+func newMasterKey(withData bool) (*masterKey, error) {
 	m := &masterKey{EncKey: make([]byte, 32), IDKey: make([]byte, 32)}
 	rand.Read(m.EncKey)
 	rand.Read(m.IDKey)
@@ -67,7 +78,21 @@ func newMasterKey() (*masterKey, error) {
 		return nil, fmt.Errorf("draw chunker polynomial: %w", err)
 	}
 	m.ChunkerPol = pol
+	if withData {
+		k, err := ecdh.X25519().GenerateKey(nil)
+		if err != nil {
+			return nil, fmt.Errorf("draw the data key: %w", err)
+		}
+		m.DataKey, m.DataPub = k.Bytes(), k.PublicKey().Bytes()
+	}
 	return m, nil
+}
+
+// writeOnly is m without the data private key.
+func (m *masterKey) writeOnly() *masterKey {
+	c := *m
+	c.DataKey = nil
+	return &c
 }
 
 func deriveKey(password []byte, salt []byte, p KDFParams) []byte {
@@ -159,7 +184,8 @@ func (kf *keyFile) open(kek []byte) (*masterKey, error) {
 	if err := json.Unmarshal(plain, &m); err != nil {
 		return nil, fmt.Errorf("key file: master key: %w", err)
 	}
-	if len(m.EncKey) != 32 || len(m.IDKey) != 32 || m.ChunkerPol == 0 {
+	if len(m.EncKey) != 32 || len(m.IDKey) != 32 || m.ChunkerPol == 0 ||
+		(m.DataPub != nil && len(m.DataPub) != 32) || (m.DataKey != nil && (len(m.DataKey) != 32 || m.DataPub == nil)) {
 		return nil, errors.New("key file: master key has the wrong shape")
 	}
 	return &m, nil
@@ -183,26 +209,27 @@ func saveKey(ctx context.Context, be backend.Backend, kf *keyFile) (string, erro
 // password), so they are tried one by one; the KDF dominates.
 // A cached key-encryption key (kc, for repository repoID) is tried before
 // the KDF runs, and a derived one that opened a key file is cached.
-func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted bool, repoID string, kc KeyCache) (*masterKey, error) {
+// It returns the master key and the name of the key file that opened.
+func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted bool, repoID string, kc KeyCache) (*masterKey, string, error) {
 	var names []string
 	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
+		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("%w: no key files", ErrNotRepository)
+		return nil, "", fmt.Errorf("%w: no key files", ErrNotRepository)
 	}
 	if encrypted && len(password) == 0 {
-		return nil, ErrNoPassword
+		return nil, "", ErrNoPassword
 	}
 	var lastErr error = ErrWrongPassword
 	for _, name := range names {
 		data, err := be.Load(ctx, backend.Handle{Type: backend.KeyFile, Name: name}, 0, 0)
 		if err != nil {
-			return nil, fmt.Errorf("load key %s: %w", name[:8], err)
+			return nil, "", fmt.Errorf("load key %s: %w", name[:8], err)
 		}
 		kf, err := ParseKeyFile(data)
 		if err != nil {
@@ -215,7 +242,7 @@ func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted
 		if kc != nil && kf.KDF == "argon2id" {
 			if kek, ok := kc.Get(repoID, name); ok {
 				if m, err := kf.open(kek); err == nil {
-					return m, nil
+					return m, name, nil
 				}
 			}
 		}
@@ -225,11 +252,11 @@ func findKey(ctx context.Context, be backend.Backend, password []byte, encrypted
 			if kc != nil && kek != nil {
 				kc.Put(repoID, name, kek)
 			}
-			return m, nil
+			return m, name, nil
 		}
 		if !errors.Is(err, ErrWrongPassword) {
 			lastErr = fmt.Errorf("key %s: %w", name[:8], err)
 		}
 	}
-	return nil, lastErr
+	return nil, "", lastErr
 }

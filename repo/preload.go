@@ -86,7 +86,7 @@ func (r *Repository) PreloadRun(ctx context.Context, run BlobRun) (int64, error)
 	var added int64
 	for _, e := range run.blobs {
 		at := int64(e.Offset) - run.off
-		plain, err := r.codec.Open(make([]byte, 0, e.PlainLen), e.ID, data[at:at+int64(e.Length)])
+		plain, err := r.openBlob(make([]byte, 0, e.PlainLen), e.Type, e.ID, data[at:at+int64(e.Length)])
 		if err != nil {
 			continue
 		}

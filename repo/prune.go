@@ -227,7 +227,7 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 				if int(e.Offset)+int(e.Length) > len(data) {
 					return fmt.Errorf("prune: pack %s is shorter than its index says; run `pgvault repo check`", pid.Short())
 				}
-				if _, err := r.codec.Open(nil, e.ID, data[e.Offset:e.Offset+e.Length]); err != nil {
+				if _, err := r.openBlob(nil, e.Type, e.ID, data[e.Offset:e.Offset+e.Length]); err != nil {
 					return fmt.Errorf("prune: pack %s: %w; run `pgvault repo check --read-data`", pid.Short(), err)
 				}
 			}

@@ -112,6 +112,10 @@ type Repository struct {
 	pol    chunk.Pol
 	idx    *masterIndex
 	cache  *blobCache
+	// master is the key the password opened, from key file keyName
+	// (repo key manages the others with it).
+	master  *masterKey
+	keyName string
 
 	// bgCtx outlives any one call: pack uploads started by one SaveBlob
 	// finish even if that caller's context ends.
@@ -155,12 +159,12 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (Config, er
 		Created: time.Now().UTC(), Encryption: "aes-256-gcm", ChunkSize: size,
 	}
 	if opts.NoEncryption {
-		cfg.Encryption = "none"
+		cfg.Encryption, cfg.Version = "none", oldFormatVersion
 	}
 	if _, err := ParseConfig(mustJSON(cfg)); err != nil {
 		return Config{}, err
 	}
-	master, err := newMasterKey()
+	master, err := newMasterKey(cfg.SealsToPublicKey())
 	if err != nil {
 		return Config{}, err
 	}
@@ -244,7 +248,7 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 			fetchDone <- fetchResult{f, err}
 		}()
 	}
-	master, err := findKey(ctx, be, password, cfg.Encrypted(), cfg.ID, opts.KeyCache)
+	master, keyName, err := findKey(ctx, be, password, cfg.Encrypted(), cfg.ID, opts.KeyCache)
 	if err != nil {
 		if loadIndex {
 			cancelFetch()
@@ -253,13 +257,22 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 		idx.close()
 		return nil, err
 	}
-	r := &Repository{be: be, cfg: cfg, opts: opts, log: opts.Logger, pol: master.ChunkerPol}
+	r := &Repository{be: be, cfg: cfg, opts: opts, log: opts.Logger, pol: master.ChunkerPol, master: master, keyName: keyName}
 	r.hasher = chunk.NewHasher(master.IDKey)
 	copts := chunk.CodecOptions{Hasher: r.hasher, Level: opts.CompressionLevel}
 	if cfg.Encrypted() {
 		copts.EncKey = master.EncKey
 	}
-	if r.codec, err = chunk.NewCodec(copts); err != nil {
+	if cfg.SealsToPublicKey() {
+		if master.DataPub == nil {
+			err = fmt.Errorf("%w: key %s of a format-2 repository has no data key", ErrNotRepository, keyName[:8])
+		}
+		copts.DataPublic, copts.DataPrivate = master.DataPub, master.DataKey
+	}
+	if err == nil {
+		r.codec, err = chunk.NewCodec(copts)
+	}
+	if err != nil {
 		if loadIndex {
 			cancelFetch()
 			<-fetchDone
@@ -292,6 +305,28 @@ func Open(ctx context.Context, be backend.Backend, password []byte, opts Options
 	}
 	return r, nil
 }
+
+// openBlob opens a sealed blob of type t: data blobs as the format has
+// them sealed (to the public key in format 2), metadata with the
+// repository key.
+func (r *Repository) openBlob(dst []byte, t pack.BlobType, id chunk.ID, sealed []byte) ([]byte, error) {
+	if t == pack.DataBlob {
+		return r.codec.OpenData(dst, id, sealed)
+	}
+	return r.codec.Open(dst, id, sealed)
+}
+
+// sealBlob seals a blob of type t (see openBlob).
+func (r *Repository) sealBlob(dst []byte, t pack.BlobType, id chunk.ID, plain []byte) ([]byte, error) {
+	if t == pack.DataBlob {
+		return r.codec.SealData(dst, id, plain)
+	}
+	return r.codec.Seal(dst, id, plain), nil
+}
+
+// WriteOnly reports whether the repository was opened with a write-only
+// key: it stores backups and WAL but cannot read file or WAL contents.
+func (r *Repository) WriteOnly() bool { return r.codec.WriteOnly() }
 
 // Config returns the repository's config.
 func (r *Repository) Config() Config { return r.cfg }
@@ -423,7 +458,7 @@ func (r *Repository) loadBlobOnce(ctx context.Context, id chunk.ID, dst []byte) 
 	if cap(dst) < int(e.PlainLen) {
 		dst = make([]byte, 0, e.PlainLen)
 	}
-	plain, err := r.codec.Open(dst[:0], id, sealed)
+	plain, err := r.openBlob(dst[:0], e.Type, id, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", e.Pack.Short(), err)
 	}

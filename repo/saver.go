@@ -107,7 +107,14 @@ func (s *saver) save(ctx context.Context, t pack.BlobType, plain []byte, id chun
 	s.mu.Unlock()
 
 	buf := s.r.sealBufs.Get().(*[]byte)
-	sealed := s.r.codec.Seal((*buf)[:0], id, plain)
+	sealed, err := s.r.sealBlob((*buf)[:0], t, id, plain)
+	if err != nil {
+		s.r.sealBufs.Put(buf)
+		s.mu.Lock()
+		delete(s.queued, id)
+		s.mu.Unlock()
+		return false, fmt.Errorf("seal blob %s: %w", id.Short(), err)
+	}
 	s.stored.Add(int64(len(sealed)))
 
 	s.mu.Lock()

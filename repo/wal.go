@@ -79,6 +79,7 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 			return nil, err
 		}
 	}
+	typ := r.walBlobType(name)
 	s := r.getSaver()
 	saving, sctx := errgroup.WithContext(ctx)
 	saving.SetLimit(runtime.GOMAXPROCS(0))
@@ -87,7 +88,7 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 			if err := sctx.Err(); err != nil {
 				return err // another chunk failed
 			}
-			_, err := s.save(sctx, pack.DataBlob, piece(i), refs[i].ID)
+			_, err := s.save(sctx, typ, piece(i), refs[i].ID)
 			return err
 		})
 	}
@@ -106,6 +107,47 @@ func (r *Repository) SaveWAL(ctx context.Context, tli uint32, name string, data 
 		return nil, fmt.Errorf("save WAL %s: %w", name, err)
 	}
 	return wf, nil
+}
+
+// walBlobType is the blob type of a WAL file's chunks. Format 2 stores
+// timeline history and backup history files as metadata: they hold
+// timeline switch points and backup positions, not database contents,
+// and a write-only key's WAL check and PITR planning must read them.
+func (r *Repository) walBlobType(name string) pack.BlobType {
+	if r.cfg.SealsToPublicKey() && (strings.HasSuffix(name, ".history") || strings.HasSuffix(name, ".backup")) {
+		return pack.MetaBlob
+	}
+	return pack.DataBlob
+}
+
+// WALExtends reports whether the WAL file stored under name is longer
+// than data and starts with it: the same WAL, more of it. A write-only
+// key cannot read the stored bytes: it compares the IDs of data's whole
+// chunks with the stored chunks' and takes a last, partly filled chunk on
+// trust (a diverging copy of the same segment on the same timeline would
+// need two primaries at once).
+func (r *Repository) WALExtends(ctx context.Context, tli uint32, name string, data []byte) (bool, error) {
+	wf, err := r.LoadWALFile(ctx, tli, name)
+	if errors.Is(err, ErrWALNotFound) {
+		return false, nil
+	}
+	if err != nil || wf.Size <= int64(len(data)) {
+		return false, err
+	}
+	if !r.WriteOnly() {
+		stored, _, err := r.LoadWAL(ctx, tli, name)
+		if err != nil {
+			return false, err
+		}
+		return bytes.HasPrefix(stored, data), nil
+	}
+	cs := r.cfg.ChunkSize
+	for i := 0; (i+1)*cs <= len(data); i++ {
+		if i >= len(wf.Chunks) || wf.Chunks[i].ID != r.hasher.ID(data[i*cs:(i+1)*cs]) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // LoadWALFile reads a catalogue entry.
@@ -262,7 +304,7 @@ func (r *Repository) readRun(ctx context.Context, chunks []ChunkRef, out []byte)
 	for i, c := range chunks {
 		e := entries[i]
 		dst := out[off : off : off+int64(c.Size)]
-		plain, err := r.codec.Open(dst, c.ID, sealed[e.Offset-start:e.Offset-start+e.Length])
+		plain, err := r.openBlob(dst, e.Type, c.ID, sealed[e.Offset-start:e.Offset-start+e.Length])
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -193,19 +192,9 @@ func (f *flusher) write(ctx context.Context, j *flushJob) error {
 // storedPartialExtends reports whether the partial stored under name is
 // longer than data and starts with it: the same WAL, more of it.
 func (f *flusher) storedPartialExtends(ctx context.Context, name string, data []byte) (bool, error) {
-	wf, err := f.r.LoadWALFile(ctx, f.tli, name)
-	if errors.Is(err, repo.ErrWALNotFound) {
-		return false, nil
-	}
+	ok, err := f.r.WALExtends(ctx, f.tli, name, data)
 	if err != nil {
 		return false, fmt.Errorf("read the stored partial WAL segment %s: %w", name, err)
 	}
-	if wf.Size <= int64(len(data)) {
-		return false, nil
-	}
-	stored, _, err := f.r.LoadWAL(ctx, f.tli, name)
-	if err != nil {
-		return false, fmt.Errorf("read the stored partial WAL segment %s: %w", name, err)
-	}
-	return bytes.HasPrefix(stored, data), nil
+	return ok, nil
 }

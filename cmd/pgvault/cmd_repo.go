@@ -12,6 +12,7 @@ func repoCommand() *cli.Command {
 			repoStatsCommand(),
 			repoUnlockCommand(),
 			repoRebuildIndexCommand(),
+			repoKeyCommand(),
 		},
 	}
 }

@@ -89,7 +89,7 @@ func (s *Site) Dump(ctx context.Context, o DumpOptions) (*DumpReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.openCached(ctx, o.CacheSize)
+	r, err := s.openCached(ctx, o.CacheSize, "dump")
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type PruneOptions struct {
 // needs, under an exclusive lock when it deletes (a WAL streamer goes on:
 // docs/explanation/prune.md).
 func (s *Site) Prune(ctx context.Context, o PruneOptions) (*backup.PruneReport, error) {
-	r, err := s.Open(ctx, Access{})
+	r, err := s.Open(ctx, Access{Reads: "prune"})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,11 @@ type CheckReport struct {
 // Check verifies the repository's structure (and data), under a shared
 // lock. Damage is reported in the report and as a *Problems error.
 func (s *Site) Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
-	r, err := s.Open(ctx, Access{})
+	a := Access{}
+	if o.ReadData {
+		a.Reads = "repo check --read-data"
+	}
+	r, err := s.Open(ctx, a)
 	if err != nil {
 		return nil, err
 	}

@@ -31,11 +31,11 @@ const cacheHeadroom = 128 << 20
 // cache plus cacheHeadroom keeps the process near its cache size instead
 // (GOMEMLIMIT, when set, wins). It is process-wide: mount and verify are
 // the whole work of their process.
-func (s *Site) openCached(ctx context.Context, cacheSize int64) (*repo.Repository, error) {
+func (s *Site) openCached(ctx context.Context, cacheSize int64, workflow string) (*repo.Repository, error) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cacheSize + cacheHeadroom)
 	}
-	return s.Open(ctx, Access{CacheSize: cacheSize})
+	return s.Open(ctx, Access{CacheSize: cacheSize, Reads: workflow})
 }
 
 // shortRecovery is the most WAL segments a recovery may replay for the
@@ -128,7 +128,7 @@ func (s *Site) Mount(ctx context.Context, o MountOptions) (_ *Mounted, err error
 			owned <- lookup{u, err}
 		}()
 	}
-	r, err := s.openCached(ctx, o.CacheSize)
+	r, err := s.openCached(ctx, o.CacheSize, "mount")
 	if err != nil {
 		return nil, err
 	}

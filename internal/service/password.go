@@ -125,3 +125,34 @@ func prompt(f *os.File, w io.Writer, label string) ([]byte, error) {
 	}
 	return pw, nil
 }
+
+// ReadNewPassword reads a password to set (repo key add, passwd): the
+// first line of file, else asked twice at terminal. Without either it is
+// repo.ErrNoPassword, with how to give one.
+func ReadNewPassword(file string, terminal *os.File, w io.Writer) ([]byte, error) {
+	if file != "" {
+		line, err := ReadSecretFile(file)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(line), nil
+	}
+	if terminal == nil || !term.IsTerminal(int(terminal.Fd())) {
+		return nil, fmt.Errorf("%w: give the new password with --new-password-file FILE", repo.ErrNoPassword)
+	}
+	secret, err := prompt(terminal, w, "new password: ")
+	if err != nil {
+		return nil, err
+	}
+	again, err := prompt(terminal, w, "repeat new password: ")
+	if err != nil {
+		return nil, err
+	}
+	if string(again) != string(secret) {
+		return nil, errors.New("the passwords do not match")
+	}
+	if len(secret) == 0 {
+		return nil, repo.ErrNoPassword
+	}
+	return secret, nil
+}

@@ -104,7 +104,7 @@ func (s *Site) Restore(ctx context.Context, o RestoreOptions) (*RestoreReport, e
 	if err := backup.CheckTarget(ropts, nil); err != nil {
 		return nil, err
 	}
-	r, err := s.Open(ctx, Access{})
+	r, err := s.Open(ctx, Access{Reads: "restore"})
 	if err != nil {
 		return nil, err
 	}

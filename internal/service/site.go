@@ -124,7 +124,21 @@ type Access struct {
 	// CacheSize is the in-memory chunk cache (mount, verify); 0 is repo's
 	// default.
 	CacheSize int64
+	// Reads, when set, names a workflow that reads file or WAL contents
+	// ("restore", "mount"): Open refuses a write-only key for it, before
+	// anything is written.
+	Reads string
 }
+
+// WriteOnlyError is Open's error for a workflow that reads contents,
+// given the password of a write-only key. It matches repo.ErrWriteOnly.
+type WriteOnlyError struct{ Workflow string }
+
+func (e *WriteOnlyError) Error() string {
+	return fmt.Sprintf("%s reads backed-up contents, and this password opens a write-only key (it stores backups and WAL but cannot read them back): use the password of a full key (`pgvault repo key list` shows which keys are write-only)", e.Workflow)
+}
+
+func (e *WriteOnlyError) Unwrap() error { return repo.ErrWriteOnly }
 
 // Open opens the site's repository. A repository that turns out to be
 // encrypted when the site has no password fails with Password.Missing (the
@@ -148,6 +162,10 @@ func (s *Site) Open(ctx context.Context, a Access) (*repo.Repository, error) {
 			return nil, s.Password.Missing
 		}
 		return nil, err
+	}
+	if a.Reads != "" && r.WriteOnly() {
+		r.Close()
+		return nil, &WriteOnlyError{Workflow: a.Reads}
 	}
 	return r, nil
 }

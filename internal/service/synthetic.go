@@ -78,7 +78,7 @@ func (s *Site) SyntheticBackup(ctx context.Context, o SyntheticOptions) (*Synthe
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.openCached(ctx, o.CacheSize)
+	r, err := s.openCached(ctx, o.CacheSize, "backup --synthetic")
 	if err != nil {
 		return nil, err
 	}

@@ -71,7 +71,7 @@ func (s *Site) Verify(ctx context.Context, o VerifyOptions) (*VerifyReport, erro
 			return nil, err
 		}
 	}
-	r, err := s.openCached(ctx, o.CacheSize)
+	r, err := s.openCached(ctx, o.CacheSize, "verify")
 	if err != nil {
 		return nil, err
 	}

@@ -212,7 +212,7 @@ func (s *Site) FetchWAL(ctx context.Context, name, dest string, o FetchOptions) 
 	if err == nil && !archived {
 		return nil, notArchived(name, kind)
 	}
-	r, err := s.Open(ctx, Access{})
+	r, err := s.Open(ctx, Access{Reads: "wal fetch"})
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +380,7 @@ func (s *Site) PrefetchWAL(ctx context.Context, o PrefetchOptions) error {
 		line := fmt.Sprintf("%s pid %d: %s\n", time.Now().UTC().Format(time.RFC3339), os.Getpid(), fmt.Sprintf(format, args...))
 		atomicfile.WriteFile(filepath.Join(spool.Dir(), "prefetch.log"), []byte(line), atomicfile.Options{NoSync: true})
 	}
-	r, err := s.Open(ctx, Access{})
+	r, err := s.Open(ctx, Access{Reads: "wal prefetch"})
 	if err != nil {
 		logf("cannot open the repository: %v", err)
 		return err

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -31,7 +32,7 @@ func (s *site) worker(ctx context.Context) {
 	for ctx.Err() == nil {
 		now := clock.Now()
 		s.mu.Lock()
-		known, slotReady, count := s.summaryKnown, s.slotReady, s.st.Backup.Count
+		known, slotReady, count, writeOnly := s.summaryKnown, s.slotReady, s.st.Backup.Count, s.st.WriteOnly
 		var lastBackup time.Time
 		if s.st.Backup.Last != nil {
 			lastBackup = s.st.Backup.Last.Start
@@ -45,15 +46,15 @@ func (s *site) worker(ctx context.Context) {
 		}
 		policy := cfg.Retention.Policy()
 		np, okP := every(cfg.Retention.Interval.D, lastPrune, now)
-		okP = okP && !policy.IsZero()
+		okP = okP && !policy.IsZero() && !writeOnly
 		if pruneRetry.After(np) {
 			np = pruneRetry
 		}
 		nc, okC := every(cfg.WALCheck.Interval.D, lastCheck, now)
 		nd, okD := every(cfg.Drill.Every(), lastDrill, now)
-		okD = okD && count > 0
+		okD = okD && count > 0 && !writeOnly
 		ns, okS := every(cfg.Synthetic.Interval.D, lastSynthetic, now)
-		okS = okS && count > 0 && known
+		okS = okS && count > 0 && known && !writeOnly
 		s.setNext(okB, nb, okP, np, okC, nc, okD, nd)
 		s.setNextSynthetic(okS, ns)
 		due := func(ok bool, t time.Time) bool { return ok && !t.After(now) }
@@ -94,7 +95,7 @@ func (s *site) worker(ctx context.Context) {
 			s.jobBackoff = 0
 			s.mu.Unlock()
 			backupRetry = time.Time{}
-			if !policy.IsZero() {
+			if !policy.IsZero() && !writeOnly {
 				if err := s.runPrune(ctx); err == nil {
 					lastPrune, pruneRetry = clock.Now(), time.Time{}
 				} else {
@@ -243,6 +244,11 @@ func (s *site) runPrune(ctx context.Context) error {
 	cfg := s.config()
 	rep, err := s.prune(ctx, cfg)
 	now := s.a.clock.Now().UTC()
+	if errors.Is(err, repo.ErrWriteOnly) {
+		// Learnt before any read handle was open; not a failure.
+		s.noteKey(true)
+		return nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -59,7 +59,23 @@ func (s *site) openRepo(ctx context.Context, concurrent bool) (*repo.Repository,
 		return nil, s.repoFailed(err)
 	}
 	s.a.alerts.Clear(s.name, AlertConfiguration, "repository")
+	s.noteKey(r.WriteOnly())
 	return r, nil
+}
+
+// noteKey records whether the site's key is write-only; the worker then
+// skips the jobs that read backed-up contents.
+func (s *site) noteKey(writeOnly bool) {
+	s.mu.Lock()
+	changed := s.st.WriteOnly != writeOnly
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	if writeOnly {
+		s.log.Info("the repository password opens a write-only key: backups and WAL are stored; retention, restore drills and synthetic backups are left to a host with a full key")
+	}
+	s.update(func(st *SiteState) { st.WriteOnly = writeOnly })
 }
 
 // repoFailed raises configuration_error for what only a human can fix (a

@@ -47,6 +47,10 @@ type SiteState struct {
 	WALCheck    WALCheckState       `json:"wal_check"`
 	Drill       DrillState          `json:"drill"`
 	Synthetic   SyntheticState      `json:"synthetic"`
+	// WriteOnly: the site's password opens a write-only key, so
+	// retention, restore drills and synthetic backups (which read
+	// backed-up contents) are left to a host with a full key.
+	WriteOnly bool `json:"write_only,omitempty"`
 	RepoStats   *RepoState          `json:"repository,omitempty"`
 	PITR        *service.PITRWindow `json:"pitr,omitempty"`
 	WAL         WALArchiveState     `json:"wal"`
