@@ -203,8 +203,60 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 
 var _ io.ReaderAt = (*File)(nil)
 
-// WriteTo streams the whole file to w, prefetching up to ahead chunks in
-// parallel (restore uses it).
+// Runs of a whole-file read: the chunks of a run are read together, and
+// those of one pack lying close together with one request (readChunks).
+// From an object store a request costs far more than the bytes of a
+// compressed chunk (restoring pgbench scale 100 from MinIO on loopback
+// took 15.4 s with one request per chunk against 1.5 s from a folder),
+// and a run bounds the memory: ahead runs per file in flight (restore: 8
+// files, 4 runs each, at most 64 MiB).
+const (
+	runChunks = 16
+	runBytes  = 2 << 20
+)
+
+// chunkRun is chunks [start, end) of a file, read as one.
+type chunkRun struct{ start, end int }
+
+// runs cuts the file's chunks into runs of at most runChunks chunks and
+// runBytes bytes (a bigger chunk is a run of its own).
+func (f *File) runs() []chunkRun {
+	var out []chunkRun
+	for i := 0; i < len(f.chunks); {
+		n := 1
+		for n < runChunks && i+n < len(f.chunks) && f.offsets[i+n+1]-f.offsets[i] <= runBytes {
+			n++
+		}
+		out = append(out, chunkRun{i, i + n})
+		i += n
+	}
+	return out
+}
+
+// readRun reads run into buf (grown as needed), with readChunks, or when
+// that fails (damage is read again, a repacked chunk found where it is
+// now) one chunk at a time.
+func (f *File) readRun(ctx context.Context, run chunkRun, buf []byte) ([]byte, error) {
+	size := int(f.offsets[run.end] - f.offsets[run.start])
+	if cap(buf) < size {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
+	chunks := f.chunks[run.start:run.end]
+	if len(chunks) > 1 && f.r.readChunks(ctx, chunks, buf) == nil {
+		return buf, nil
+	}
+	for i, c := range chunks {
+		at := f.offsets[run.start+i] - f.offsets[run.start]
+		if err := f.r.readChunkInto(ctx, c, buf[at:at+int64(c.Size)]); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// WriteTo streams the whole file to w, reading up to ahead runs of
+// chunks in parallel (restore uses it).
 func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, error) {
 	if ahead < 1 {
 		ahead = 1
@@ -213,20 +265,21 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 		data []byte
 		err  error
 	}
-	results := make([]chan result, len(f.chunks))
+	runs := f.runs()
+	results := make([]chan result, len(runs))
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// ahead buffers circulate: a chunk's buffer comes back once written,
-	// so a whole-file copy allocates only ahead chunk buffers.
+	// ahead buffers circulate: a run's buffer comes back once written,
+	// so a whole-file copy allocates only ahead run buffers.
 	bufs := make(chan []byte, ahead)
 	for range ahead {
 		bufs <- nil
 	}
 	go func() {
-		for i, c := range f.chunks {
+		for i, run := range runs {
 			var buf []byte
 			select {
 			case buf = <-bufs:
@@ -234,13 +287,13 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 				return
 			}
 			go func() {
-				data, err := f.r.ReadBlob(ctx, c.ID, buf)
+				data, err := f.readRun(ctx, run, buf)
 				results[i] <- result{data, err}
 			}()
 		}
 	}()
 	var written int64
-	for i := range f.chunks {
+	for i := range runs {
 		var res result
 		select {
 		case res = <-results[i]:
@@ -249,9 +302,6 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 		}
 		if res.err != nil {
 			return written, fmt.Errorf("read %s: %w", f.node.Name, res.err)
-		}
-		if len(res.data) != int(f.chunks[i].Size) {
-			return written, fmt.Errorf("read %s: chunk %s is %d bytes, list says %d: %w", f.node.Name, f.chunks[i].ID.Short(), len(res.data), f.chunks[i].Size, ErrContentCorrupt)
 		}
 		n, err := w.Write(res.data)
 		written += int64(n)

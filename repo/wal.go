@@ -16,7 +16,6 @@ import (
 
 	"github.com/pgvault/pgvault/chunk"
 	"github.com/pgvault/pgvault/repo/backend"
-	"github.com/pgvault/pgvault/repo/index"
 	"github.com/pgvault/pgvault/repo/pack"
 )
 
@@ -211,25 +210,20 @@ func (r *Repository) LoadWAL(ctx context.Context, tli uint32, name string) ([]by
 	// Each chunk is decoded straight into its place in the file, and not
 	// kept in the blob cache: a WAL file is read once (restore_command),
 	// and a copy of 16 MiB was a quarter of wal fetch's CPU time. Chunks
-	// stored side by side in one pack (a segment's usually are) are read
-	// with one request.
+	// stored close together in one pack (a segment's usually are) are
+	// read with one request.
 	out := make([]byte, wf.Size)
 	offs := make([]int64, len(wf.Chunks)+1)
 	for i, c := range wf.Chunks {
 		offs[i+1] = offs[i] + int64(c.Size)
 	}
-	for i := 0; i < len(wf.Chunks); {
-		n := r.adjacentBlobs(wf.Chunks[i:])
-		if n > 1 && r.readRun(ctx, wf.Chunks[i:i+n], out[offs[i]:offs[i+n]]) == nil {
-			i += n
-			continue
-		}
-		// One at a time, with ReadBlob's re-reads and index reloads.
-		for _, c := range wf.Chunks[i : i+max(n, 1)] {
-			if err := r.readChunkInto(ctx, c, out[offs[i]:offs[i+1]]); err != nil {
-				return nil, nil, fmt.Errorf("WAL %s: %w", name, err)
-			}
-			i++
+	if len(wf.Chunks) > 1 && r.readChunks(ctx, wf.Chunks, out) == nil {
+		return out, wf, nil
+	}
+	// One at a time, with ReadBlob's re-reads and index reloads.
+	for i, c := range wf.Chunks {
+		if err := r.readChunkInto(ctx, c, out[offs[i]:offs[i+1]]); err != nil {
+			return nil, nil, fmt.Errorf("WAL %s: %w", name, err)
 		}
 	}
 	return out, wf, nil
@@ -263,58 +257,6 @@ func (r *Repository) DeleteWAL(ctx context.Context, tli uint32, name string) err
 			return fmt.Errorf("WAL %s (timeline %d): %w", name, tli, ErrWALNotFound)
 		}
 		return fmt.Errorf("delete WAL %s: %w", name, err)
-	}
-	return nil
-}
-
-// adjacentBlobs is how many of chunks, from the first, lie one after
-// the other in the same pack (0 when the first is not in the index).
-func (r *Repository) adjacentBlobs(chunks []ChunkRef) int {
-	first, ok := r.idx.Lookup(chunks[0].ID)
-	if !ok {
-		return 0
-	}
-	end, n := first.Offset+first.Length, 1
-	for _, c := range chunks[1:] {
-		e, ok := r.idx.Lookup(c.ID)
-		if !ok || e.Pack != first.Pack || e.Offset != end {
-			break
-		}
-		end += e.Length
-		n++
-	}
-	return n
-}
-
-// readRun reads chunks stored side by side in one pack with one request
-// and decodes each into its place in out. Any failure is left to the
-// caller's one-at-a-time reads, which re-read damage and follow repacks.
-func (r *Repository) readRun(ctx context.Context, chunks []ChunkRef, out []byte) error {
-	entries := make([]index.Entry, len(chunks))
-	for i, c := range chunks {
-		entries[i], _ = r.idx.Lookup(c.ID)
-	}
-	start := entries[0].Offset
-	last := entries[len(entries)-1]
-	sealed, err := r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: entries[0].Pack.String()}, int64(start), int64(last.Offset+last.Length-start))
-	if err != nil {
-		return err
-	}
-	var off int64
-	for i, c := range chunks {
-		e := entries[i]
-		dst := out[off : off : off+int64(c.Size)]
-		plain, err := r.openBlob(dst, e.Type, c.ID, sealed[e.Offset-start:e.Offset-start+e.Length])
-		if err != nil {
-			return err
-		}
-		if len(plain) != int(c.Size) {
-			return fmt.Errorf("chunk %s has %d bytes, want %d: %w", c.ID.Short(), len(plain), c.Size, ErrContentCorrupt)
-		}
-		if len(plain) > 0 && &plain[0] != &out[off] {
-			copy(out[off:], plain)
-		}
-		off += int64(c.Size)
 	}
 	return nil
 }
