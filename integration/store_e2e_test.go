@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,7 +16,8 @@ import (
 // storeEndToEnd runs the main job against the repository at url (a store's
 // URL; env holds its credentials): WAL streamed into it, a base backup, a
 // point-in-time restore whose restore_command fetches from it, an instant
-// mount PostgreSQL starts on, verify --boot, and prune. Each store's test
+// mount PostgreSQL starts on, writes to and hydrates, the browse mount
+// against a restore, verify --boot, and prune. Each store's test
 // calls it with a real server of that store's API.
 func storeEndToEnd(t *testing.T, url string, env []string) {
 	t.Helper()
@@ -57,7 +61,7 @@ func storeEndToEnd(t *testing.T, url string, env []string) {
 	})
 
 	t.Run("instant mount", func(t *testing.T) {
-		m, mnt := instantDir(t, v.env, t.TempDir(), "--backup", b.ID, "--to-lsn", target, "--target-action", "promote")
+		m, mnt := instantDir(t, v.env, t.TempDir(), "--backup", b.ID, "--to-lsn", target, "--target-action", "promote", "--hydrate")
 		r := pgtest.StartOn(t, mnt, pgtest.Options{})
 		waitFor(t, 2*time.Minute, "PostgreSQL on the mount to promote", func() (bool, error) {
 			return r.QueryString(t, "SELECT pg_is_in_recovery()::text") == "false", nil
@@ -65,7 +69,44 @@ func storeEndToEnd(t *testing.T, url string, env []string) {
 		if got := r.CountMarkers(t); got != wantAtTarget {
 			t.Fatalf("on the instant mount: %d markers, want %d", got, wantAtTarget)
 		}
+		// Writes go to the scratch overlay, while --hydrate copies the
+		// rest of the backup from the store into it.
+		r.Exec(t, "CREATE TABLE written_on_mount AS SELECT g FROM generate_series(1, 20000) g")
+		r.Exec(t, "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 10 = 0")
+		waitFor(t, 2*time.Minute, "hydration to finish", func() (bool, error) {
+			out := m.output()
+			return strings.Contains(out, "hydration done"), fmt.Errorf("mount output:\n%s", out)
+		})
+		if n := r.QueryInt(t, "SELECT count(*) FROM written_on_mount"); n != 20000 {
+			t.Fatalf("written_on_mount has %d rows", n)
+		}
+		if n := r.QueryInt(t, "SELECT count(*) FROM pgbench_accounts WHERE abalance = 1"); n != 10000 {
+			t.Fatalf("%d updated accounts, want 10000", n)
+		}
 		r.Stop(t, "fast")
+		m.stop()
+	})
+
+	t.Run("browse mount", func(t *testing.T) {
+		mnt := pgtest.TempDir(t)
+		m := startMount(t, v.env, mnt)
+		snap := filepath.Join(mnt, "snapshots", b.ID[:8])
+		restored := v.restore(b.ID, "--no-recovery-config")
+		want, got := listTree(t, restored), listTree(t, snap)
+		delete(want, "backup_manifest") // a restore writes its own
+		delete(got, "backup_manifest")
+		for p, w := range want {
+			if g, ok := got[p]; !ok || g != w {
+				t.Fatalf("%s: the browse mount shows %+v, restore wrote %+v", p, g, w)
+			}
+		}
+		for _, p := range []string{"PG_VERSION", "global/pg_control", "postgresql.conf"} {
+			a, err1 := os.ReadFile(filepath.Join(restored, p))
+			b, err2 := os.ReadFile(filepath.Join(snap, p))
+			if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+				t.Fatalf("%s differs between the browse mount and a restore (%v, %v)", p, err1, err2)
+			}
+		}
 		m.stop()
 	})
 
