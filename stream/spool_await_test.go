@@ -33,6 +33,9 @@ func TestSpoolAwait(t *testing.T) {
 				}
 				defer release()
 			}
+			// Before the fake download starts, so that its 100 ms all
+			// fall after start.
+			start := time.Now()
 			if tc.marker {
 				done := s.startFetching(name)
 				go func() {
@@ -45,7 +48,6 @@ func TestSpoolAwait(t *testing.T) {
 					done()
 				}()
 			}
-			start := time.Now()
 			got := s.Await(name, 10*time.Second)
 			took := time.Since(start)
 			if got != tc.want || took < tc.atLeast || took > tc.atMost {
