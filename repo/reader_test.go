@@ -2,27 +2,11 @@ package repo
 
 import (
 	"bytes"
-	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 
-	"github.com/pgvault/pgvault/repo/backend"
 	"github.com/pgvault/pgvault/repo/backend/mem"
 )
-
-// packLoads counts the requests that read packs.
-type packLoads struct {
-	backend.Backend
-	n atomic.Int64
-}
-
-func (p *packLoads) Load(ctx context.Context, h backend.Handle, off, length int64) ([]byte, error) {
-	if h.Type == backend.PackFile {
-		p.n.Add(1)
-	}
-	return p.Backend.Load(ctx, h, off, length)
-}
 
 // TestWriteToReadsRuns: a whole-file read asks for the chunks stored close
 // together in one pack with a request or two per run (runChunks,
@@ -35,7 +19,7 @@ func TestWriteToReadsRuns(t *testing.T) {
 	data := randBytes(11, 40*128<<10) // incompressible: runBytes ends each run
 	s := writeSnapshot(t, r, map[string][]byte{p: data})
 
-	counted := &packLoads{Backend: be}
+	counted := &countingLoads{Backend: be}
 	fresh, err := Open(ctx, counted, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +29,7 @@ func TestWriteToReadsRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted.n.Store(0)
+	counted.packLoads.Store(0)
 	var buf bytes.Buffer
 	if _, err := f.WriteTo(ctx, &buf, 4); err != nil {
 		t.Fatal(err)
@@ -57,7 +41,7 @@ func TestWriteToReadsRuns(t *testing.T) {
 	// A run's chunks are in pack order nearly, not exactly, in file
 	// order (sealing runs on every core): its range may end at
 	// preloadRunMax and take a second request.
-	if n := counted.n.Load(); n > 2*int64(len(runs)) || n >= int64(len(f.Chunks()))/4 {
+	if n := counted.packLoads.Load(); n > 2*int64(len(runs)) || n >= int64(len(f.Chunks()))/4 {
 		t.Fatalf("%d chunks read with %d pack requests in %d runs", len(f.Chunks()), n, len(runs))
 	}
 	for _, run := range runs {
@@ -68,20 +52,7 @@ func TestWriteToReadsRuns(t *testing.T) {
 
 	// One flipped bit in the biggest pack: the run fails, the chunks are
 	// read again one by one, and the damaged one is an error.
-	var biggest backend.FileInfo
-	be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
-		if fi.Size > biggest.Size {
-			biggest = fi
-		}
-		return nil
-	})
-	h := backend.Handle{Type: backend.PackFile, Name: biggest.Name}
-	packed, err := be.Load(ctx, h, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	packed[len(packed)/3] ^= 0x40
-	be.Put(h.Path(), packed)
+	damageBiggestPack(t, be)
 	damaged, err := Open(ctx, be, []byte(testPassword), Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/mem"
 )
 
 func hostname(t *testing.T) string {
@@ -113,6 +114,17 @@ func TestLoadWALDamagedChunkInARun(t *testing.T) {
 	if _, err := r.SaveWAL(ctx, 1, name, randBytes(5, 4<<20), false); err != nil {
 		t.Fatal(err)
 	}
+	damageBiggestPack(t, be)
+	if got, _, err := r.LoadWAL(ctx, 1, name); err == nil {
+		t.Fatalf("a damaged chunk read back without an error (%d bytes)", len(got))
+	} else if !strings.Contains(err.Error(), name) {
+		t.Fatalf("the error does not name the WAL file: %v", err)
+	}
+}
+
+// damageBiggestPack flips a bit a third of the way into the biggest pack.
+func damageBiggestPack(t *testing.T, be *mem.Backend) {
+	t.Helper()
 	var biggest backend.FileInfo
 	be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		if fi.Size > biggest.Size {
@@ -127,9 +139,4 @@ func TestLoadWALDamagedChunkInARun(t *testing.T) {
 	}
 	data[len(data)/3] ^= 0x40
 	be.Put(h.Path(), data)
-	if got, _, err := r.LoadWAL(ctx, 1, name); err == nil {
-		t.Fatalf("a damaged chunk read back without an error (%d bytes)", len(got))
-	} else if !strings.Contains(err.Error(), name) {
-		t.Fatalf("the error does not name the WAL file: %v", err)
-	}
 }

@@ -36,26 +36,26 @@ type State struct {
 
 // SiteState is one site's part of the state document.
 type SiteState struct {
-	Active      bool                `json:"active"`
-	Mode        string              `json:"mode"`
-	Repo        string              `json:"repo"`
-	Maintenance bool                `json:"maintenance"`
-	Server      *ServerState        `json:"server,omitempty"`
-	Streamer    *StreamerState      `json:"streamer,omitempty"`
-	Backup      BackupState         `json:"backup"`
-	Prune       PruneState          `json:"prune"`
-	WALCheck    WALCheckState       `json:"wal_check"`
-	Drill       DrillState          `json:"drill"`
-	Synthetic   SyntheticState      `json:"synthetic"`
+	Active      bool           `json:"active"`
+	Mode        string         `json:"mode"`
+	Repo        string         `json:"repo"`
+	Maintenance bool           `json:"maintenance"`
+	Server      *ServerState   `json:"server,omitempty"`
+	Streamer    *StreamerState `json:"streamer,omitempty"`
+	Backup      BackupState    `json:"backup"`
+	Prune       PruneState     `json:"prune"`
+	WALCheck    WALCheckState  `json:"wal_check"`
+	Drill       DrillState     `json:"drill"`
+	Synthetic   SyntheticState `json:"synthetic"`
 	// WriteOnly: the site's password opens a write-only key, so
 	// retention, restore drills and synthetic backups (which read
 	// backed-up contents) are left to a host with a full key.
-	WriteOnly bool `json:"write_only,omitempty"`
-	RepoStats   *RepoState          `json:"repository,omitempty"`
-	PITR        *service.PITRWindow `json:"pitr,omitempty"`
-	WAL         WALArchiveState     `json:"wal"`
-	Uploads     UploadState         `json:"uploads"`
-	Alerts      []Alert             `json:"alerts"`
+	WriteOnly bool                `json:"write_only,omitempty"`
+	RepoStats *RepoState          `json:"repository,omitempty"`
+	PITR      *service.PITRWindow `json:"pitr,omitempty"`
+	WAL       WALArchiveState     `json:"wal"`
+	Uploads   UploadState         `json:"uploads"`
+	Alerts    []Alert             `json:"alerts"`
 }
 
 // ServerState is what the agent last learned about PostgreSQL.
