@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -191,11 +192,12 @@ func (s *Spool) Take(name, dest string) (res *FetchResult, ok bool, err error) {
 		return nil, false, nil
 	}
 	p := s.path(name)
-	data, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, false, nil
 	}
-	v, err := wal.VerifyFile(name, data)
+	defer f.Close()
+	v, n, err := verifyMapped(f, name)
 	if err != nil {
 		os.Remove(p)
 		return nil, false, nil
@@ -204,14 +206,56 @@ func (s *Spool) Take(name, dest string) (res *FetchResult, ok bool, err error) {
 		if !errors.Is(err, unix.EXDEV) {
 			return nil, false, fmt.Errorf("move spooled %s to %s: %w", name, dest, err)
 		}
-		if err := spoolWrite(dest, data); err != nil {
-			return nil, false, err
+		if err := copySpooled(f, dest); err != nil {
+			return nil, false, fmt.Errorf("copy spooled %s to %s: %w", name, dest, err)
 		}
 		os.Remove(p)
 	}
-	n := int64(len(data))
 	return &FetchResult{Name: name, Kind: v.Kind.String(), Timeline: v.Timeline, Size: n, StoredSize: n,
 		SegmentSize: v.SegmentSize, Source: SourceSpool}, true, nil
+}
+
+// maxSpooled is the largest file Take maps: PostgreSQL's largest
+// wal_segment_size.
+const maxSpooled = 1 << 30
+
+// verifyMapped checks spooled segment f against its name through a
+// read-only mapping of the page cache: restore_command runs once per
+// segment, and reading 16 MiB into a fresh buffer was a quarter of its
+// time.
+func verifyMapped(f *os.File, name string) (wal.Verified, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return wal.Verified{}, 0, err
+	}
+	n := fi.Size()
+	if n <= 0 || n > maxSpooled {
+		return wal.Verified{}, 0, fmt.Errorf("spooled %s: %d bytes", name, n)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return wal.Verified{}, 0, fmt.Errorf("map spooled %s: %w", name, err)
+	}
+	defer unix.Munmap(data)
+	v, err := wal.VerifyFile(name, data)
+	return v, n, err
+}
+
+// copySpooled writes the content of f to dest when the spool and dest are
+// on different file systems.
+func copySpooled(f *os.File, dest string) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	out, err := atomicfile.Create(dest, atomicfile.Options{Perm: 0o600, NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer out.Abort()
+	if _, err := io.Copy(out, f); err != nil {
+		return err
+	}
+	return out.Commit()
 }
 
 // Want records that recovery asked for segment name (of segSize bytes), so

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
@@ -96,6 +98,42 @@ func TestSpoolPutTake(t *testing.T) {
 	}
 	if _, ok, _ := s.Take("00000002.history", dest); ok {
 		t.Fatal("history files are not spooled")
+	}
+	// An empty entry (a full disk when it was written) is a miss too.
+	os.WriteFile(filepath.Join(s.Dir(), name), nil, 0o600)
+	if _, ok, err := s.Take(name, dest); ok || err != nil || s.Has(name) {
+		t.Fatalf("empty entry: ok %v err %v still there %v", ok, err, s.Has(name))
+	}
+}
+
+// A restore whose pg_wal is on another file system than the cache gets a
+// copy, not a rename.
+func TestSpoolTakeAcrossFileSystems(t *testing.T) {
+	s := newSpool(t)
+	other, err := os.MkdirTemp("/dev/shm", "spooltest")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	var a, b unix.Stat_t
+	if unix.Stat(s.Dir(), &a) != nil || unix.Stat(other, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm is on the same file system as the temporary folder")
+	}
+	name, data := seg(1, 9, mib)
+	if err := s.Put(name, data); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(other, "RECOVERYXLOG")
+	if _, ok, err := s.Take(name, dest); err != nil || !ok {
+		t.Fatalf("take: %v %v", ok, err)
+	}
+	got, _ := os.ReadFile(dest)
+	if !bytes.Equal(got, data) || s.Has(name) {
+		t.Fatalf("copied %d bytes, still spooled %v", len(got), s.Has(name))
+	}
+	ents, _ := os.ReadDir(other)
+	if len(ents) != 1 {
+		t.Fatalf("dest folder holds %d files", len(ents))
 	}
 }
 
