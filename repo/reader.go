@@ -255,6 +255,22 @@ func (f *File) readRun(ctx context.Context, run chunkRun, buf []byte) ([]byte, e
 	return buf, nil
 }
 
+// ReadChunks reads chunks [first, end) of the file into buf (grown as
+// needed) without adding them to the blob cache, those of one pack lying
+// close together with one request: for hydration and copy-on-read, which
+// read content once to store it locally, where a request per chunk would
+// cost a round trip to an object store each.
+func (f *File) ReadChunks(ctx context.Context, first, end int, buf []byte) ([]byte, error) {
+	if first < 0 || end > len(f.chunks) || first > end {
+		return nil, fmt.Errorf("read %s: chunks [%d, %d) of %d", f.node.Name, first, end, len(f.chunks))
+	}
+	data, err := f.readRun(ctx, chunkRun{first, end}, buf)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.node.Name, err)
+	}
+	return data, nil
+}
+
 // WriteTo streams the whole file to w, reading up to ahead runs of
 // chunks in parallel (restore uses it).
 func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, error) {

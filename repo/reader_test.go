@@ -67,3 +67,47 @@ func TestWriteToReadsRuns(t *testing.T) {
 		t.Fatalf("a damaged chunk: %v", err)
 	}
 }
+
+// ReadChunks (hydration, copy-on-read) reads a range of chunks with a
+// request per pack run, not per chunk, and leaves the cache alone.
+func TestReadChunks(t *testing.T) {
+	be := mem.New()
+	r := newTestRepoOn(t, be, Options{})
+	const p = "base/1/16385"
+	data := randBytes(12, 24*128<<10)
+	s := writeSnapshot(t, r, map[string][]byte{p: data})
+	counted := &countingLoads{Backend: be}
+	fresh, err := Open(ctx, counted, []byte(testPassword), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	f, err := fresh.OpenFile(ctx, s, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(f.Chunks())
+	for _, c := range []struct{ first, end int }{{0, n}, {1, n / 2}, {n - 1, n}, {3, 3}} {
+		counted.packLoads.Store(0)
+		got, err := f.ReadChunks(ctx, c.first, c.end, nil)
+		if err != nil {
+			t.Fatalf("chunks [%d, %d): %v", c.first, c.end, err)
+		}
+		if want := data[f.ChunkOffset(c.first):f.ChunkOffset(c.end)]; !bytes.Equal(got, want) {
+			t.Fatalf("chunks [%d, %d): other bytes", c.first, c.end)
+		}
+		// preloadRunMax (4 MiB) bounds a request: a run's chunks lie
+		// nearly in file order, so a second request may be needed.
+		if k := counted.packLoads.Load(); k > int64(c.end-c.first+7)/8+1 {
+			t.Errorf("chunks [%d, %d) took %d requests", c.first, c.end, k)
+		}
+		if _, ok := f.CachedChunk(c.first); ok && c.end > c.first {
+			t.Errorf("chunk %d was cached", c.first)
+		}
+	}
+	for _, c := range []struct{ first, end int }{{-1, 1}, {0, n + 1}, {2, 1}} {
+		if _, err := f.ReadChunks(ctx, c.first, c.end, nil); err == nil {
+			t.Errorf("chunks [%d, %d) of %d: no error", c.first, c.end, n)
+		}
+	}
+}

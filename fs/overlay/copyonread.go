@@ -43,6 +43,28 @@ const (
 	copyOnReadParallel    = 4
 )
 
+// Windows. A read that misses the upper file and the blob cache loads one
+// chunk: from an object store a round trip, and random readers (index
+// and heap lookups) pay one for nearly every chunk of a hot relation.
+// So each miss also starts, in the background, a fetch of the window of
+// fillWindowChunks chunks around it, read with a request per pack run
+// (the chunks of a file lie together in its packs) and stored in the
+// upper file: the next reads nearby are local, and a relation read at
+// random converges to local reads in a window's worth of requests
+// instead of a chunk's. At most fillWindowParallel windows are fetched at
+// once (a window is about 4 MiB of plaintext, so they hold at most 32 MiB
+// with their block images); a miss while all are busy starts none.
+const (
+	fillWindowChunks   = 32
+	fillWindowParallel = 4
+)
+
+// windowKey is a window of a file being fetched.
+type windowKey struct {
+	n *Node
+	w int
+}
+
 // copyOnRead is the state of an overlay's copy-on-read.
 type copyOnRead struct {
 	limit     int64 // bytes; 0: off
@@ -53,12 +75,15 @@ type copyOnRead struct {
 	mu        sync.Mutex     // orders starting a job against stop's wait
 	closed    bool           // guarded by mu
 	fills     errgroup.Group // copies of fetched chunks, copyOnReadParallel at once
+	windows   errgroup.Group // window fetches around misses, fillWindowParallel at once
+	fetching  map[windowKey]bool
 	completes errgroup.Group // completions of half-filled files, one at a time
 }
 
 func newCopyOnRead(limit int64) *copyOnRead {
-	c := &copyOnRead{limit: limit}
+	c := &copyOnRead{limit: limit, fetching: map[windowKey]bool{}}
 	c.fills.SetLimit(copyOnReadParallel)
+	c.windows.SetLimit(fillWindowParallel)
 	c.completes.SetLimit(1)
 	return c
 }
@@ -74,10 +99,11 @@ func (c *copyOnRead) start(g *errgroup.Group, job func()) bool {
 	})
 }
 
-// wait waits for the jobs under way: fills first, since a fill may start
-// a completion.
+// wait waits for the jobs under way: fills and window fetches first,
+// since they may start a completion.
 func (c *copyOnRead) wait() {
 	c.fills.Wait()
+	c.windows.Wait()
 	c.completes.Wait()
 }
 
@@ -85,6 +111,12 @@ func (c *copyOnRead) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed
+}
+
+// room reports whether n more bytes may be filled: a window is fetched
+// only when all of it fits under the limit.
+func (c *copyOnRead) room(n int64) bool {
+	return c.on() && c.filled.Load()+n <= c.limit
 }
 
 // on reports whether more may be filled.
@@ -105,6 +137,94 @@ func (ov *Overlay) fetched(n *Node, bf *repo.File, first, last int) {
 			ov.fillChunk(n, bf, i)
 		}
 	})
+	for w := first / fillWindowChunks; w <= last/fillWindowChunks; w++ {
+		ov.startWindow(n, bf, w)
+	}
+}
+
+// startWindow fetches window w of n's base file bf into the upper file in
+// the background, unless it is present already, being fetched, or every
+// window slot is busy.
+func (ov *Overlay) startWindow(n *Node, bf *repo.File, w int) {
+	ci, cj := ov.windowMissing(n, bf, w*fillWindowChunks, min((w+1)*fillWindowChunks, len(bf.Chunks())))
+	if ci >= cj {
+		return
+	}
+	c := ov.cor
+	key := windowKey{n, w}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.fetching[key] {
+		return
+	}
+	if c.windows.TryGo(func() error {
+		ov.fillChunks(context.Background(), n, bf, ci, cj)
+		c.mu.Lock()
+		delete(c.fetching, key)
+		c.mu.Unlock()
+		return nil
+	}) {
+		c.fetching[key] = true
+	}
+}
+
+// windowMissing trims chunks [ci, cj) of n's base file bf to the span
+// from the first to the last chunk whose blocks are not all present
+// (ci >= cj: nothing to fetch, or the file is local).
+func (ov *Overlay) windowMissing(n *Node, bf *repo.File, ci, cj int) (int, int) {
+	f := n.file
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.local {
+		return 0, 0
+	}
+	bs := ov.bs
+	full := func(i int) bool {
+		co, ce := bf.ChunkOffset(i), bf.ChunkOffset(i+1)
+		if ce == bf.Size() {
+			ce = ceilDiv(ce, bs) * bs // the file's last, partial block
+		}
+		for b := ceilDiv(co, bs); b < ce/bs; b++ {
+			if !f.present.has(b) {
+				return false
+			}
+		}
+		return true
+	}
+	for ci < cj && full(ci) {
+		ci++
+	}
+	for cj > ci && full(cj-1) {
+		cj--
+	}
+	return ci, cj
+}
+
+// fillChunks reads chunks [ci, cj) of n's base file bf, and the chunk
+// after them (so the block that straddles the boundary is filled too),
+// without the blob cache, and stores the blocks they cover whole in the
+// upper file. A failure is left to the reads that need the content.
+func (ov *Overlay) fillChunks(ctx context.Context, n *Node, bf *repo.File, ci, cj int) {
+	cj = min(cj+1, len(bf.Chunks()))
+	bs := ov.bs
+	co, ce := bf.ChunkOffset(ci), bf.ChunkOffset(cj)
+	if !ov.cor.room(ce - co) {
+		return
+	}
+	// Room for the file's last block past its end: the block image is
+	// sliced from the buffer itself, with zeros after the content.
+	data, err := bf.ReadChunks(ctx, ci, cj, make([]byte, 0, ce-co+bs))
+	if err != nil {
+		return
+	}
+	fb, lb := ceilDiv(co, bs), ce/bs
+	if ce == bf.Size() && ce%bs != 0 {
+		lb++
+	}
+	if fb >= lb {
+		return
+	}
+	ov.storeImage(n, fb, data[fb*bs-co:lb*bs-co])
 }
 
 // fillChunk writes the blocks that chunk i of bf covers whole (and the
@@ -127,7 +247,14 @@ func (ov *Overlay) fillChunk(n *Node, bf *repo.File, i int) {
 	}
 	img := make([]byte, (lb-fb)*bs)
 	copy(img, data[fb*bs-co:])
+	ov.storeImage(n, fb, img)
+}
 
+// storeImage writes img, whole snapshot blocks from block fb on, into n's
+// upper file where blocks are not present yet; then makes the file local
+// when it is whole, or starts its completion when it is half filled.
+func (ov *Overlay) storeImage(n *Node, fb int64, img []byte) {
+	bs := ov.bs
 	f := n.file
 	f.mu.Lock()
 	if f.local {
@@ -180,6 +307,9 @@ func (ov *Overlay) completeFile(n *Node) {
 	}
 	started := c.start(&c.completes, func() {
 		defer done()
+		ov.fillWindows(n)
+		// What the windows left (blocks written meanwhile and then
+		// truncated, a window whose read failed): block runs in order.
 		for c.on() && !c.isClosed() {
 			copied, whole, err := ov.hydrateRun(context.Background(), n, hydrateStep)
 			ov.countFilled(copied)
@@ -201,6 +331,31 @@ func (ov *Overlay) completeFile(n *Node) {
 	if !started {
 		done()
 	}
+}
+
+// fillWindows fetches every window of n's base file that has blocks not
+// present, fillWindowParallel at once, until copy-on-read stops.
+func (ov *Overlay) fillWindows(n *Node) {
+	c := ov.cor
+	ctx := context.Background()
+	bf, err := ov.baseFile(ctx, n)
+	if err != nil {
+		return
+	}
+	chunks := len(bf.Chunks())
+	var g errgroup.Group
+	g.SetLimit(fillWindowParallel)
+	for ci := 0; ci < chunks && c.on() && !c.isClosed(); ci += fillWindowChunks {
+		wi, wj := ov.windowMissing(n, bf, ci, min(ci+fillWindowChunks, chunks))
+		if wi >= wj {
+			continue
+		}
+		g.Go(func() error {
+			ov.fillChunks(ctx, n, bf, wi, wj)
+			return nil
+		})
+	}
+	g.Wait()
 }
 
 // makeLocal persists a file that copy-on-read completed, which makes it

@@ -212,32 +212,26 @@ func (ov *Overlay) readBaseRange(ctx context.Context, n *Node, dst []byte, off i
 // filling the blob cache (hydration reads everything once and would evict
 // what PostgreSQL is using).
 func (ov *Overlay) readBaseUncached(ctx context.Context, n *Node, dst []byte, off int64) error {
+	if len(dst) == 0 {
+		return nil
+	}
 	bf, err := ov.baseFile(ctx, n)
 	if err != nil {
 		return err
 	}
-	chunks := bf.Chunks()
-	var buf []byte
-	for done := 0; done < len(dst); {
-		pos := off + int64(done)
-		i := bf.ChunkAt(pos)
-		if i >= len(chunks) {
-			return fmt.Errorf("read %s at %d: past the end: %w", n.basePath, pos, io.ErrUnexpectedEOF)
-		}
-		data, err := ov.r.ReadBlob(ctx, chunks[i].ID, buf)
-		if err == nil && len(data) != int(chunks[i].Size) {
-			err = fmt.Errorf("chunk %s is %d bytes, list says %d: %w", chunks[i].ID.Short(), len(data), chunks[i].Size, repo.ErrContentCorrupt)
-		}
-		if err != nil {
-			if !errors.Is(err, context.Canceled) {
-				ov.noteReadError(err)
-				ov.log.Error("read from the repository failed", "file", n.basePath, "offset", pos, "err", err)
-			}
-			return fmt.Errorf("read %s at %d: %w", n.basePath, pos, err)
-		}
-		buf = data
-		done += copy(dst[done:], data[pos-bf.ChunkOffset(i):])
+	first, last := bf.ChunkAt(off), bf.ChunkAt(off+int64(len(dst))-1)
+	if last >= len(bf.Chunks()) {
+		return fmt.Errorf("read %s at %d: past the end: %w", n.basePath, off, io.ErrUnexpectedEOF)
 	}
+	data, err := bf.ReadChunks(ctx, first, last+1, nil)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			ov.noteReadError(err)
+			ov.log.Error("read from the repository failed", "file", n.basePath, "offset", off, "err", err)
+		}
+		return fmt.Errorf("read %s at %d: %w", n.basePath, off, err)
+	}
+	copy(dst, data[off-bf.ChunkOffset(first):])
 	ov.baseRead.Add(int64(len(dst)))
 	return nil
 }

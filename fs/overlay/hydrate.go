@@ -25,7 +25,7 @@ type HydrateResult struct {
 
 // hydrateStep is how much one step copies (and how often the rate cap is
 // checked).
-const hydrateStep = 1 << 20
+const hydrateStep = 4 << 20
 
 // Hydrate copies every snapshot block that is not yet in the overlay into
 // it, file by file, at most opts.Rate bytes per second, so that a

@@ -699,16 +699,29 @@ func TestCopyOnReadCompletesHotFiles(t *testing.T) {
 		t.Fatal("reads after completion still go to the repository")
 	}
 
-	// Under half: no completion.
-	ov2 := openTestOverlayWith(t, r, s, Options{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
+	// A miss fetches the window around it (fillWindowChunks chunks and
+	// the next one), not the whole file: under half, no completion.
+	const q = "base/1/bigger"
+	tree.Files[q] = fstest.RandBytes(10, 12<<20) // 96 chunks, 3 windows
+	r2, s2 := fstest.Snapshot(t, tree)
+	ov2 := openTestOverlayWith(t, r2, s2, Options{Scratch: t.TempDir(), CopyOnRead: 1 << 30})
 	defer ov2.Close(ctx)
-	n2 := mustNode(t, ov2, p)
+	n2 := mustNode(t, ov2, q)
 	if _, err := ov2.read(ctx, n2, make([]byte, 512<<10), 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	ov2.cor.wait()
-	if n2.file.local || ov2.Stats().CopiedOnRead > 640<<10 {
-		t.Fatalf("a file read to a quarter was completed (copied %d bytes)", ov2.Stats().CopiedOnRead)
+	window := int64(fillWindowChunks+1) * 128 << 10
+	if n2.file.local || ov2.Stats().CopiedOnRead != window {
+		t.Fatalf("a read of the first 512 KiB of 12 MiB copied %d bytes, want its window's %d", ov2.Stats().CopiedOnRead, window)
+	}
+	before = ov2.Stats().BaseBytesRead
+	got := make([]byte, 64<<10)
+	if _, err := ov2.read(ctx, n2, got, window-int64(len(got)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, tree.Files[q][window-int64(len(got)):window]) || ov2.Stats().BaseBytesRead != before {
+		t.Fatal("the end of the window is not read from the upper file")
 	}
 }
 
