@@ -49,9 +49,9 @@ func TestRemoteReportGoals(t *testing.T) {
 		got[g.Name] = g.Status + ": " + g.Detail
 	}
 	want := map[string]string{
-		"instant mount from S3, every request 30 ms slower: first query <= 1.0 s": "met: 0.900 s",
+		"instant mount from S3, every request 30 ms slower: first query <= 1.0 s":                                                                                       "met: 0.900 s",
 		"instant mount from S3, every request 30 ms slower: pgbench -S TPS from the 10th second on >= 50% of the original cluster's cold TPS, in every 5-second window": "met: worst window 50%; mean TPS from 10 s on 1000 vs 2000 (50%)",
-		"instant mount from S3, no added latency: pgbench -S TPS from the 10th second on >= 80% of the original cluster's cold TPS, in every 5-second window":              "not met: worst window 75%; mean TPS from 10 s on 1675 vs 2000 (84%)",
+		"instant mount from S3, no added latency: pgbench -S TPS from the 10th second on >= 80% of the original cluster's cold TPS, in every 5-second window":           "not met: worst window 75%; mean TPS from 10 s on 1675 vs 2000 (84%)",
 	}
 	for name, w := range want {
 		if got[name] != w {
