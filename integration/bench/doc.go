@@ -60,6 +60,28 @@
 //	BENCH_DOC, BENCH_NOTE  as above
 //	BENCH_STORES=0         (.ci/bench) skip it
 //
+// TestRemoteMount, in the same package, is the remote instant-restore
+// benchmark: one pgbench cluster at REMOTE_SCALE backed up into a file
+// repository and into S3 (MinIO on loopback, integration/minio); every
+// round, `pgbench -S -c 2 -T 60 -P 5` on the original cluster restarted
+// on a cold page cache, and on a server started on a fresh instant mount
+// (cold page cache, empty local cache) from the file repository, from S3,
+// and from S3 with every request REMOTE_LATENCY_MS slower (the test fault
+// backend's latency). It records the time to first query and the TPS of
+// every 5-second window, evaluates the goals for instant restore from an
+// object store, and writes the section "remote-mount-bench" of
+// docs/benchmarks.md; .ci/bench runs it last:
+//
+//	REMOTE_SCALE=10 COUNT=1 go test -tags bench,disable_grpc_modules -run TestRemoteMount -timeout 1h -v ./integration/bench/
+//
+//	REMOTE_SCALE           pgbench scale (default 100; 10 for a quick run)
+//	COUNT                  rounds (default 3)
+//	REMOTE_SECONDS         pgbench -T (default 60)
+//	REMOTE_LATENCY_MS      the slower S3 row's added delay per request (default 30)
+//	REMOTE_PROFILES=DIR    write each mount's CPU profile there (diagnostics)
+//	BENCH_DOC, BENCH_NOTE  as above
+//	BENCH_REMOTE=0         (.ci/bench) skip it
+//
 // Each round creates new repositories for every tool and runs the tools
 // in a rotated order, so machine drift (other work on the host, cache
 // state) hits all of them alike. Every process the benchmark starts in
