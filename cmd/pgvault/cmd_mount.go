@@ -63,7 +63,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "keep-archive-mode", Destination: &o.keepArchive, Usage: "instant mode: keep the backup's archive_mode (by default it is turned off so the copy never archives into the original's archive)"},
 			&cli.StringFlag{Name: "cache-size", Destination: &o.cacheSize, Value: "128MiB", Usage: "`SIZE` of the in-memory chunk cache"},
 			&cli.StringFlag{Name: "copy-on-read", Destination: &o.copyOnRead, Value: "16GiB",
-				Usage: "instant mode: keep up to `SIZE` of what reads fetch from the repository in --scratch, so a re-read is local (0: off; stops early while the scratch file system has less than 10% or 1 GiB free)"},
+				Usage: "instant mode: keep up to `SIZE` of what reads fetch from the repository in --scratch, so a re-read is local; a read that goes to the repository also fetches the 4 MiB of the file around it in the background (0: off; stops early while the scratch file system has less than 10% or 1 GiB free)"},
 			&cli.IntFlag{Name: "prefetch", Destination: &o.prefetch, Value: 16, Usage: "`N` chunks read ahead of a sequential reader (0: off)"},
 			&cli.IntFlag{Name: "readahead", Destination: &o.readahead, Value: 1024, Usage: "kernel readahead in `KiB` (read_ahead_kb of the mount)"},
 			&cli.BoolFlag{Name: "warm", Aliases: []string{"warm-catalogs"}, Destination: &o.warm, Value: true,
