@@ -52,8 +52,10 @@ const (
 // upper file: the next reads nearby are local, and a relation read at
 // random converges to local reads in a window's worth of requests
 // instead of a chunk's. At most fillWindowParallel windows are fetched at
-// once (a window is about 4 MiB of plaintext, so they hold at most 32 MiB
-// with their block images); a miss while all are busy starts none.
+// once for misses, and as many for the file being completed; a window
+// holds about 4 MiB of plaintext and at most 4 MiB of stored bytes
+// (preloadRunMax), so all of them hold at most about 64 MiB. A miss while
+// all are busy starts none.
 const (
 	fillWindowChunks   = 32
 	fillWindowParallel = 4
