@@ -138,6 +138,9 @@ func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []st
 			if err := gctx.Err(); err != nil {
 				return err
 			}
+			if s.Passed(name) {
+				return nil // restore_command fetched it itself meanwhile
+			}
 			n, err := prefetchOne(gctx, r, s, name)
 			mu.Lock()
 			defer mu.Unlock()

@@ -278,6 +278,14 @@ func (s *Spool) Wanted() (name string, segSize uint64, ok bool) {
 	return name, segSize, err == nil
 }
 
+// Passed reports whether recovery has asked for segment name already, or
+// for a later one of the same timeline: a prefetcher that has not
+// downloaded it yet need not.
+func (s *Spool) Passed(name string) bool {
+	want, _, ok := s.Wanted()
+	return ok && len(name) == len(want) && name[:8] == want[:8] && name <= want
+}
+
 func formatWant(name string, segSize uint64) []byte {
 	return []byte(name + " " + strconv.FormatUint(segSize, 10) + "\n")
 }

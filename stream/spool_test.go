@@ -232,6 +232,21 @@ func TestSpoolWant(t *testing.T) {
 	if err := s.Want(segName(1, 0x1FF), 16*mib); err == nil {
 		t.Fatal("a name out of range for 16 MiB segments was accepted")
 	}
+	// What recovery has passed, the prefetcher need not download.
+	for _, c := range []struct {
+		name   string
+		passed bool
+	}{
+		{segName(1, 0x1FE), true},
+		{segName(1, 0x1FF), true},
+		{segName(1, 0x200), false},
+		{segName(2, 0x100), false}, // a later timeline is not passed
+		{"00000001.history", false},
+	} {
+		if got := s.Passed(c.name); got != c.passed {
+			t.Errorf("Passed(%s) = %v after want %s", c.name, got, segName(1, 0x1FF))
+		}
+	}
 }
 
 func TestParseWant(t *testing.T) {

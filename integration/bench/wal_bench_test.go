@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -156,6 +157,11 @@ func (b *bench) walFetch(pv *pgvaultRepo, segs []string) {
 				b.fail(StepWALFetch, tool, err)
 				continue
 			}
+			// The prefetcher stays up to its idle time after the last
+			// fetch: the next run must not share the CPU with it.
+			if tool == ToolPgvault {
+				b.waitPrefetcherGone(30 * time.Second)
+			}
 			n := time.Duration(len(segs))
 			total.Wall, total.User, total.Sys = total.Wall/n, total.User/n, total.Sys/n
 			b.res.Add(StepWALFetch, tool, sampleOf(total, NaN(), 16.777216))
@@ -302,4 +308,16 @@ func (b *bench) lsnAtStart(slot string) string {
 		}
 	}
 	return b.slotStart
+}
+
+// waitPrefetcherGone waits until no `pgvault wal prefetch` process runs
+// (each ends a few seconds after the last fetch it served), up to
+// timeout; it notes a prefetcher still running then.
+func (b *bench) waitPrefetcherGone(timeout time.Duration) {
+	running := func() bool {
+		return exec.Command("pgrep", "-f", pgvaultBin+" wal prefetch").Run() == nil
+	}
+	if waitUntil(nil, 50*time.Millisecond, timeout, func() bool { return !running() }) != nil {
+		b.note("a WAL prefetcher was still running %v after the last fetch", timeout)
+	}
 }
