@@ -215,6 +215,16 @@ const (
 	runBytes  = 2 << 20
 )
 
+// maxWrite is the largest write WriteTo makes. A run is read as one, but
+// written in pieces: on this kernel (6.18) a 2 MiB write(2) into the page
+// cache cost far more system time than the same bytes in 128 KiB writes
+// (a restore of pgbench scale 100 took 4.0-6.7 s of system time against
+// 1.3-1.5 s, and twice the wall time).
+const maxWrite = 128 << 10
+
+// writePiece is how much of n remaining bytes the next write takes.
+func writePiece(n int) int { return min(n, maxWrite) }
+
 // chunkRun is chunks [start, end) of a file, read as one.
 type chunkRun struct{ start, end int }
 
@@ -319,10 +329,16 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, ahead int) (int64, erro
 		if res.err != nil {
 			return written, fmt.Errorf("read %s: %w", f.node.Name, res.err)
 		}
-		n, err := w.Write(res.data)
-		written += int64(n)
-		if err != nil {
-			return written, err
+		for data := res.data; len(data) > 0; data = data[writePiece(len(data)):] {
+			piece := data[:writePiece(len(data))]
+			n, err := w.Write(piece)
+			written += int64(n)
+			if err == nil && n < len(piece) {
+				err = io.ErrShortWrite
+			}
+			if err != nil {
+				return written, err
+			}
 		}
 		bufs <- res.data
 	}
