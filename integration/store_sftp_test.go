@@ -1,9 +1,6 @@
 package integration
 
 import (
-	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -17,27 +14,9 @@ import (
 // as an operator's would.
 func TestStoreEndToEndSFTP(t *testing.T) {
 	srv := sshd.Start(t)
-	keys := pgtest.TempDir(t)
-	identity, known := filepath.Join(keys, "id_ed25519"), filepath.Join(keys, "known_hosts")
-	for src, dst := range map[string]string{srv.IdentityFile: identity, srv.KnownHostsFile: known} {
-		data, err := os.ReadFile(src)
-		if err == nil {
-			err = os.WriteFile(dst, data, 0o600)
-		}
-		if err == nil {
-			err = exec.Command("chown", "postgres:postgres", dst).Run()
-		}
-		if err != nil {
-			t.Fatalf("copy %s for postgres: %v", src, err)
-		}
-	}
-	u, err := url.Parse(srv.URL(filepath.Join(t.TempDir(), "e2e")))
+	u, err := srv.URLForUser(filepath.Join(t.TempDir(), "e2e"), pgtest.TempDir(t), "postgres")
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("identity", identity)
-	q.Set("known_hosts", known)
-	u.RawQuery = q.Encode()
-	storeEndToEnd(t, u.String(), nil)
+	storeEndToEnd(t, u, nil)
 }

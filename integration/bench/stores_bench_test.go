@@ -4,7 +4,6 @@ package bench
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,28 +149,13 @@ func storeDefs() []storeDef {
 func startSFTP(t testing.TB) storeTarget {
 	srv := sshd.Start(t)
 	keys := pgtest.TempDir(t)
-	identity, known := filepath.Join(keys, "id_ed25519"), filepath.Join(keys, "known_hosts")
-	for src, dst := range map[string]string{srv.IdentityFile: identity, srv.KnownHostsFile: known} {
-		data, err := os.ReadFile(src)
-		if err == nil {
-			err = os.WriteFile(dst, data, 0o600)
-		}
-		if err != nil {
-			t.Fatalf("copy %s for postgres: %v", src, err)
-		}
-	}
-	ownByPostgres(t, keys)
 	repos := t.TempDir() // sshd logs in as root: its folders will do
 	return storeTarget{url: func(name string) string {
-		u, err := url.Parse(srv.URL(filepath.Join(repos, name)))
+		u, err := srv.URLForUser(filepath.Join(repos, name), keys, "postgres")
 		if err != nil {
-			panic(err) // sshd.Server.URL builds it with net/url
+			t.Fatalf("sftp repository URL: %v", err)
 		}
-		q := u.Query()
-		q.Set("identity", identity)
-		q.Set("known_hosts", known)
-		u.RawQuery = q.Encode()
-		return u.String()
+		return u
 	}}
 }
 

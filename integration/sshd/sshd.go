@@ -357,3 +357,32 @@ func (s *Server) URL(dir string) string {
 	}
 	return u.String()
 }
+
+// URLForUser is URL with owner's own copies (mode 0600, in keysDir) of
+// the client key and known_hosts: a repository URL for commands that run
+// as another user than the test (PostgreSQL's restore_command as
+// postgres), who cannot read the test's copies.
+func (s *Server) URLForUser(dir, keysDir, owner string) (string, error) {
+	identity, known := filepath.Join(keysDir, "id_ed25519"), filepath.Join(keysDir, "known_hosts")
+	for src, dst := range map[string]string{s.IdentityFile: identity, s.KnownHostsFile: known} {
+		data, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(dst, data, 0o600)
+		}
+		if err == nil {
+			err = exec.Command("chown", owner+":"+owner, dst).Run()
+		}
+		if err != nil {
+			return "", fmt.Errorf("copy %s for %s: %w", src, owner, err)
+		}
+	}
+	u, err := url.Parse(s.URL(dir))
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set("identity", identity)
+	q.Set("known_hosts", known)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
