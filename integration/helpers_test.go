@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	pgvaultBin = filepath.Join(dir, "pgvault")
 	// The test build: the release binary plus the fault injection the
 	// campaigns turn on with PGVAULT_TEST_FAULTS (cmd/pgvault/faults_test_build.go).
-	build := exec.Command("go", "build", "-tags", "pgvault_testfaults,disable_grpc_modules", "-o", pgvaultBin, "../cmd/pgvault")
+	build := exec.Command("go", "build", "-tags", "pgvault_testfaults,disable_grpc_modules,urfave_cli_no_docs", "-o", pgvaultBin, "../cmd/pgvault")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build pgvault:", err)

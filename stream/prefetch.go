@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
 )
@@ -33,7 +31,9 @@ type PrefetchOptions struct {
 	// Idle ends Prefetch when recovery has asked for nothing new for this
 	// long and the window is full; 0 means 3 s.
 	Idle time.Duration
-	// Poll is how often the spool's want file is read; 0 means 100 ms.
+	// Poll is how often the spool's want file is read; 0 means 20 ms
+	// (a small file: a read costs microseconds, and restore_command may
+	// take a spooled segment every 20 ms).
 	Poll time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -52,7 +52,7 @@ func (o *PrefetchOptions) fill() {
 		o.Idle = 3 * time.Second
 	}
 	if o.Poll <= 0 {
-		o.Poll = 100 * time.Millisecond
+		o.Poll = 20 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -73,12 +73,15 @@ type PrefetchResult struct {
 
 // Prefetch keeps the Count complete segments that follow the segment
 // recovery asked for last (the spool's want file, else opts.After) on the
-// same timeline downloaded, verified, in the spool, Parallel at a time. It
-// follows the want file as restore_command moves it on, and returns when
-// the window is full (or ends at the end of the archive) and recovery has
-// asked for nothing new for opts.Idle, when ctx ends, or when the spool
-// cannot be written. Segments stored only as ".partial" are not spooled:
-// restore_command serves those itself, padded, from the repository.
+// same timeline downloaded, verified, in the spool, up to Parallel at a
+// time, nearest first. It follows the want file as restore_command moves
+// it on, starting the next download as soon as one ends (a window that
+// refilled only once a whole batch was in made recovery wait for the
+// batch's slowest segment), and returns when the window is full (or ends
+// at the end of the archive) and recovery has asked for nothing new for
+// opts.Idle, when ctx ends, or when the spool cannot be written. Segments
+// stored only as ".partial" are not spooled: restore_command serves those
+// itself, padded, from the repository.
 //
 // The caller holds the spool's prefetch lock (Spool.LockPrefetch).
 func Prefetch(ctx context.Context, r *repo.Repository, s *Spool, opts PrefetchOptions) (*PrefetchResult, error) {
@@ -86,36 +89,75 @@ func Prefetch(ctx context.Context, r *repo.Repository, s *Spool, opts PrefetchOp
 	if _, err := wal.ParseSegment(opts.After, opts.SegmentSize); err != nil {
 		return nil, fmt.Errorf("prefetch after: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	type outcome struct {
+		name  string
+		bytes int64
+		err   error
+	}
 	res := &PrefetchResult{}
+	done := make(chan outcome, opts.Parallel)
+	inFlight := map[string]bool{}
+	missing := map[string]bool{} // in the current window; cleared when it moves
 	want, segSize := opts.After, opts.SegmentSize
 	if n, sz, ok := s.Wanted(); ok {
 		want, segSize = n, sz
 	}
 	lastChange := opts.Now()
-	missing := map[string]bool{} // in the current window; cleared when it moves
+	poll := time.NewTicker(opts.Poll)
+	defer poll.Stop()
 	for {
 		seg, err := wal.ParseSegment(want, segSize)
 		if err != nil {
 			return res, err
 		}
-		var todo []string
+		full := true // every segment of the window spooled or known missing
 		for i, next := 0, seg.Next(); i < opts.Count; i, next = i+1, next.Next() {
 			name := next.Name(segSize)
-			if !missing[name] && !s.Has(name) {
-				todo = append(todo, name)
+			if missing[name] || s.Has(name) {
+				continue
 			}
+			full = false
+			if inFlight[name] || len(inFlight) >= opts.Parallel {
+				continue
+			}
+			inFlight[name] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := prefetchOne(ctx, r, s, name)
+				done <- outcome{name, n, err}
+			}()
 		}
-		if len(todo) > 0 {
-			if err := prefetchBatch(ctx, r, s, todo, opts, res, missing); err != nil {
-				return res, err
-			}
-		} else if opts.Now().Sub(lastChange) > opts.Idle {
+		if full && len(inFlight) == 0 && opts.Now().Sub(lastChange) > opts.Idle {
 			return res, nil
 		}
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
-		case <-time.After(opts.Poll):
+		case o := <-done:
+			delete(inFlight, o.name)
+			switch {
+			case o.err == nil:
+				res.Fetched++
+				res.Bytes += o.bytes
+			case errors.Is(o.err, errSpoolWrite):
+				return res, o.err // the next ones would fail the same
+			case ctx.Err() != nil:
+				return res, ctx.Err()
+			case errors.Is(o.err, errPassed):
+			default:
+				if !errors.Is(o.err, repo.ErrWALNotFound) {
+					opts.Logger.Warn("prefetch: segment not spooled", "segment", o.name, "err", o.err)
+				}
+				missing[o.name] = true
+				res.Missing++
+			}
+		case <-poll.C:
 		}
 		if n, sz, ok := s.Wanted(); ok && (n != want || sz != segSize) {
 			want, segSize = n, sz
@@ -125,47 +167,15 @@ func Prefetch(ctx context.Context, r *repo.Repository, s *Spool, opts PrefetchOp
 	}
 }
 
-// prefetchBatch downloads names into the spool, opts.Parallel at a time.
-// Segments the repository lacks or that fail verification are marked in
-// missing; an error writing the spool ends the batch with that error (the
-// downloads under way are cancelled: the next ones would fail the same).
-func prefetchBatch(ctx context.Context, r *repo.Repository, s *Spool, names []string, opts PrefetchOptions, res *PrefetchResult, missing map[string]bool) error {
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Parallel)
-	for _, name := range names {
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
-			}
-			if s.Passed(name) {
-				return nil // restore_command fetched it itself meanwhile
-			}
-			n, err := prefetchOne(gctx, r, s, name)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				res.Fetched++
-				res.Bytes += n
-			case errors.Is(err, errSpoolWrite) || gctx.Err() != nil:
-				return err
-			default:
-				if !errors.Is(err, repo.ErrWALNotFound) {
-					opts.Logger.Warn("prefetch: segment not spooled", "segment", name, "err", err)
-				}
-				missing[name] = true
-				res.Missing++
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
+// errPassed: restore_command fetched the segment itself meanwhile.
+var errPassed = errors.New("recovery has passed it")
 
 var errSpoolWrite = errors.New("cannot write the spool")
 
 func prefetchOne(ctx context.Context, r *repo.Repository, s *Spool, name string) (int64, error) {
+	if s.Passed(name) {
+		return 0, errPassed
+	}
 	defer s.startFetching(name)()
 	data, _, err := r.LoadWAL(ctx, wal.NameTimeline(name), name)
 	if err != nil {

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 	"github.com/pgvault/pgvault/internal/atomicfile"
 	"github.com/pgvault/pgvault/internal/pg/wal"
 	"github.com/pgvault/pgvault/repo"
+	"github.com/pgvault/pgvault/repo/backend"
+	"github.com/pgvault/pgvault/repo/backend/mem"
 	"github.com/pgvault/pgvault/repo/repotest"
 	"github.com/pgvault/pgvault/stream"
 )
@@ -408,5 +412,76 @@ func TestPrefetch(t *testing.T) {
 	o.After = segName(1, 1)
 	if _, err := stream.Prefetch(ctx, r, s, o); err == nil {
 		t.Fatal("prefetch into a removed spool succeeded")
+	}
+}
+
+// gatedBackend holds every load of one object until its gate is closed.
+type gatedBackend struct {
+	backend.Backend
+	name  string
+	gate  chan struct{}
+	armed atomic.Bool
+}
+
+func (b *gatedBackend) Load(ctx context.Context, h backend.Handle, off, n int64) ([]byte, error) {
+	if b.armed.Load() && h.Type == backend.WALFile && strings.HasSuffix(h.Name, "/"+b.name) {
+		select {
+		case <-b.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return b.Backend.Load(ctx, h, off, n)
+}
+
+// A segment whose download hangs (a slow request to an object store) must
+// not hold back the rest of the window: when recovery moves on, the
+// prefetcher keeps downloading the next segments beside it.
+func TestPrefetchSlowSegmentDoesNotStallTheWindow(t *testing.T) {
+	ctx := context.Background()
+	gated := &gatedBackend{Backend: mem.New(), name: segName(1, 3), gate: make(chan struct{})}
+	r := repotest.NewOn(t, gated, repo.Options{PackSize: 256 << 10})
+	for no := uint64(1); no <= 12; no++ {
+		name, data := seg(1, no, mib)
+		mustSave(t, r, name, data)
+	}
+	gated.armed.Store(true)
+	s := newSpool(t)
+	var (
+		res *stream.PrefetchResult
+		err error
+	)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		res, err = stream.Prefetch(ctx, r, s, stream.PrefetchOptions{After: segName(1, 2), SegmentSize: mib,
+			Count: 4, Parallel: 2, Idle: 200 * time.Millisecond, Poll: 5 * time.Millisecond})
+	}()
+	waitSpooled := func(no uint64) {
+		t.Helper()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for !s.Has(segName(1, no)) {
+			select {
+			case <-tick.C:
+			case <-deadline:
+				close(gated.gate)
+				t.Fatalf("%s not spooled within 10 s while %s hangs: spooled %v", segName(1, no), segName(1, 3), spoolNames(t, s))
+			}
+		}
+	}
+	waitSpooled(6)
+	// Recovery got segment 3 elsewhere (restore_command downloads a
+	// segment itself when the prefetcher is slow) and asks for 5.
+	s.Want(segName(1, 5), mib)
+	waitSpooled(9)
+	close(gated.gate)
+	<-finished
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Fetched < 7 {
+		t.Fatalf("fetched %d segments, want 4..9 and the released 3: %+v", res.Fetched, res)
 	}
 }

@@ -53,7 +53,7 @@
 // It writes the section "store-bench" of docs/benchmarks.md; .ci/bench
 // runs it after TestMountScales:
 //
-//	STORE_SCALE=5 COUNT=1 go test -tags bench,disable_grpc_modules -run TestStores -timeout 1h -v ./integration/bench/
+//	STORE_SCALE=5 COUNT=1 go test -tags bench,disable_grpc_modules,urfave_cli_no_docs -run TestStores -timeout 1h -v ./integration/bench/
 //
 //	STORE_SCALE            pgbench scale (default 100; 5 for a quick run)
 //	COUNT                  rounds (default 3)
@@ -72,7 +72,7 @@
 // object store, and writes the section "remote-mount-bench" of
 // docs/benchmarks.md; .ci/bench runs it last:
 //
-//	REMOTE_SCALE=10 COUNT=1 go test -tags bench,disable_grpc_modules -run TestRemoteMount -timeout 1h -v ./integration/bench/
+//	REMOTE_SCALE=10 COUNT=1 go test -tags bench,disable_grpc_modules,urfave_cli_no_docs -run TestRemoteMount -timeout 1h -v ./integration/bench/
 //
 //	REMOTE_SCALE           pgbench scale (default 100; 10 for a quick run)
 //	COUNT                  rounds (default 3)

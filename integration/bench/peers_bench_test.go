@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	// The test build: its fault backend adds the latency of the
 	// remote-repository rows (PGVAULT_TEST_FAULTS); with the variable unset
 	// it is the release binary's code path.
-	build := exec.Command("go", "build", "-tags", "pgvault_testfaults,disable_grpc_modules", "-o", pgvaultBin, moduleRoot+"/cmd/pgvault")
+	build := exec.Command("go", "build", "-tags", "pgvault_testfaults,disable_grpc_modules,urfave_cli_no_docs", "-o", pgvaultBin, moduleRoot+"/cmd/pgvault")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: build pgvault:", err)

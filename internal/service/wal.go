@@ -217,6 +217,10 @@ func (s *Site) FetchWAL(ctx context.Context, name, dest string, o FetchOptions) 
 		return nil, err
 	}
 	defer r.Close()
+	started := false
+	if spool != nil && o.Prefetch > 0 && !spool.PrefetchRunning() {
+		started = s.startPrefetcherEarly(ctx, r, spool, name, o)
+	}
 	data, res, err := stream.Fetch(ctx, r, name)
 	if errors.Is(err, repo.ErrWALNotFound) || (err == nil && res.FromPartial && o.NoPartial) {
 		return nil, notArchived(name, kind)
@@ -229,11 +233,10 @@ func (s *Site) FetchWAL(ctx context.Context, name, dest string, o FetchOptions) 
 	if err := atomicfile.WriteFile(dest, data, atomicfile.Options{NoSync: true}); err != nil {
 		return nil, fmt.Errorf("wal fetch: %w", err)
 	}
-	started := false
 	if spool != nil {
 		spool.Want(name, res.SegmentSize)
 		spool.Clean(name, spoolMaxAge, time.Now())
-		if o.Prefetch > 0 && !res.FromPartial && !spool.PrefetchRunning() {
+		if o.Prefetch > 0 && !started && !res.FromPartial && !spool.PrefetchRunning() {
 			started = s.startPrefetcher(name, res.SegmentSize, o)
 		}
 	}
@@ -299,6 +302,24 @@ func (s *Site) walSpool(id string) *stream.Spool {
 	}
 	s.log().Warn("no usable WAL spool: fetching without prefetch", "err", errors.Join(errs...))
 	return nil
+}
+
+// startPrefetcherEarly starts the prefetcher before FetchWAL downloads
+// segment name itself, so that the child's start (a process, the
+// repository opened with the key this process just cached) overlaps the
+// download instead of following it: recovery's next request then finds
+// its segment spooled or under way. It needs the segment size before the
+// download, from the segment's catalogue entry (one small read); a
+// segment stored only as .partial starts no prefetcher here.
+func (s *Site) startPrefetcherEarly(ctx context.Context, r *repo.Repository, spool *stream.Spool, name string, o FetchOptions) bool {
+	wf, err := r.LoadWALFile(ctx, wal.NameTimeline(name), name)
+	if err != nil || wf.Size <= 0 {
+		return false // Fetch says what is wrong
+	}
+	if err := spool.Want(name, uint64(wf.Size)); err != nil {
+		return false // not a whole segment
+	}
+	return s.startPrefetcher(name, uint64(wf.Size), o)
 }
 
 // startPrefetcher starts a detached `pgvault wal prefetch` (its own
