@@ -16,6 +16,7 @@
 //	BENCH_PGBENCH_SECONDS  pgbench -T before the third backup (default 60)
 //	BENCH_STREAM_SECONDS   pgbench -T while `pgvault wal stream` runs (default 30)
 //	BENCH_WAL_SEGMENTS     segments pushed one by one by each archiver (default 16)
+//	BENCH_INGEST_MB        WAL backlog (MiB) each receiver catches up in the ingest ceiling step (default 1024)
 //	BENCH_DOC, BENCH_CHART where to write (default docs/benchmarks.md, docs/benchmarks.png)
 //	BENCH_BARMAN=0         leave barman out
 //	BENCH_NOTE             a remark about this run, printed at the top of the section

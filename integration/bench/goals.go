@@ -82,6 +82,20 @@ func EvaluateGoals(r *Results, scale int) []Goal {
 	}
 	goals = append(goals, g)
 
+	ratio("wal fetch of one segment in a row of them: wall time <= 1.0x pgBackRest's archive-get", StepWALFetch, ToolPgvault, ToolPgbackrest, Wall, 1.0, "s", false)
+
+	g = Goal{Name: "WAL ingest ceiling: wal stream stores a backlog at >= 0.8x pg_receivewal's rate"}
+	a, b = r.Get(StepWALIngest, ToolPgvault).Throughput(), r.Get(StepWALIngest, ToolReceivewal).Throughput()
+	if !a.OK() || !b.OK() {
+		g.Status, g.Detail = "not measured", "no WAL ingest figures for pgvault and pg_receivewal"
+	} else {
+		x := a.Median / b.Median
+		g.Status = verdict(x >= 0.8)
+		g.Detail = fmt.Sprintf("pgvault %s MB/s vs pg_receivewal %s MB/s: %.2fx (peak RSS while behind: %s MB)",
+			Num(a.Median), Num(b.Median), x, Num(r.Get(StepWALIngest, ToolPgvault).Stat(RSS).Max))
+	}
+	goals = append(goals, g)
+
 	g = Goal{Name: fmt.Sprintf("peak RSS of every pgvault command <= %d MB", RSSLimitMB)}
 	if scale != 100 {
 		g.Name += fmt.Sprintf(" (stated for scale 100; this run: scale %d)", scale)

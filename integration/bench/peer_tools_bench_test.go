@@ -197,7 +197,7 @@ func (b *bench) newResticRepo() *resticRepo {
 	rs.env = []string{"RESTIC_REPOSITORY=" + rs.repo, "RESTIC_PASSWORD=bench secret", "RESTIC_CACHE_DIR=" + filepath.Join(dir, "cache")}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := rootCmd(ctx, "restic", "init")
+	cmd := rootCmd(ctx, resticBin(), "init")
 	cmd.Env = append(cmd.Env, rs.env...)
 	b.record("restic: create the repository (as root)", cmd)
 	if _, err := measure(cmd); err != nil {
@@ -212,7 +212,7 @@ func (b *bench) resticBackup(rs *resticRepo, step string) {
 	before := treeMB(rs.repo)
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := rootCmd(ctx, "restic", "backup", "--host", "bench", "--exclude", data+"/postmaster.pid", "--exclude", data+"/postmaster.opts", data)
+	cmd := rootCmd(ctx, resticBin(), "backup", "--host", "bench", "--exclude", data+"/postmaster.pid", "--exclude", data+"/postmaster.opts", data)
 	cmd.Env = append(cmd.Env, rs.env...)
 	b.record("restic: backup of the checkpointed data directory (as root)", cmd)
 	s0 := serverCPU(data)
@@ -238,7 +238,7 @@ func (b *bench) resticRestore(rs *resticRepo) {
 	dropCaches()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := rootCmd(ctx, "restic", "restore", "latest", "--target", target)
+	cmd := rootCmd(ctx, resticBin(), "restore", "latest", "--target", target)
 	cmd.Env = append(cmd.Env, rs.env...)
 	b.record("restic: restore (as root)", cmd)
 	u, err := measure(cmd)
@@ -256,7 +256,7 @@ func (b *bench) resticRestore(rs *resticRepo) {
 func (b *bench) resticMount(rs *resticRepo) {
 	mnt := b.rootDir("restic-mnt")
 	dropCaches()
-	cmd := rootCmd(context.Background(), "restic", "mount", mnt)
+	cmd := rootCmd(context.Background(), resticBin(), "mount", mnt)
 	cmd.Env = append(cmd.Env, rs.env...)
 	b.record("restic: mount (as root), then read every file of snapshots/latest", cmd)
 	b.mountRead(ToolRestic, cmd, mnt, b.c.DataDir(), nil)

@@ -59,6 +59,7 @@ type config struct {
 	shortSec      int // pgbench -T of the pgvault-only 4th backup
 	streamSec     int
 	walSegments   int
+	ingestMB      int // WAL backlog of the ingest ceiling step
 	doc, chart    string
 	chartRel      string
 	reproduce     string
@@ -86,6 +87,7 @@ func loadConfig(t *testing.T) config {
 		shortSec:    envInt(t, "BENCH_SHORT_PGBENCH_SECONDS", 30),
 		streamSec:   envInt(t, "BENCH_STREAM_SECONDS", 30),
 		walSegments: envInt(t, "BENCH_WAL_SEGMENTS", 16),
+		ingestMB:    envInt(t, "BENCH_INGEST_MB", 1024),
 		doc:         os.Getenv("BENCH_DOC"),
 		chart:       os.Getenv("BENCH_CHART"),
 		skipBarman:  os.Getenv("BENCH_BARMAN") == "0",
@@ -289,6 +291,9 @@ func TestPeers(t *testing.T) {
 	for r := 0; r < cfg.count; r++ {
 		b.streamLag(r)
 	}
+	for r := 0; r < cfg.count; r++ {
+		b.walIngest(r)
+	}
 	rep.Stream = b.stream
 
 	rep.Profiles = b.profiles2()
@@ -334,6 +339,8 @@ func standingNotes(cfg config) []string {
 		"restic's copy of the live data directory holds pg_wal (current and recycled segments), which pgvault's and pgBackRest's restores leave out (recovery fetches the WAL it needs): so restores and mount reads are compared in MB/s, not seconds.",
 		"WAL push: the segments are real WAL of this cluster (UPDATEs of 20,000 pgbench_accounts rows at a time, a CHECKPOINT every 10, so they carry full-page images), copied aside by archive_command; each is then pushed once by each tool, as postgres, alternating which goes first. pgBackRest pushes into the stanza's archive (zst), pgvault into a new repository.",
 		"`pgvault` runs on the database host as postgres, so `--method auto` reads the data directory itself (method local, between pg_backup_start and pg_backup_stop, as pgBackRest reads it); the bench fails the run if it streamed instead. `pgvault, stream` is a diagnostic, not a peer: the same full backup into a new repository with `--method stream`, the files sent by BASE_BACKUP as pgvault takes them from another machine.",
+		fmt.Sprintf("WAL ingest ceiling: two physical slots are created (reserving WAL), the push benchmark's UPDATEs write a backlog of %d MiB, and each receiver then catches it up on its own slot, alternating which goes first: `pgvault wal stream` into a new folder repository until the backlog's last segment is stored, `pg_receivewal` into a local folder (plain segments, fsync per segment), each timed until the backlog's last segment is complete in its store. Catching up, a receiver takes WAL as fast as the server sends it, with no load generator on the same two cores: the rate is its ceiling. Peak RSS is read while it is behind (VmHWM).", cfg.ingestMB),
+		"pgBackRest is Debian's 2.45, the newest any registry here serves. pgBackRest 2.46 and later add block incremental backups (`repo-block`: an incremental stores the changed blocks of a file, not the whole file), which this bench cannot run: its pgBackRest incrementals are file-level. restic is 0.18.1, built from the Go proxy by .ci/bench (Debian's is 0.14 from 2022, whose restores are several times slower).",
 		"Every pgvault command ran with PGVAULT_CPUPROFILE set (Go's 100 Hz sampling profiler; its overhead is well under 1%).",
 	}
 }
@@ -379,7 +386,7 @@ func versions() [][2]string {
 		{"PostgreSQL", first(filepath.Join(pgtest.BinDir, "postgres"), "--version")},
 		{"pg_basebackup", first(filepath.Join(pgtest.BinDir, "pg_basebackup"), "--version")},
 		{"pgBackRest", first("pgbackrest", "version")},
-		{"restic", first("restic", "version")},
+		{"restic", first(resticBin(), "version")},
 		{"barman", first("barman", "--version")},
 		{"pgbench", first(filepath.Join(pgtest.BinDir, "pgbench"), "--version")},
 	}

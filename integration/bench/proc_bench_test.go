@@ -190,6 +190,15 @@ func pgCmd(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// resticBin is the restic the benchmarks run: $PGVAULT_RESTIC (.ci/bench
+// builds restic 0.18.1 there), else the one on PATH.
+func resticBin() string {
+	if p := os.Getenv("PGVAULT_RESTIC"); p != "" {
+		return p
+	}
+	return "restic"
+}
+
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {

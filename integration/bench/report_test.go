@@ -46,6 +46,8 @@ func testResults() *Results {
 		{StepFirstQuery, ToolPgvaultMount, 0.5, math.NaN()}, {StepFirstQuery, ToolPgbackrest, 4, math.NaN()},
 		{StepIncrBench, ToolPgvault, 4, 90}, {StepIncrBench, ToolPgvaultSynthetic, 3, 10},
 		{StepIncrOnePct, ToolPgvault, 4, 5}, {StepIncrOnePct, ToolPgvaultSynthetic, 2, 1},
+		{StepWALFetch, ToolPgvault, 0.040, 16.8}, {StepWALFetch, ToolPgbackrest, 0.043, 16.8},
+		{StepWALIngest, ToolPgvault, 10, 1074}, {StepWALIngest, ToolReceivewal, 4, 1074},
 	} {
 		r.Add(x.step, x.tool, sample(x.wall, x.mb))
 	}
@@ -65,7 +67,10 @@ func TestGoals(t *testing.T) {
 	want := []string{"met", "not met", "met", "met", "not met",
 		"met", "not met", // synthetic wall time after pgbench (0.75x of 1.0x) and after 1% (0.5x of 0.3x)
 		"met", "not met", // synthetic server CPU
-		"met", "met"}
+		"met",     // restore throughput
+		"met",     // wal fetch 0.93x
+		"not met", // WAL ingest 0.4x of pg_receivewal's rate
+		"met"}
 	if len(goals) != len(want) {
 		t.Fatalf("%d goals", len(goals))
 	}

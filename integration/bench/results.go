@@ -31,11 +31,14 @@ const (
 	StepWALPush    = "WAL: archive one segment"
 	StepWALFetch   = "WAL: fetch one segment in a row of them"
 	StepWALStream  = "WAL: stream under pgbench"
+	// StepWALIngest is a receiver catching up a backlog of WAL its slot
+	// kept: the highest rate it stores (BENCH_INGEST_MB of backlog).
+	StepWALIngest = "WAL: catch up a backlog (ingest ceiling)"
 )
 
 // StepOrder is the order of steps in the table and the chart.
 var StepOrder = []string{StepFull, StepIncrChange, StepIncrBench, StepIncrShort, StepIncrOnePct, StepRestore, StepStart,
-	StepFirstQuery, StepRestoreEnd, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream}
+	StepFirstQuery, StepRestoreEnd, StepMountSeen, StepMountRead, StepWALPush, StepWALFetch, StepWALStream, StepWALIngest}
 
 // Tool names.
 const (
@@ -58,13 +61,14 @@ const (
 	ToolPgvaultSynthetic = "pgvault, synthetic"
 	ToolPgvaultParentWAL = "pgvault, synthetic's parent + WAL"
 	ToolBasebackup       = "pg_basebackup"
+	ToolReceivewal       = "pg_receivewal"
 	ToolPgbackrest       = "pgbackrest"
 	ToolRestic           = "restic"
 	ToolBarman           = "barman"
 )
 
 // ToolOrder is the order of tools within a step.
-var ToolOrder = []string{ToolPgvault, ToolPgvaultStream, ToolPgvaultSynthetic, ToolPgvaultParentWAL, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolPgbackrest, ToolRestic, ToolBarman}
+var ToolOrder = []string{ToolPgvault, ToolPgvaultStream, ToolPgvaultSynthetic, ToolPgvaultParentWAL, ToolPgvaultNoPrefetch, ToolPgvaultMount, ToolBasebackup, ToolReceivewal, ToolPgbackrest, ToolRestic, ToolBarman}
 
 // IsPgvault reports whether tool is one of pgvault's ways of doing a step.
 func IsPgvault(tool string) bool { return strings.HasPrefix(tool, "pgvault") }
