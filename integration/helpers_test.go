@@ -60,10 +60,17 @@ func newVault(t *testing.T, url string) *vault {
 	}
 	pw := filepath.Join(t.TempDir(), "password")
 	os.WriteFile(pw, []byte("integration secret\n"), 0o600)
+	cache := t.TempDir()
+	// Before the cache's removal (cleanups run last first).
+	t.Cleanup(func() {
+		if err := pgtest.WaitPrefetchers(cache, 20*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
 	v := &vault{t: t, repo: url, env: []string{
 		"PGVAULT_REPO=" + url,
 		"PGVAULT_PASSWORD_FILE=" + pw,
-		"PGVAULT_CACHE_DIR=" + t.TempDir(),
+		"PGVAULT_CACHE_DIR=" + cache,
 	}}
 	v.must("repo", "init")
 	return v

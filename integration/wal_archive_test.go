@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -120,24 +119,8 @@ func (a *archiveVault) spoolDir() string {
 // waitPrefetchers waits (up to 20 s) until no background prefetcher holds
 // the spool's lock.
 func (a *archiveVault) waitPrefetchers() {
-	data, err := os.ReadFile(filepath.Join(a.repo, "config"))
-	if err != nil {
-		return
-	}
-	var cfg struct{ ID string }
-	json.Unmarshal(data, &cfg)
-	lock := filepath.Join(a.cache, cfg.ID, "spool", "prefetch.lock")
-	err = poll(20*time.Second, func() (bool, error) {
-		f, err := os.Open(lock)
-		if err != nil {
-			return true, nil
-		}
-		defer f.Close()
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		return err == nil, err
-	})
-	if err != nil {
-		a.t.Errorf("a WAL prefetcher still holds %s: %v", lock, err)
+	if err := pgtest.WaitPrefetchers(a.cache, 20*time.Second); err != nil {
+		a.t.Error(err)
 	}
 }
 

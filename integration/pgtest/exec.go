@@ -177,6 +177,9 @@ func newBase(t testing.TB, u osUser) string {
 		t.Fatalf("pgtest: create a temporary folder: %v", err)
 	}
 	t.Cleanup(func() {
+		if err := WaitPrefetchers(base, 20*time.Second); err != nil {
+			t.Error(err)
+		}
 		if err := os.RemoveAll(base); err != nil {
 			t.Errorf("pgtest: remove %s: %v", base, err)
 		}
@@ -188,6 +191,40 @@ func newBase(t testing.TB, u osUser) string {
 		t.Fatalf("pgtest: %v (set TMPDIR to a folder every user can enter, e.g. /tmp)", err)
 	}
 	return base
+}
+
+// WaitPrefetchers waits, up to timeout, until no process holds the lock
+// of a WAL spool under dir (<cache>/<repository id>/spool/prefetch.lock).
+// restore_command (`pgvault wal fetch`) starts the prefetcher detached,
+// and it may still be downloading into the spool after the recovery that
+// started it, and the test, ended: removing the folder under it fails.
+func WaitPrefetchers(dir string, timeout time.Duration) error {
+	var locks []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "prefetch.lock" && filepath.Base(filepath.Dir(path)) == "spool" {
+			locks = append(locks, path)
+		}
+		return nil
+	})
+	deadline := time.Now().Add(timeout)
+	for _, lock := range locks {
+		for !lockFree(lock) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("pgtest: a WAL prefetcher still holds %s after %v", lock, timeout)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func lockFree(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 }
 
 // basePrefix starts the name of the harness's folders in os.TempDir(),
