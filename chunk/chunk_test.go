@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -82,7 +83,7 @@ func TestFixedSplitter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := collect(t, s); !equalInts(got, tt.want) {
+			if got := collect(t, s); !slices.Equal(got, tt.want) {
 				t.Errorf("sizes = %v, want %v", got, tt.want)
 			}
 		})
@@ -128,28 +129,16 @@ func TestCDCBoundariesPinned(t *testing.T) {
 		t.Fatalf("chunks cover %d bytes, want %d", sum, len(data))
 	}
 	want = pinnedCDCSizes
-	if !equalInts(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("CDC boundaries changed:\n got %#v\nwant %#v", got, want)
 	}
 }
 
 func TestCDCSmallFileIsOneChunk(t *testing.T) {
 	got := collect(t, NewCDC(bytes.NewReader(make([]byte, 100)), Pol(0x3DA3358B4DC173)))
-	if !equalInts(got, []int{100}) {
+	if !slices.Equal(got, []int{100}) {
 		t.Fatalf("sizes = %v, want [100]", got)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func newCodec(t testing.TB, encrypted bool, level int) *Codec {

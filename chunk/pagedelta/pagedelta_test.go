@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -135,7 +136,7 @@ func TestFingerprints(t *testing.T) {
 	if fb := b.Pages(nil, chunk); fb[0] == fa[0] {
 		t.Fatal("two keys give the same fingerprint")
 	}
-	if again := a.Pages(nil, bytes.Clone(chunk)); !equal(again, fa) {
+	if again := a.Pages(nil, bytes.Clone(chunk)); !slices.Equal(again, fa) {
 		t.Fatal("fingerprints are not deterministic")
 	}
 	changed, n := Diff(fa, a.Pages(nil, mutate(chunk, 1, 3)))
@@ -145,18 +146,6 @@ func TestFingerprints(t *testing.T) {
 	if _, err := NewFingerprinter(make([]byte, 16)); err == nil {
 		t.Fatal("a 16-byte key accepted")
 	}
-}
-
-func equal(a, b []Fingerprint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // A delta decoded from any bytes either is refused or rebuilds a chunk of
